@@ -1,0 +1,195 @@
+"""The control plane under ``/_emulator``: health, reset, samples, output files, jobs, clock, keys.
+
+Errors here are ``{"detail": ...}`` JSON. Nothing here imitates a vendor, except the output
+files, which answer as the vendor's storage would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from emulator import __version__, samples
+from emulator.core.billing import RateLimit
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+
+PREFIX = "/_emulator"
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+async def _json(request: Request) -> dict[str, Any] | JSONResponse:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        import json
+
+        body = json.loads(raw)
+    except ValueError as exc:
+        return _error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    return body
+
+
+def _number(body: dict[str, Any], key: str, *, minimum: float = 0.0) -> float | None | str:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{key} must be a finite number"
+    if value < minimum:
+        return f"{key} must be >= {minimum:g}"
+    return float(value)
+
+
+def file_route(emulator: Emulator) -> Route:
+    """``GET /_emulator/files/{vendor}/{name}``: an output file, as its vendor's storage."""
+
+    async def get_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        record = emulator.jobs.files.get(name.split(".", 1)[0])
+        if record is None:
+            return _error(404, f"no file {name}")
+        if record.expires_at is not None and emulator.clock.now() >= record.expires_at:
+            return _error(404, f"file {name} has expired")
+        return Response(record.data, media_type=record.content_type,
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+    return Route(PREFIX + "/files/{vendor}/{name}", get_file, methods=["GET"])
+
+
+def admin_routes(emulator: Emulator) -> list[BaseRoute]:
+    """Every ``/_emulator`` route except the files route."""
+    jobs = emulator.jobs
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({
+            "status": "ok",
+            "version": __version__,
+            "engine": emulator.engine_name,
+            "progression": emulator.settings.progression,
+            "latency": emulator.settings.latency,
+            "clock": "virtual" if emulator.clock.frozen else "real",
+            "now": emulator.clock.now(),
+            "vendors": sorted(emulator.adapters),
+            "jobs": len(jobs.store),
+            "uptime_s": round(time.time() - emulator.started_at, 3),
+        })
+
+    async def reset(request: Request) -> Response:
+        emulator.reset()
+        return JSONResponse({"reset": True})
+
+    async def sample_list(request: Request) -> Response:
+        base = f"{request.url.scheme}://{request.url.netloc}{PREFIX}/samples"
+        return JSONResponse({"samples": [
+            {"name": s.name, "title": s.title, "licence": s.licence, "kind": s.kind,
+             "url": f"{base}/{s.name}.jpg"}
+            for s in samples.SAMPLES.values()
+        ]})
+
+    async def sample_get(request: Request) -> Response:
+        name = request.path_params["name"]
+        if samples.lookup(name) is None:
+            return _error(404, f"no sample {name!r}; see {PREFIX}/samples")
+        return Response(samples.read_bytes(name), media_type="image/jpeg")
+
+    async def job_list(request: Request) -> Response:
+        q = request.query_params
+        found = jobs.jobs(vendor=q.get("vendor"), api_key=q.get("api_key") or q.get("key"),
+                          status=q.get("status"))
+        return JSONResponse({"jobs": [j.summary() for j in found]})
+
+    def _job(request: Request) -> Any:
+        return jobs.find(request.path_params["job_id"])
+
+    async def job_get(request: Request) -> Response:
+        job = _job(request)
+        if job is None:
+            return _error(404, f"no job {request.path_params['job_id']!r}")
+        return JSONResponse(job.summary())
+
+    async def job_action(request: Request) -> Response:
+        job = _job(request)
+        if job is None:
+            return _error(404, f"no job {request.path_params['job_id']!r}")
+        action = request.path_params["action"]
+        body = await _json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        if action == "advance":
+            jobs.advance(job)
+            await jobs.observe(job, count=False)
+        elif action == "complete":
+            jobs.complete(job)
+            await jobs.observe(job, count=False)
+        elif action == "fail":
+            message = body.get("message", "failed by the control plane")
+            kind = body.get("status", "failed")
+            from emulator.core.jobs import JobStatus
+
+            if kind not in ("failed", "error"):
+                return _error(400, "status must be 'failed' or 'error'")
+            if job.status.terminal:
+                return _error(409, f"job is already {job.status.value}")
+            jobs.fail(job, str(message), status=JobStatus(kind))
+        else:
+            return _error(404, f"unknown action {action!r}: advance, complete or fail")
+        return JSONResponse(job.summary())
+
+    async def clock_advance(request: Request) -> Response:
+        body = await _json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        seconds = _number(body, "seconds")
+        if isinstance(seconds, str) or seconds is None:
+            return _error(400, seconds or "seconds is required")
+        now = emulator.clock.advance(seconds)
+        return JSONResponse({"now": now, "advanced_s": seconds})
+
+    async def key_get(request: Request) -> Response:
+        return JSONResponse(jobs.billing.account(request.path_params["key"]).to_json())
+
+    async def key_put(request: Request) -> Response:
+        key = request.path_params["key"]
+        body = await _json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        values: dict[str, float | None] = {}
+        for field in ("balance_usd", "rps", "burst", "concurrent"):
+            parsed = _number(body, field, minimum=-1e12 if field == "balance_usd" else 0.0)
+            if isinstance(parsed, str):
+                return _error(400, parsed)
+            values[field] = parsed
+        if values["balance_usd"] is not None:
+            jobs.billing.set_balance(key, values["balance_usd"], emulator.clock.now())
+        if any(field in body for field in ("rps", "burst", "concurrent")):
+            concurrent = values["concurrent"]
+            jobs.billing.set_limit(key, RateLimit(
+                rps=values["rps"], burst=values["burst"],
+                concurrent=None if concurrent is None else int(concurrent)))
+        return JSONResponse(jobs.billing.account(key).to_json())
+
+    return [
+        Route(PREFIX + "/health", health, methods=["GET"]),
+        Route(PREFIX + "/reset", reset, methods=["POST"]),
+        Route(PREFIX + "/samples", sample_list, methods=["GET"]),
+        Route(PREFIX + "/samples/{name}", sample_get, methods=["GET"]),
+        Route(PREFIX + "/jobs", job_list, methods=["GET"]),
+        Route(PREFIX + "/jobs/{job_id}", job_get, methods=["GET"]),
+        Route(PREFIX + "/jobs/{job_id}/{action}", job_action, methods=["POST"]),
+        Route(PREFIX + "/clock/advance", clock_advance, methods=["POST"]),
+        Route(PREFIX + "/keys/{key}", key_get, methods=["GET"]),
+        Route(PREFIX + "/keys/{key}", key_put, methods=["PUT", "POST"]),
+    ]

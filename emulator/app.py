@@ -1,0 +1,224 @@
+"""The Starlette application: every vendor host, the control plane, one port.
+
+Each vendor host answers by its real ``Host`` header and by a path prefix on the one port (the
+vendor's main API host at the root). A request walks one way: host/route -> vendor adapter ->
+core -> vendor adapter renders the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from emulator import __version__, samples
+from emulator.core.clock import Clock
+from emulator.core.jobs import Job, JobEngine, default_threads
+from emulator.errors import EmulatorError
+from emulator.matte.engine import MatteEngine, create_engine
+from emulator.settings import Settings
+from emulator.vendors import load_all
+from emulator.vendors.base import PREFIX_KEY, VendorAdapter
+
+log = logging.getLogger("emulator")
+
+FILES_PATH = "/_emulator/files"
+
+
+class Emulator:
+    """The running emulator's state: settings, clock, job engine, adapters, matte engine."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.clock = Clock(frozen=settings.virtual_clock)
+        self.accepted_keys: frozenset[str] | None = settings.keys
+        self.started_at = time.time()
+        self._matte: MatteEngine | None = None
+        self._matte_lock = threading.Lock()
+        self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
+        self.jobs.local_resolver = self.resolve_local
+        self.adapters: dict[str, VendorAdapter] = {
+            slug: cls(self) for slug, cls in sorted(load_all().items())
+        }
+
+    def matte(self) -> MatteEngine:
+        """The matte engine, built on first use (thread-safe).
+
+        Raises:
+            EngineUnavailable: the configured engine cannot be built.
+        """
+        if self._matte is None:
+            with self._matte_lock:
+                if self._matte is None:
+                    s = self.settings
+                    self._matte = create_engine(
+                        s.engine, preset=s.engine_preset, models_dir=s.models_dir,
+                        threads=s.matte_threads or default_threads(),
+                    )
+        return self._matte
+
+    @property
+    def engine_name(self) -> str:
+        """Name of the matte engine in use (``"(not loaded)"`` before first use)."""
+        return self._matte.name if self._matte is not None else "(not loaded)"
+
+    def file_urls(self, request: Request, job: Job) -> list[str]:
+        """Absolute URLs of ``job``'s outputs on the scheme and host the client used."""
+        origin = VendorAdapter.origin(request)
+        return [f"{origin}{FILES_PATH}/{job.vendor}/{f.name}" for f in job.outputs]
+
+    async def resolve_local(self, url: str, origin: str | None) -> bytes | None:
+        """Bytes of a URL this emulator serves itself (samples, outputs), without HTTP.
+
+        Only for URLs on the same ``host:port`` as the submitting request, so a job that
+        refers to the emulator's own samples also works in-process (ASGI transport).
+        """
+        if origin is None:
+            return None
+        parts, own = urlsplit(url), urlsplit(origin)
+        if parts.netloc.lower() != own.netloc.lower():
+            return None
+        path = parts.path
+        if path.startswith("/_emulator/samples/"):
+            name = path.rsplit("/", 1)[-1]
+            return samples.read_bytes(name) if samples.lookup(name) else None
+        if path.startswith(FILES_PATH + "/"):
+            file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
+            record = self.jobs.files.get(file_id)
+            return record.data if record is not None else None
+        return None
+
+    def reset(self) -> None:
+        """Forget jobs, files and balances; the clock goes back to now."""
+        self.jobs.reset()
+        self.clock.reset()
+
+    def adapter_for_path(self, scope: Scope) -> VendorAdapter | None:
+        """The adapter owning a route that matches ``scope``'s path (any method)."""
+        for adapter in self.adapters.values():
+            for routes in adapter.routes().values():
+                for route in routes:
+                    match, _ = route.matches({**scope, "method": "GET", "type": "http"})
+                    if match is not Match.NONE:
+                        return adapter
+                    match, _ = route.matches({**scope, "method": "POST", "type": "http"})
+                    if match is not Match.NONE:
+                        return adapter
+        return None
+
+
+class _Prefixed:
+    """ASGI wrapper recording the prefix a vendor host was reached under."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[PREFIX_KEY] = self.prefix
+        await self.app(scope, receive, send)
+
+
+def _generic_error(status: int, detail: str, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the application.
+
+    Args:
+        settings: defaults to :meth:`Settings.from_env`.
+
+    Returns:
+        A Starlette app; its ``state.emulator`` is the :class:`Emulator`.
+    """
+    from emulator.admin import admin_routes, file_route
+
+    settings = settings or Settings.from_env()
+    emulator = Emulator(settings)
+
+    def vendor_default(adapter: VendorAdapter) -> ASGIApp:
+        async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "")
+            response = adapter.error_response(
+                EmulatorError(f"no route for {path}", status=404, code="not_found"))
+            await response(scope, receive, send)
+
+        return not_found
+
+    host_routes: list[BaseRoute] = []
+    mounts: list[BaseRoute] = []
+    root_routes: list[BaseRoute] = []
+    files = file_route(emulator)
+    for adapter in emulator.adapters.values():
+        per_host = adapter.routes()
+        for spec in adapter.hosts:
+            routes = per_host.get(spec.key, [])
+            host_routes.append(Host(spec.name, app=_Prefixed(
+                Router([*routes, files], default=vendor_default(adapter)), "")))
+            if spec.prefix:
+                mounts.append(Mount(spec.prefix, app=_Prefixed(
+                    Router(routes, default=vendor_default(adapter)), spec.prefix)))
+            else:
+                root_routes.extend(routes)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        adapter = emulator.adapter_for_path(request.scope)
+        headers = dict(exc.headers or {})
+        if adapter is not None:
+            response = adapter.error_response(
+                EmulatorError(str(exc.detail), status=exc.status_code, code="http_error"))
+            response.headers.update(headers)
+            return response
+        return _generic_error(exc.status_code, str(exc.detail), headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return _generic_error(500, "internal error in the emulator")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await emulator.jobs.start()
+        await asyncio.get_running_loop().run_in_executor(None, emulator.matte)
+        try:
+            yield
+        finally:
+            await emulator.jobs.stop()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _generic_error(404, f"no route for {request.method} {request.url.path}")
+
+    app = Starlette(
+        routes=[*host_routes, *mounts, *admin_routes(emulator), files, *root_routes],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, 404: not_found, 500: server_error},
+    )
+    app.state.emulator = emulator
+    return app
+
+
+def describe(app: Starlette) -> dict[str, Any]:
+    """Banner facts for the CLI: engine name, vendors, progression."""
+    emulator: Emulator = app.state.emulator
+    return {
+        "engine": emulator.engine_name,
+        "vendors": list(emulator.adapters),
+        "progression": emulator.settings.progression,
+    }
+
+
+__all__ = ["FILES_PATH", "Emulator", "Route", "create_app", "describe"]

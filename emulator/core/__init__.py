@@ -1,0 +1,1 @@
+"""Vendor-neutral core: jobs, clock, inputs, files, billing. Never imports ``emulator.vendors``."""

@@ -1,0 +1,188 @@
+"""Per-key accounts: balances in USD with holds and a ledger, and rate limits.
+
+Pricing: $0.018 per successful image at all five vendors (NOTES.md, "All five"); system errors
+are not charged (Pixazo's ERROR status, pixazo.txt). A job's price is held at submit, charged
+when it succeeds and released when it fails, so a balance that runs out in the middle of a
+batch answers 402 at the first submit it cannot cover.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.errors import PaymentRequired, RateLimited
+
+
+@dataclass
+class LedgerEntry:
+    """One movement on an account. ``amount_usd`` is negative for a charge."""
+
+    at: float
+    kind: str
+    amount_usd: float
+    balance_usd: float
+    job_id: str | None = None
+    vendor: str | None = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class RateLimit:
+    """Limits for one key. ``None`` means unlimited.
+
+    Attributes:
+        rps: sustained requests per second (token bucket refill rate).
+        burst: bucket size (requests); defaults to ``max(1, rps)``.
+        concurrent: jobs that may be unfinished at once.
+    """
+
+    rps: float | None = None
+    burst: float | None = None
+    concurrent: int | None = None
+
+
+@dataclass
+class Account:
+    """A key's balance (USD), holds, ledger, rate limit and live-job count."""
+
+    key: str
+    balance_usd: float
+    held_usd: float = 0.0
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    limit: RateLimit = field(default_factory=RateLimit)
+    tokens: float = math.inf
+    tokens_at: float = 0.0
+    active_jobs: int = 0
+
+    @property
+    def available_usd(self) -> float:
+        """Balance less holds for unfinished jobs."""
+        return self.balance_usd - self.held_usd
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready view for ``GET /_emulator/keys/{key}``."""
+        return {
+            "key": self.key,
+            "balance_usd": round(self.balance_usd, 6),
+            "held_usd": round(self.held_usd, 6),
+            "available_usd": round(self.available_usd, 6),
+            "active_jobs": self.active_jobs,
+            "limits": dict(self.limit.__dict__),
+            "ledger": [e.to_json() for e in self.ledger],
+        }
+
+
+class Billing:
+    """All accounts, created on first use with ``default_balance_usd``. Thread-safe."""
+
+    def __init__(self, default_balance_usd: float) -> None:
+        self.default_balance_usd = default_balance_usd
+        self.default_limit = RateLimit()
+        self._accounts: dict[str, Account] = {}
+        self._lock = threading.Lock()
+
+    def account(self, key: str) -> Account:
+        """The key's account (created if new)."""
+        with self._lock:
+            return self._get(key)
+
+    def _get(self, key: str) -> Account:
+        acct = self._accounts.get(key)
+        if acct is None:
+            acct = Account(key=key, balance_usd=self.default_balance_usd,
+                           limit=RateLimit(**self.default_limit.__dict__))
+            self._accounts[key] = acct
+        return acct
+
+    def set_balance(self, key: str, usd: float, now: float) -> Account:
+        """Set a key's balance to ``usd`` (a ledger ``adjust`` entry records the change)."""
+        with self._lock:
+            acct = self._get(key)
+            delta = usd - acct.balance_usd
+            acct.balance_usd = usd
+            acct.ledger.append(LedgerEntry(now, "adjust", delta, usd, note="balance set"))
+            return acct
+
+    def set_limit(self, key: str, limit: RateLimit) -> Account:
+        """Replace a key's rate limit (the bucket starts full)."""
+        with self._lock:
+            acct = self._get(key)
+            acct.limit = limit
+            acct.tokens = math.inf
+            return acct
+
+    def throttle(self, key: str, now: float) -> None:
+        """Take one token from the key's bucket.
+
+        Raises:
+            RateLimited: the bucket is empty; ``retry_after`` is the seconds until a token.
+        """
+        with self._lock:
+            acct = self._get(key)
+            rps = acct.limit.rps
+            if rps is None or rps <= 0:
+                return
+            burst = acct.limit.burst or max(1.0, rps)
+            if acct.tokens == math.inf:
+                acct.tokens, acct.tokens_at = burst, now
+            acct.tokens = min(burst, acct.tokens + (now - acct.tokens_at) * rps)
+            acct.tokens_at = now
+            if acct.tokens < 1.0:
+                wait = (1.0 - acct.tokens) / rps
+                raise RateLimited(
+                    f"rate limit of {rps:g} requests per second exceeded for this key",
+                    retry_after=max(1.0, math.ceil(wait)),
+                )
+            acct.tokens -= 1.0
+
+    def open_job(self, key: str, price_usd: float, now: float, job_id: str, vendor: str) -> None:
+        """Hold a job's price and count it as live.
+
+        Raises:
+            RateLimited: the key already has ``concurrent`` unfinished jobs.
+            PaymentRequired: the available balance is below ``price_usd``.
+        """
+        with self._lock:
+            acct = self._get(key)
+            cap = acct.limit.concurrent
+            if cap is not None and acct.active_jobs >= cap:
+                raise RateLimited(
+                    f"this key already has {acct.active_jobs} unfinished jobs (limit {cap})",
+                    retry_after=1.0,
+                )
+            if acct.available_usd + 1e-9 < price_usd:
+                raise PaymentRequired(
+                    f"balance {acct.available_usd:.4f} USD cannot cover {price_usd:.4f} USD"
+                )
+            acct.held_usd += price_usd
+            acct.active_jobs += 1
+            acct.ledger.append(LedgerEntry(now, "hold", 0.0, acct.balance_usd, job_id, vendor,
+                                           f"held {price_usd:.4f} USD"))
+
+    def close_job(self, key: str, price_usd: float, now: float, job_id: str, vendor: str,
+                  *, charge: bool) -> None:
+        """Release the hold; charge ``price_usd`` when ``charge`` (a successful image)."""
+        with self._lock:
+            acct = self._get(key)
+            acct.held_usd = max(0.0, acct.held_usd - price_usd)
+            acct.active_jobs = max(0, acct.active_jobs - 1)
+            if charge:
+                acct.balance_usd -= price_usd
+                acct.ledger.append(LedgerEntry(now, "charge", -price_usd, acct.balance_usd,
+                                               job_id, vendor, "successful image"))
+            else:
+                acct.ledger.append(LedgerEntry(now, "release", 0.0, acct.balance_usd, job_id,
+                                               vendor, "not charged"))
+
+    def reset(self) -> None:
+        """Forget every account."""
+        with self._lock:
+            self._accounts.clear()
+            self.default_limit = RateLimit()

@@ -1,0 +1,113 @@
+"""Output files: bytes kept in memory, bounded, with an expiry time.
+
+A file's URL is built by the vendor adapter from the request's own scheme, host and prefix;
+the core only keeps ``id -> bytes``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One output file.
+
+    Attributes:
+        id: opaque token, URL-safe.
+        name: file name offered to clients (``<id>.png``).
+        content_type: MIME type (``image/png``).
+        data: the bytes.
+        width, height: pixels, for images.
+        created_at: unix seconds.
+        expires_at: unix seconds after which the file answers as expired; ``None``: never.
+    """
+
+    id: str
+    name: str
+    content_type: str
+    data: bytes
+    width: int
+    height: int
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return len(self.data)
+
+
+class FileStore:
+    """Thread-safe in-memory file store holding at most ``max_bytes`` bytes.
+
+    The oldest files are evicted first when a new one would exceed the limit.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._files: OrderedDict[str, StoredFile] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        width: int,
+        height: int,
+        now: float,
+        ttl_s: float | None,
+        suffix: str = ".png",
+    ) -> StoredFile:
+        """Keep ``data`` and return its record (expires ``ttl_s`` seconds after ``now``)."""
+        file_id = secrets.token_urlsafe(16)
+        record = StoredFile(
+            id=file_id,
+            name=f"{file_id}{suffix}",
+            content_type=content_type,
+            data=data,
+            width=width,
+            height=height,
+            created_at=now,
+            expires_at=None if ttl_s is None else now + ttl_s,
+        )
+        with self._lock:
+            self._files[file_id] = record
+            self._bytes += record.size
+            while self._bytes > self._max_bytes and len(self._files) > 1:
+                _, old = self._files.popitem(last=False)
+                self._bytes -= old.size
+        return record
+
+    def get(self, file_id: str) -> StoredFile | None:
+        """The file with ``file_id``, or ``None`` (never stored, or evicted)."""
+        with self._lock:
+            return self._files.get(file_id)
+
+    def expire(self, file_id: str, now: float) -> bool:
+        """Make a file expire at ``now``; ``False`` if there is no such file."""
+        with self._lock:
+            record = self._files.get(file_id)
+            if record is None:
+                return False
+            self._files[file_id] = StoredFile(**{**record.__dict__, "expires_at": now})
+            return True
+
+    def clear(self) -> None:
+        """Forget every file."""
+        with self._lock:
+            self._files.clear()
+            self._bytes = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes held now."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._files)

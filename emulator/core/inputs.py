@@ -1,0 +1,237 @@
+"""Input images: parse a source (http(s) URL, ``data:`` URI, raw base64), fetch it, decode it.
+
+Limits guard the server: a byte limit while fetching, a time limit, and a pixel limit checked
+from the header before any pixel is decoded (decompression bombs). Every failure raises
+:class:`~emulator.errors.InputImageError` (or :class:`~emulator.errors.InvalidInput` at parse
+time) with a message that names the cause.
+
+Formats: JPEG, PNG, WebP, GIF (first frame) and AVIF where Pillow supports it, as fal.txt lists
+("JPEG, PNG, WebP, GIF, AVIF via URL"); EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from emulator.errors import InputImageError, InvalidInput
+
+SourceKind = Literal["url", "data", "base64"]
+
+#: Pillow format names accepted as input.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "AVIF"})
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)"
+                       r"(?P<b64>;base64)?,", re.IGNORECASE)
+_BASE64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
+
+#: Resolves a URL the emulator serves itself (samples, its own output files) without HTTP;
+#: called with the URL and the origin (scheme://host:port) of the submitting request.
+LocalResolver = Callable[[str, str | None], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an input image comes from.
+
+    Attributes:
+        kind: ``"url"`` (http or https), ``"data"`` (a ``data:`` URI) or ``"base64"`` (raw).
+        value: the URL, the whole data URI, or the base64 text.
+    """
+
+    kind: SourceKind
+    value: str
+
+    def describe(self) -> str:
+        """A short text for messages and journals (data is not echoed in full)."""
+        if self.kind == "url":
+            return self.value if len(self.value) <= 200 else self.value[:197] + "..."
+        return f"<{self.kind}, {len(self.value)} chars>"
+
+
+def parse_source(value: object, *, field: str, allow_base64: bool = False) -> ImageSource:
+    """Check an image reference from a request body; cheap, so it runs at submit.
+
+    Args:
+        value: the JSON value the client sent.
+        field: the field name, for the message (``"image_url"``).
+        allow_base64: accept a bare base64 string (GMI Cloud's ``payload.image``, gmicloud.txt).
+
+    Raises:
+        InvalidInput: not a string, empty, an unsupported scheme, or a malformed data URI.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"{field} must be a string (an http(s) URL or a data: URI), got {_json_type(value)}",
+            field=field,
+        )
+    text = value.strip()
+    if not text:
+        raise InvalidInput(f"{field} is empty", field=field)
+    if text[:5].lower() == "data:":
+        m = _DATA_URI.match(text[:512])
+        if m is None or not m.group("b64"):
+            raise InvalidInput(
+                f"{field} is a data: URI but not of the form data:<mime>;base64,<data>",
+                field=field,
+            )
+        return ImageSource("data", text)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise InvalidInput(f"{field} {text[:100]!r} has no host", field=field)
+        return ImageSource("url", text)
+    if allow_base64 and _looks_base64(text):
+        return ImageSource("base64", text)
+    if scheme and "://" in text:
+        raise InvalidInput(
+            f"{field} uses the scheme {scheme!r}; only http, https and data: URIs are accepted",
+            field=field,
+        )
+    raise InvalidInput(
+        f"{field} must be an http(s) URL or a data: URI"
+        + (" or base64 image data" if allow_base64 else ""),
+        field=field,
+    )
+
+
+def _looks_base64(text: str) -> bool:
+    head = text[:4096].encode("ascii", "replace")
+    return len(text) >= 16 and bool(_BASE64_CHARS.match(head.replace(b"\n", b"")))
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def decode_inline(source: ImageSource, max_bytes: int) -> bytes:
+    """Bytes of a ``data`` or ``base64`` source (blocking: run it in the worker pool).
+
+    Raises:
+        InputImageError: invalid base64, or more than ``max_bytes`` bytes once decoded.
+    """
+    text = source.value.split(",", 1)[1] if source.kind == "data" else source.value
+    if len(text) * 3 // 4 > max_bytes + 3:
+        raise InputImageError(f"inline image is larger than the limit of {max_bytes} bytes")
+    try:
+        compact = "".join(text.split())
+        compact += "=" * (-len(compact) % 4)
+        if "-" in compact or "_" in compact:
+            return base64.urlsafe_b64decode(compact)
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputImageError(f"inline image is not valid base64: {exc}") from None
+
+
+async def fetch_url(
+    url: str, client: httpx.AsyncClient, *, max_bytes: int, timeout_s: float
+) -> bytes:
+    """GET ``url`` with a time limit and a byte limit.
+
+    Raises:
+        InputImageError: HTTP status >= 400, time-out, connection failure, or a body over
+            ``max_bytes`` bytes. The message names the URL and the cause.
+    """
+    short = url if len(url) <= 200 else url[:197] + "..."
+    try:
+        async with client.stream(
+            "GET", url, timeout=timeout_s, follow_redirects=True
+        ) as response:
+            if response.status_code >= 400:
+                raise InputImageError(
+                    f"fetching the input image failed: {short} answered HTTP "
+                    f"{response.status_code}"
+                )
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise InputImageError(
+                    f"the input image at {short} is {declared} bytes, over the limit of "
+                    f"{max_bytes} bytes"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InputImageError(
+                        f"the input image at {short} is over the limit of {max_bytes} bytes"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.TimeoutException:
+        raise InputImageError(
+            f"fetching the input image timed out after {timeout_s:g} s: {short}"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise InputImageError(
+            f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode image bytes to RGB (blocking: run it in the worker pool).
+
+    GIFs give their first frame; EXIF orientation is applied; an alpha channel is dropped.
+
+    Returns:
+        ``H x W x 3 uint8`` array, C-contiguous.
+
+    Raises:
+        InputImageError: empty data, not an image, a format outside :data:`ACCEPTED_FORMATS`,
+            more than ``max_pixels`` pixels, or truncated/corrupt data.
+    """
+    if not data:
+        raise InputImageError("the input image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            if fmt not in ACCEPTED_FORMATS:
+                raise InputImageError(
+                    f"the input is a {fmt} image; accepted formats are JPEG, PNG, WebP, GIF"
+                    " and AVIF"
+                )
+            width, height = img.size
+            if width * height > max_pixels:
+                raise InputImageError(
+                    f"the input image is {width} x {height} = {width * height} pixels, over "
+                    f"the limit of {max_pixels} pixels (decompression-bomb guard)"
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode in ("P", "PA", "LA", "RGBA", "I;16", "I", "F", "CMYK", "YCbCr", "L", "1"):
+                img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" \
+                    else img.convert("RGB")
+            elif img.mode != "RGB":
+                img = img.convert("RGB")
+            return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    except InputImageError:
+        raise
+    except UnidentifiedImageError:
+        head = data[:16]
+        raise InputImageError(
+            f"the input is not an image that can be read ({len(data)} bytes, starting "
+            f"{head!r})"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise InputImageError(f"the input image is a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(f"the input image data is truncated or corrupt: {exc}") from None

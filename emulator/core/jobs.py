@@ -1,0 +1,510 @@
+"""Jobs: the canonical status, the job record, and the engine that runs and reveals them.
+
+Two things move separately, as in moto's managed state
+(``moto/moto_api/_internal/managed_state_model.py``):
+
+* the **work** (fetch, decode, matte, encode) starts at submit and runs in the worker pool;
+* the **visible status** follows the progression policy: ``polls:N`` (``immediate`` is
+  ``polls:0``) advances one step per status read, ``time`` follows a latency profile on the
+  :class:`~emulator.core.clock.Clock`.
+
+A job never shows its final status before its work has ended: under ``polls`` the read that
+is due to show it waits for the work (off the event loop); under ``time`` the job shows
+processing until the work ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from emulator.core.billing import Billing
+from emulator.core.clock import Clock
+from emulator.core.files import FileStore, StoredFile
+from emulator.core.inputs import ImageSource, LocalResolver, decode_inline, fetch_url
+from emulator.core.store import InMemoryJobStore, JobStore
+from emulator.core.tasks import TASKS, Rendered, TaskContext
+from emulator.errors import Conflict, EmulatorError, InvalidInput, NotFound
+from emulator.matte.engine import MatteEngine
+from emulator.settings import Settings, parse_progression
+
+log = logging.getLogger("emulator.jobs")
+
+
+class JobStatus(str, enum.Enum):
+    """The canonical status; each adapter maps it to its vendor's words."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for succeeded, failed, error and cancelled."""
+        return self not in (JobStatus.QUEUED, JobStatus.PROCESSING)
+
+
+# Visible stages: 0 queued, 1 processing, 2 final.
+_QUEUED, _PROCESSING, _FINAL = 0, 1, 2
+
+
+@dataclass
+class Task:
+    """What a job does.
+
+    Attributes:
+        kind: a key of :data:`emulator.core.tasks.TASKS` (``"remove"``, ...).
+        sources: input images, in the order the task function expects.
+        params: task options (JSON values).
+    """
+
+    kind: str
+    sources: tuple[ImageSource, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Job:
+    """One job, vendor-neutral. Times are unix seconds from the engine's clock.
+
+    ``metadata`` holds what the adapter needs to render the vendor's shape again (callback
+    URL, the client's own metadata, ...); the core does not read it.
+    """
+
+    id: str
+    vendor: str
+    operation: str
+    api_key: str
+    task: Task
+    created_at: float
+    price_usd: float
+    origin: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    status: JobStatus = JobStatus.QUEUED
+    updated_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+    status_reads: int = 0
+    floor_stage: int = _QUEUED
+    stuck: bool = False
+    work_started_at: float | None = None
+    work_ended_at: float | None = None
+    outcome: JobStatus | None = None
+    outputs: list[StoredFile] = field(default_factory=list)
+    error: str | None = None
+    error_code: str | None = None
+    charged_usd: float = 0.0
+    generation: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def work_done(self) -> bool:
+        """True once the image work has ended (in success or not)."""
+        return self.outcome is not None
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Milliseconds from creation to the visible final status, once there."""
+        if self.completed_at is None:
+            return None
+        return max(0, round((self.completed_at - self.created_at) * 1000))
+
+    def summary(self) -> dict[str, Any]:
+        """A vendor-neutral JSON view for the control plane (``/_emulator/jobs``)."""
+        return {
+            "id": self.id,
+            "vendor": self.vendor,
+            "operation": self.operation,
+            "api_key": self.api_key,
+            "status": self.status.value,
+            "work": "done" if self.work_done else (
+                "running" if self.work_started_at else "pending"),
+            "outcome": self.outcome.value if self.outcome else None,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "completed_at": self.completed_at,
+            "status_reads": self.status_reads,
+            "stuck": self.stuck,
+            "outputs": [{"id": f.id, "bytes": f.size, "width": f.width, "height": f.height}
+                        for f in self.outputs],
+            "charged_usd": self.charged_usd,
+        }
+
+
+FinalListener = Callable[[Job], Awaitable[None]]
+
+
+class JobEngine:
+    """Creates jobs, runs their image work in a worker pool, and reveals their status.
+
+    Use :meth:`start` and :meth:`stop` from the event loop that serves requests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        matte: Callable[[], MatteEngine],
+        store: JobStore | None = None,
+        files: FileStore | None = None,
+        billing: Billing | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._matte = matte
+        self.store: JobStore = store or InMemoryJobStore(
+            settings.max_jobs, lambda j: j.status.terminal and j.work_done
+        )
+        self.files = files or FileStore(settings.max_file_bytes)
+        self.billing = billing or Billing(settings.default_balance_usd)
+        self.mode, self.polls = parse_progression(settings.progression)
+        self.profile = settings.latency_profile
+        self.local_resolver: LocalResolver | None = None
+        self.final_listeners: list[FinalListener] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: dict[str, Job] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._generation = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the worker pool, the HTTP client for inputs and the final-status ticker."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="matte")
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers={"User-Agent": "rmbg-emulator (input fetch)"},
+                limits=httpx.Limits(max_connections=32),
+            )
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def stop(self) -> None:
+        """Stop the ticker, wait for running work, close the client and the pool."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=30)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The worker pool for blocking image work.
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        if self._pool is None:
+            raise RuntimeError("JobEngine.start() has not been called")
+        return self._pool
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker pool and await its result."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def reset(self) -> None:
+        """Forget jobs, files, balances and watches; running work finishes unseen."""
+        self._generation += 1
+        self.store.clear()
+        self.files.clear()
+        self.billing.reset()
+        self._watched.clear()
+
+    # -- submit ------------------------------------------------------------------------------
+    def submit(
+        self,
+        *,
+        job_id: str,
+        vendor: str,
+        operation: str,
+        api_key: str,
+        task: Task,
+        origin: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        watch: bool = False,
+        price_usd: float | None = None,
+    ) -> Job:
+        """Create a job and start its work.
+
+        Args:
+            job_id: the vendor-shaped id (the adapter makes it).
+            watch: reveal the final status without polls (for webhooks); listeners in
+                :attr:`final_listeners` are called when it shows.
+            price_usd: defaults to ``settings.price_usd`` ($0.018).
+
+        Raises:
+            InvalidInput: unknown task kind.
+            RateLimited: the key's rate limit or concurrency cap is reached.
+            PaymentRequired: the key's available balance cannot cover the price.
+        """
+        if task.kind not in TASKS:
+            raise InvalidInput(f"unknown task {task.kind!r}")
+        now = self.clock.now()
+        price = self.settings.price_usd if price_usd is None else price_usd
+        self.billing.throttle(api_key, now)
+        self.billing.open_job(api_key, price, now, job_id, vendor)
+        job = Job(
+            id=job_id, vendor=vendor, operation=operation, api_key=api_key, task=task,
+            created_at=now, updated_at=now, price_usd=price, origin=origin,
+            metadata=dict(metadata or {}), generation=self._generation,
+        )
+        self.store.put(job)
+        if watch:
+            self._watched[job.id] = job
+        worker = asyncio.get_running_loop().create_task(self._work(job))
+        self._tasks.add(worker)
+        worker.add_done_callback(self._tasks.discard)
+        return job
+
+    def find(self, job_id: str, *, vendor: str | None = None) -> Job | None:
+        """The job, or ``None`` when there is none (or it is another vendor's)."""
+        job = self.store.get(job_id)
+        if job is None or (vendor is not None and job.vendor != vendor):
+            return None
+        return job
+
+    def get(self, job_id: str, *, vendor: str | None = None) -> Job:
+        """The job, optionally only if it belongs to ``vendor``.
+
+        Raises:
+            NotFound: no such job (or another vendor's).
+        """
+        job = self.find(job_id, vendor=vendor)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job
+
+    # -- the work --------------------------------------------------------------------------
+    async def _load(self, source: ImageSource, origin: str | None) -> bytes:
+        max_bytes = self.settings.max_input_bytes
+        if source.kind != "url":
+            data: bytes = await self.run_blocking(decode_inline, source, max_bytes)
+            return data
+        if self.local_resolver is not None:
+            local = await self.local_resolver(source.value, origin)
+            if local is not None:
+                return local
+        assert self._client is not None
+        return await fetch_url(source.value, self._client, max_bytes=max_bytes,
+                               timeout_s=self.settings.fetch_timeout_s)
+
+    async def _work(self, job: Job) -> None:
+        job.work_started_at = self.clock.now()
+        outcome = JobStatus.SUCCEEDED
+        try:
+            payloads = [await self._load(src, job.origin) for src in job.task.sources]
+            ctx = TaskContext(
+                engine=self._matte(),
+                max_pixels=self.settings.max_input_pixels,
+                compress_level=self.settings.png_compress_level,
+            )
+            rendered: list[Rendered] = await self.run_blocking(
+                TASKS[job.task.kind], payloads, job.task.params, ctx
+            )
+            now = self.clock.now()
+            job.outputs = [
+                self.files.put(r.data, content_type=r.content_type, width=r.width,
+                               height=r.height, now=now, ttl_s=self.settings.result_ttl_s,
+                               suffix=r.suffix)
+                for r in rendered
+            ]
+        except EmulatorError as exc:
+            outcome = JobStatus.FAILED
+            job.error, job.error_code = exc.message, exc.code
+        except Exception as exc:
+            log.exception("job %s: internal error in the image pipeline", job.id)
+            outcome = JobStatus.ERROR
+            job.error = f"internal error in the emulator's image pipeline: {type(exc).__name__}"
+            job.error_code = "system_error"
+        self._finish_work(job, outcome)
+
+    def _finish_work(self, job: Job, outcome: JobStatus) -> None:
+        if job.outcome is not None:
+            return
+        job.outcome = outcome
+        job.work_ended_at = self.clock.now()
+        if job.generation == self._generation:
+            charge = outcome is JobStatus.SUCCEEDED
+            self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,
+                                   job.vendor, charge=charge)
+            job.charged_usd = job.price_usd if charge else 0.0
+        job.done.set()
+
+    # -- what clients see -------------------------------------------------------------------
+    def _due_stage(self, job: Job, *, ticker: bool) -> int:
+        if self.mode == "polls":
+            reads = job.status_reads
+            if reads > self.polls or (ticker and job.work_done):
+                stage = _FINAL
+            elif reads <= 1:
+                stage = _QUEUED
+            else:
+                stage = _PROCESSING
+        else:
+            elapsed = self.clock.now() - job.created_at
+            if elapsed < self.profile.queued_s:
+                stage = _QUEUED
+            elif elapsed < self.profile.total_s:
+                stage = _PROCESSING
+            else:
+                stage = _FINAL
+        stage = max(stage, job.floor_stage)
+        if job.stuck:
+            stage = min(stage, _PROCESSING)
+        return stage
+
+    async def observe(self, job: Job, *, count: bool = True) -> JobStatus:
+        """The status a client sees now; ``count`` marks a vendor status read (polls mode).
+
+        May wait (without blocking the loop) for the job's work under ``polls``.
+        """
+        if job.status.terminal:
+            return job.status
+        if count:
+            job.status_reads += 1
+        stage = self._due_stage(job, ticker=not count)
+        if stage == _FINAL and not job.work_done:
+            if self.mode == "polls" or job.floor_stage == _FINAL:
+                await job.done.wait()
+            else:
+                stage = _PROCESSING
+        self._show(job, stage)
+        return job.status
+
+    def _show(self, job: Job, stage: int) -> None:
+        now = self.clock.now()
+        if stage >= _PROCESSING and job.started_at is None:
+            job.started_at = (min(now, job.created_at + self.profile.queued_s)
+                              if self.mode == "time" else now)
+        if stage == _FINAL and job.outcome is not None:
+            job.status = job.outcome
+            job.completed_at = now
+            self._watched.pop(job.id, None)
+            for listener in self.final_listeners:
+                task = asyncio.get_running_loop().create_task(listener(job))
+                self._tasks.add(task)  # type: ignore[arg-type]
+                task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        elif stage == _PROCESSING:
+            job.status = JobStatus.PROCESSING
+        if job.status is not JobStatus.QUEUED or stage == _QUEUED:
+            job.updated_at = now if job.updated_at < now else job.updated_at
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            for job in list(self._watched.values()):
+                try:
+                    if not job.work_done and self.mode == "polls" and job.floor_stage < _FINAL:
+                        continue
+                    await self.observe(job, count=False)
+                except Exception:  # never let the ticker die
+                    log.exception("ticker: job %s", job.id)
+
+    # -- control -----------------------------------------------------------------------------
+    def watch(self, job: Job) -> None:
+        """Reveal ``job``'s final status as soon as it is due, without polls."""
+        if not job.status.terminal:
+            self._watched[job.id] = job
+
+    def advance(self, job: Job) -> None:
+        """Move the visible status one step (queued -> processing -> final)."""
+        job.stuck = False
+        job.floor_stage = min(_FINAL, max(job.floor_stage, self._due_stage(job, ticker=False))
+                              + 1)
+        self.watch(job)
+
+    def complete(self, job: Job) -> None:
+        """Make the final status due now (it shows once the work has ended)."""
+        job.stuck = False
+        job.floor_stage = _FINAL
+        self.watch(job)
+
+    def fail(self, job: Job, message: str, *, status: JobStatus = JobStatus.FAILED) -> None:
+        """End the job now in ``status`` (failed or error) with ``message``, not charged.
+
+        Raises:
+            Conflict: the job already shows a final status.
+        """
+        if job.status.terminal:
+            raise Conflict(f"job {job.id} is already {job.status.value}")
+        if job.outcome is JobStatus.SUCCEEDED and job.charged_usd:
+            now = self.clock.now()
+            self.billing.set_balance(job.api_key,
+                                     self.billing.account(job.api_key).balance_usd
+                                     + job.charged_usd, now)
+            job.charged_usd = 0.0
+        job.outputs = []
+        job.error, job.error_code = message, "forced_failure"
+        if job.outcome is None:
+            self._finish_work(job, status)
+        else:
+            job.outcome = status
+        job.stuck = False
+        job.floor_stage = _FINAL
+        self._show(job, _FINAL)
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a job that still shows queued.
+
+        Raises:
+            Conflict: it already runs or has ended.
+        """
+        if job.status is not JobStatus.QUEUED or (
+            self._due_stage(job, ticker=False) > _QUEUED
+        ):
+            raise Conflict(f"job {job.id} is {job.status.value}; only a queued job can be "
+                           "cancelled")
+        job.outputs = []
+        if job.outcome is None:
+            self._finish_work(job, JobStatus.CANCELLED)
+        else:
+            job.outcome = JobStatus.CANCELLED
+        job.error = None
+        job.floor_stage = _FINAL
+        self._show(job, _FINAL)
+
+    def jobs(self, **filters: str | None) -> list[Job]:
+        """Jobs whose attributes equal every non-``None`` filter (vendor, api_key, status)."""
+        out = []
+        for job in self.store.jobs():
+            ok = True
+            for key, want in filters.items():
+                if want is None:
+                    continue
+                have = getattr(job, key)
+                have = have.value if isinstance(have, JobStatus) else have
+                if str(have) != want:
+                    ok = False
+                    break
+            if ok:
+                out.append(job)
+        return out
+
+
+def default_threads() -> int:
+    """CPU count, for onnxruntime's intra-op threads."""
+    return os.cpu_count() or 1

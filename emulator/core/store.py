@@ -1,0 +1,80 @@
+"""Job stores. The in-memory one is the default (see ``../shared/PERFORMANCE-NOTES.md``: an
+in-memory dict on the event loop beat sqlite, aiosqlite and Redis for one worker)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from emulator.core.jobs import Job
+
+
+class JobStore(Protocol):
+    """Where jobs live. Implementations must be safe to call from the event loop."""
+
+    def put(self, job: Job) -> None:
+        """Add or replace a job."""
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or ``None``."""
+
+    def jobs(self) -> Iterator[Job]:
+        """Every job, oldest first."""
+
+    def clear(self) -> None:
+        """Forget every job."""
+
+    def __len__(self) -> int:
+        """How many jobs are kept."""
+
+
+class InMemoryJobStore:
+    """An ordered dict bounded to ``max_jobs``: past it, the oldest finished jobs are evicted.
+
+    Unfinished jobs are never evicted (a job is never lost while it runs).
+    """
+
+    def __init__(self, max_jobs: int, is_finished: Callable[[Job], bool]) -> None:
+        self._max = max_jobs
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._is_finished = is_finished
+        self._lock = threading.Lock()
+
+    def put(self, job: Job) -> None:
+        """Add or replace a job, evicting the oldest finished ones past ``max_jobs``."""
+        with self._lock:
+            self._jobs[job.id] = job
+            if len(self._jobs) > self._max:
+                self._evict()
+
+    def _evict(self) -> None:
+        scanned = 0
+        limit = len(self._jobs)
+        while len(self._jobs) > self._max and scanned < limit:
+            job_id, job = next(iter(self._jobs.items()))
+            scanned += 1
+            if self._is_finished(job):
+                del self._jobs[job_id]
+            else:
+                self._jobs.move_to_end(job_id)
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or ``None``."""
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> Iterator[Job]:
+        """Every job, oldest first (a snapshot)."""
+        with self._lock:
+            snapshot = list(self._jobs.values())
+        return iter(snapshot)
+
+    def clear(self) -> None:
+        """Forget every job."""
+        with self._lock:
+            self._jobs.clear()
+
+    def __len__(self) -> int:
+        return len(self._jobs)

@@ -1,0 +1,1 @@
+"""Matte engines: an alpha matte from an RGB photograph. Never imports ``emulator.vendors``."""

@@ -1,0 +1,87 @@
+"""The matte-engine protocol and the factory that picks one from ``--engine``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class MatteEngine(Protocol):
+    """Computes an alpha matte.
+
+    Implementations must be safe to call from several worker threads at once.
+    """
+
+    name: str
+
+    def alpha(self, rgb: np.ndarray) -> np.ndarray:
+        """Alpha matte of a photograph.
+
+        Args:
+            rgb: ``H x W x 3 uint8``.
+
+        Returns:
+            ``H x W uint8``: 255 foreground, 0 background, soft values at edges.
+        """
+        ...
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine asked for cannot be built (weights missing, bad path, bad preset)."""
+
+
+def create_engine(
+    spec: str,
+    *,
+    preset: str | None = None,
+    models_dir: str | None = None,
+    threads: int = 0,
+) -> MatteEngine:
+    """Build the engine named by ``--engine``.
+
+    Args:
+        spec: ``auto`` (u2netp when its weights are found, else GrabCut), ``u2netp``,
+            ``grabcut``, or a path to an ``.onnx`` file (then ``preset`` says how to feed it).
+        preset: for an ONNX path: ``u2netp``, ``isnet``, ``birefnet`` or ``rmbg2``
+            (see :data:`emulator.matte.onnx.PRESETS`); default ``u2netp``-style I/O.
+        models_dir: a directory searched first for weights (``RMBG_EMULATOR_MODELS``).
+        threads: onnxruntime intra-op threads per call; 0 lets onnxruntime decide.
+
+    Raises:
+        EngineUnavailable: ``u2netp`` forced but no verified weights found; a path that does
+            not exist; an unknown preset or spec.
+    """
+    from emulator.matte import models
+    from emulator.matte.grabcut import GrabCutEngine
+
+    key = spec.strip()
+    if key == "grabcut":
+        return GrabCutEngine()
+    if key in ("auto", "u2netp"):
+        found = models.locate("u2netp", models_dir=models_dir)
+        if found is None:
+            if key == "u2netp":
+                raise EngineUnavailable(
+                    "u2netp weights not found; run `rmbg-emulator models install u2netp` or set "
+                    "RMBG_EMULATOR_MODELS to a directory holding u2netp.onnx"
+                )
+            return GrabCutEngine()
+        from emulator.matte.onnx import OnnxMatteEngine
+
+        return OnnxMatteEngine(found, preset="u2netp", threads=threads, name="u2netp")
+    path = Path(key).expanduser()
+    if key.endswith(".onnx") or path.exists():
+        if not path.is_file():
+            raise EngineUnavailable(f"engine path {key!r} is not a file")
+        from emulator.matte.onnx import PRESETS, OnnxMatteEngine
+
+        chosen = preset or "u2netp"
+        if chosen not in PRESETS:
+            raise EngineUnavailable(f"unknown preset {chosen!r}; choose from {sorted(PRESETS)}")
+        return OnnxMatteEngine(path, preset=chosen, threads=threads, name=f"onnx:{path.name}")
+    raise EngineUnavailable(
+        f"unknown engine {spec!r}; use auto, u2netp, grabcut or a path to an .onnx file"
+    )

@@ -1,0 +1,168 @@
+"""Settings: one frozen dataclass, filled from defaults, ``RMBG_EMULATOR_*`` env vars and CLI flags.
+
+Every field has a default that works on a fresh machine with no network and no key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "RMBG_EMULATOR_"
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """How long a job shows each non-final status under ``progression=time``.
+
+    Attributes:
+        queued_s: seconds a job shows as queued after submit.
+        processing_s: seconds it then shows as processing (at least until its image work ends).
+    """
+
+    queued_s: float
+    processing_s: float
+
+    @property
+    def total_s(self) -> float:
+        """Seconds from submit to the final status, ignoring the image work itself."""
+        return self.queued_s + self.processing_s
+
+
+# "vendor": Apiframe's page quotes "about 3s per generation on average" (apiframe.txt).
+LATENCY_PROFILES: dict[str, LatencyProfile] = {
+    "fast": LatencyProfile(queued_s=0.05, processing_s=0.2),
+    "vendor": LatencyProfile(queued_s=0.5, processing_s=2.5),
+    "none": LatencyProfile(queued_s=0.0, processing_s=0.0),
+}
+
+
+def parse_progression(value: str) -> tuple[str, int]:
+    """Parse ``immediate``, ``polls:N`` or ``time`` into ``(mode, n)``.
+
+    ``immediate`` is ``("polls", 0)``: the first status read shows the final status.
+
+    Raises:
+        ValueError: for any other text.
+    """
+    text = value.strip().lower()
+    if text == "immediate":
+        return ("polls", 0)
+    if text == "time":
+        return ("time", 0)
+    if text.startswith("polls:"):
+        try:
+            n = int(text.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"progression {value!r}: N in polls:N must be an integer") from None
+        if n < 0:
+            raise ValueError(f"progression {value!r}: N must be >= 0")
+        return ("polls", n)
+    raise ValueError(f"progression {value!r}: expected immediate, polls:N or time")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the emulator can be told.
+
+    Units: seconds for times, bytes for sizes, pixels for image limits, USD for money.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: str = "auto"
+    engine_preset: str | None = None
+    models_dir: str | None = None
+    progression: str = "time"
+    latency: str = "fast"
+    virtual_clock: bool = False
+    workers: int = 2
+    matte_threads: int = 0
+    max_input_bytes: int = 25 * 1024 * 1024
+    max_input_pixels: int = 50_000_000
+    fetch_timeout_s: float = 15.0
+    png_compress_level: int = 1
+    keys: frozenset[str] | None = None
+    default_balance_usd: float = 1000.0
+    price_usd: float = 0.018
+    max_jobs: int = 100_000
+    max_file_bytes: int = 1024 * 1024 * 1024
+    result_ttl_s: float = 7 * 24 * 3600.0
+    journal_size: int = 10_000
+    tls: bool = False
+    tls_dir: str | None = None
+    strict: bool = False
+    scenarios: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        parse_progression(self.progression)
+        if self.latency not in LATENCY_PROFILES:
+            raise ValueError(
+                f"latency {self.latency!r}: expected one of {sorted(LATENCY_PROFILES)}"
+            )
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError("png_compress_level must be 0..9")
+
+    @property
+    def latency_profile(self) -> LatencyProfile:
+        """The :class:`LatencyProfile` named by ``latency``."""
+        return LATENCY_PROFILES[self.latency]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``RMBG_EMULATOR_*`` variables, then ``overrides`` (CLI flags).
+
+        ``RMBG_EMULATOR_KEYS_FILE`` names a file of accepted keys, one a line (strict key
+        mode); ``RMBG_EMULATOR_MODELS`` names the weights directory.
+
+        Raises:
+            ValueError: a variable that does not parse.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or f.name in ("keys", "scenarios"):
+                continue
+            values[f.name] = _coerce(f.name, str(f.type), raw)
+        if env.get(ENV_PREFIX + "MODELS"):
+            values["models_dir"] = env[ENV_PREFIX + "MODELS"]
+        keys_file = env.get(ENV_PREFIX + "KEYS_FILE")
+        if keys_file:
+            values["keys"] = load_keys_file(Path(keys_file))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def load_keys_file(path: Path) -> frozenset[str]:
+    """Read accepted API keys, one a line; blank lines and ``#`` comments are skipped.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    keys = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keys.add(line)
+    return frozenset(keys)
+
+
+def _coerce(name: str, type_name: str, raw: str) -> Any:
+    if "bool" in type_name:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if type_name.startswith("int"):
+        return int(raw)
+    if type_name.startswith("float"):
+        return float(raw)
+    return raw

@@ -1,0 +1,194 @@
+"""The adapter base class: hosts, routes, auth, the JSON body, public URLs and error rendering.
+
+An adapter parses its vendor's wire format, checks the auth header, calls the core and renders
+the answer in the vendor's shape. It holds no state, sleeps and retries. Subclasses register
+themselves by defining ``slug`` (as respx's ``Pattern.__init_subclass__`` does), so a sixth
+vendor is one new module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from emulator.errors import EmulatorError, InvalidInput, Unauthorized
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+
+log = logging.getLogger("emulator.vendors")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+#: scope key holding the path prefix a request came in under ("" or "/queue", ...).
+PREFIX_KEY = "rmbg.prefix"
+#: scope key naming the vendor that handled a request, for the journal.
+VENDOR_KEY = "rmbg.vendor"
+#: scope key naming the operation, for the journal and fault rules.
+OPERATION_KEY = "rmbg.operation"
+
+JSON_BODY_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One of a vendor's hosts.
+
+    Attributes:
+        name: the real host name (``queue.fal.run``).
+        prefix: where it answers on the single port (``""`` for the root, ``"/queue"``).
+        key: the adapter's own name for it (``"api"``, ``"queue"``, ...).
+    """
+
+    name: str
+    prefix: str
+    key: str = "api"
+
+
+class VendorAdapter:
+    """Base class of every vendor adapter.
+
+    Subclasses set ``slug``, ``title``, ``hosts`` and implement :meth:`routes`,
+    :meth:`render_error` and :meth:`api_key`.
+    """
+
+    registry: ClassVar[dict[str, type[VendorAdapter]]] = {}
+    slug: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    hosts: ClassVar[tuple[HostSpec, ...]] = ()
+    source: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.slug:
+            VendorAdapter.registry[cls.slug] = cls
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+
+    # -- to implement ------------------------------------------------------------------------
+    def routes(self) -> dict[str, list[BaseRoute]]:
+        """Routes per host key (a :attr:`HostSpec.key`)."""
+        raise NotImplementedError
+
+    def render_error(self, exc: EmulatorError) -> Response:
+        """The vendor's JSON error body and status for ``exc``."""
+        raise NotImplementedError
+
+    def api_key(self, request: Request) -> str:
+        """The API key from the vendor's auth header.
+
+        Raises:
+            Unauthorized: missing or empty.
+        """
+        raise NotImplementedError
+
+    # -- shared helpers ---------------------------------------------------------------------
+    def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str
+              ) -> Route:
+        """A Starlette route whose endpoint's errors are rendered in this vendor's shape.
+
+        Any :class:`EmulatorError` becomes :meth:`render_error`; any other exception is logged
+        and answered as the vendor's 500, so a bad request never crashes the server.
+        """
+
+        async def handler(request: Request) -> Response:
+            request.scope[VENDOR_KEY] = self.slug
+            request.scope[OPERATION_KEY] = operation
+            try:
+                return await endpoint(request)
+            except EmulatorError as exc:
+                return self.error_response(exc)
+            except Exception:
+                log.exception("%s %s: unhandled error", self.slug, operation)
+                return self.error_response(
+                    EmulatorError("internal error in the emulator", status=500))
+
+        return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
+
+    def error_response(self, exc: EmulatorError) -> Response:
+        """:meth:`render_error` plus ``Retry-After`` on a 429."""
+        response = self.render_error(exc)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+
+    def check_key(self, key: str | None, *, message: str = "missing API key") -> str:
+        """Apply the common key rules: empty is missing; strict mode accepts listed keys only.
+
+        Raises:
+            Unauthorized: missing, empty or not accepted.
+        """
+        if key is None or not key.strip():
+            raise Unauthorized(message)
+        key = key.strip()
+        accepted = self.emulator.accepted_keys
+        if accepted is not None and key not in accepted:
+            raise Unauthorized("invalid API key")
+        return key
+
+    async def json_body(self, request: Request) -> Any:
+        """The request body parsed as JSON (large bodies parsed off the event loop).
+
+        Raises:
+            InvalidInput: empty, too large, not UTF-8 or not JSON.
+        """
+        body = await request.body()
+        if not body.strip():
+            raise InvalidInput("request body is empty; a JSON object is expected")
+        if len(body) > JSON_BODY_LIMIT:
+            raise InvalidInput(f"request body is over {JSON_BODY_LIMIT} bytes", status=413)
+        try:
+            if len(body) > 256 * 1024:
+                return await run_in_threadpool(json.loads, body)
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+    async def json_object(self, request: Request) -> dict[str, Any]:
+        """:meth:`json_body`, which must be an object.
+
+        Raises:
+            InvalidInput: not a JSON object.
+        """
+        body = await self.json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidInput("request body must be a JSON object")
+        return body
+
+    @staticmethod
+    def origin(request: Request) -> str:
+        """``scheme://host[:port]`` as the client addressed the emulator."""
+        url = request.url
+        return f"{url.scheme}://{url.netloc}"
+
+    def public_url(self, request: Request, path: str, *, host_key: str | None = None) -> str:
+        """Absolute URL of ``path`` on the host the client used.
+
+        With ``host_key`` naming another of this vendor's hosts, the URL points at that host:
+        by its real name when the client used real names (Host header routing), else at its
+        prefix on the client's own host and port.
+        """
+        origin = self.origin(request)
+        prefix = request.scope.get(PREFIX_KEY, "")
+        if host_key is not None:
+            target = next(h for h in self.hosts if h.key == host_key)
+            current = request.url.hostname or ""
+            if any(h.name == current for h in self.hosts):
+                port = f":{request.url.port}" if request.url.port else ""
+                return f"{request.url.scheme}://{target.name}{port}{path}"
+            prefix = target.prefix
+        return f"{origin}{prefix}{path}"
+
+    def json(self, content: Any, status: int = 200, headers: dict[str, str] | None = None
+             ) -> JSONResponse:
+        """A JSON response."""
+        return JSONResponse(content, status_code=status, headers=headers)

@@ -42,7 +42,7 @@ async def _json(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
-def _number(body: dict[str, Any], key: str, *, minimum: float = 0.0) -> float | None | str:
+def _number(body: dict[str, Any], key: str, *, minimum: float = 0.0) -> float | str | None:
     value = body.get(key)
     if value is None:
         return None

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from emulator import __version__, samples
+from emulator import samples
 from emulator.core.clock import Clock
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.errors import EmulatorError

@@ -20,7 +20,7 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +144,7 @@ class Job:
         }
 
 
-FinalListener = Callable[[Job], Awaitable[None]]
+FinalListener = Callable[[Job], Coroutine[Any, Any, None]]
 
 
 class JobEngine:
@@ -275,10 +275,13 @@ class JobEngine:
         self.store.put(job)
         if watch:
             self._watched[job.id] = job
-        worker = asyncio.get_running_loop().create_task(self._work(job))
-        self._tasks.add(worker)
-        worker.add_done_callback(self._tasks.discard)
+        self._spawn(self._work(job))
         return job
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def find(self, job_id: str, *, vendor: str | None = None) -> Job | None:
         """The job, or ``None`` when there is none (or it is another vendor's)."""
@@ -405,9 +408,7 @@ class JobEngine:
             job.completed_at = now
             self._watched.pop(job.id, None)
             for listener in self.final_listeners:
-                task = asyncio.get_running_loop().create_task(listener(job))
-                self._tasks.add(task)  # type: ignore[arg-type]
-                task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+                self._spawn(listener(job))
         elif stage == _PROCESSING:
             job.status = JobStatus.PROCESSING
         if job.status is not JobStatus.QUEUED or stage == _QUEUED:

@@ -43,8 +43,11 @@ class GrabCutEngine:
         mask[:, -band:] = cv2.GC_BGD
         bgd = np.zeros((1, 65), np.float64)
         fgd = np.zeros((1, 65), np.float64)
-        cv2.grabCut(bgr, mask, None, bgd, fgd, ITERATIONS, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(bgr, mask, None, bgd, fgd, ITERATIONS,  # type: ignore[call-overload]
+                    cv2.GC_INIT_WITH_MASK)
         fg = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1.0, 0.0).astype(np.float32)
-        fg = cv2.GaussianBlur(fg, (3, 3), 0)
-        full = cv2.resize(fg, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.clip(full * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        soft = np.asarray(cv2.GaussianBlur(fg, (3, 3), 0), dtype=np.float32)
+        full = np.asarray(cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR),
+                          dtype=np.float32)
+        out: np.ndarray = np.clip(full * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return out

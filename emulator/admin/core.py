@@ -69,7 +69,7 @@ def file_route(emulator: Emulator) -> Route:
     return Route(PREFIX + "/files/{vendor}/{name}", get_file, methods=["GET"])
 
 
-def admin_routes(emulator: Emulator) -> list[BaseRoute]:
+def routes(emulator: Emulator) -> list[BaseRoute]:
     """Every ``/_emulator`` route except the files route."""
     jobs = emulator.jobs
 

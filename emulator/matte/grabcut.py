@@ -13,6 +13,8 @@ import numpy as np
 
 WORK_SIDE = 512
 ITERATIONS = 5
+#: Below this foreground fraction the GrabCut result is replaced by its initial ellipse.
+MIN_FOREGROUND = 0.01
 
 
 class GrabCutEngine:
@@ -43,9 +45,14 @@ class GrabCutEngine:
         mask[:, -band:] = cv2.GC_BGD
         bgd = np.zeros((1, 65), np.float64)
         fgd = np.zeros((1, 65), np.float64)
+        prior = mask == cv2.GC_PR_FGD
         cv2.grabCut(bgr, mask, None, bgd, fgd, ITERATIONS,  # type: ignore[call-overload]
                     cv2.GC_INIT_WITH_MASK)
-        fg = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1.0, 0.0).astype(np.float32)
+        chosen = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        if chosen.mean() < MIN_FOREGROUND:
+            # GrabCut gave up (tiny or flat pictures): keep the centred prior, not nothing.
+            chosen = prior
+        fg = chosen.astype(np.float32)
         soft = np.asarray(cv2.GaussianBlur(fg, (3, 3), 0), dtype=np.float32)
         full = np.asarray(cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR),
                           dtype=np.float32)

@@ -1,0 +1,90 @@
+"""The matte engines on photographs with exact masks, and engine selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emulator.matte.compose import composite, cutout, encode_png
+from emulator.matte.engine import EngineUnavailable, MatteEngine, create_engine
+from emulator.matte.grabcut import GrabCutEngine
+from emulator.testing.composites import all_composites, iou, mae
+from tests.conftest import MODELS_DIR, decode_png
+
+needs_weights = pytest.mark.skipif(MODELS_DIR is None, reason="u2netp weights not found")
+
+
+@needs_weights
+def test_u2netp_on_composites() -> None:
+    engine = create_engine("u2netp", models_dir=MODELS_DIR)
+    assert engine.name == "u2netp"
+    for comp in all_composites():
+        alpha = engine.alpha(comp.rgb)
+        assert alpha.shape == comp.mask.shape and alpha.dtype == np.uint8
+        assert iou(alpha, comp.mask) >= 0.9, comp.name
+        assert mae(alpha, comp.mask) <= 0.05, comp.name
+
+
+def test_grabcut_on_composites() -> None:
+    engine = GrabCutEngine()
+    scores = [iou(engine.alpha(c.rgb), c.mask) for c in all_composites(scale=0.6)]
+    assert min(scores) >= 0.8, scores
+
+
+def test_grabcut_on_tiny_images() -> None:
+    assert GrabCutEngine().alpha(np.zeros((3, 5, 3), np.uint8)).shape == (3, 5)
+
+
+@needs_weights
+def test_auto_prefers_u2netp_when_found() -> None:
+    assert create_engine("auto", models_dir=MODELS_DIR).name == "u2netp"
+
+
+def test_auto_falls_back_to_grabcut(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
+    engine = create_engine("auto", models_dir=str(tmp_path))
+    assert isinstance(engine, GrabCutEngine)
+    with pytest.raises(EngineUnavailable, match="models install"):
+        create_engine("u2netp", models_dir=str(tmp_path))
+
+
+@needs_weights
+def test_onnx_path_with_preset() -> None:
+    assert MODELS_DIR is not None
+    engine = create_engine(f"{MODELS_DIR}/u2netp.onnx", preset="u2netp")
+    assert isinstance(engine, MatteEngine)
+    comp = all_composites()[0]
+    assert iou(engine.alpha(comp.rgb), comp.mask) >= 0.9
+    with pytest.raises(EngineUnavailable, match="preset"):
+        create_engine(f"{MODELS_DIR}/u2netp.onnx", preset="nope")
+
+
+def test_bad_engine_specs() -> None:
+    with pytest.raises(EngineUnavailable):
+        create_engine("missing.onnx")
+    with pytest.raises(EngineUnavailable):
+        create_engine("superfast")
+
+
+def test_cutout_zeroes_rgb_under_transparent_pixels() -> None:
+    rgb = np.full((4, 4, 3), 77, np.uint8)
+    alpha = np.zeros((4, 4), np.uint8)
+    alpha[1:3, 1:3] = 255
+    rgba = cutout(rgb, alpha)
+    assert rgba.shape == (4, 4, 4)
+    assert (rgba[alpha == 0, :3] == 0).all() and (rgba[alpha > 0, :3] == 77).all()
+    img = decode_png(encode_png(rgba))
+    assert img.mode == "RGBA" and np.array_equal(np.asarray(img), rgba)
+    with pytest.raises(ValueError):
+        cutout(rgb, np.zeros((3, 3), np.uint8))
+
+
+def test_composite_blends_over_a_covering_background() -> None:
+    rgb = np.full((10, 20, 3), 200, np.uint8)
+    alpha = np.zeros((10, 20), np.uint8)
+    alpha[:, :10] = 255
+    bg = np.zeros((5, 5, 3), np.uint8)
+    out = composite(rgb, alpha, bg)
+    assert out.shape == (10, 20, 3)
+    assert (out[:, :10] == 200).all() and (out[:, 10:] == 0).all()

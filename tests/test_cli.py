@@ -1,0 +1,94 @@
+"""The command line: remove, models, and serve's banner and flags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from emulator.cli import main
+from emulator.testing.server import free_port
+from tests.conftest import MODELS_DIR, decode_png, small_photo
+
+
+def test_remove_writes_one_png_per_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    inputs = []
+    for i, size in enumerate((48, 64)):
+        path = tmp_path / f"photo{i}.jpg"
+        Image.fromarray(small_photo(size)).save(path, quality=95)
+        inputs.append(str(path))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"nope")
+    code = main(["remove", *inputs, str(broken), "-o", str(tmp_path / "out"),
+                 "--engine", "grabcut"])
+    assert code == 1  # one input could not be read
+    assert "broken.jpg" in capsys.readouterr().err
+    for i, size in enumerate((48, 64)):
+        out = decode_png((tmp_path / "out" / f"photo{i}.png").read_bytes())
+        assert out.mode == "RGBA" and out.size[0] == size
+    assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_remove_single_file_succeeds(tmp_path: Path) -> None:
+    path = tmp_path / "cat.png"
+    Image.fromarray(small_photo(40)).save(path)
+    assert main(["remove", str(path), "-o", str(tmp_path), "--engine", "grabcut"]) == 0
+    alpha = np.asarray(decode_png((tmp_path / "cat.png").read_bytes()))[:, :, 3]
+    assert 0 < (alpha > 0).mean() < 1
+
+
+@pytest.mark.skipif(MODELS_DIR is None, reason="u2netp weights not found")
+def test_models_list_and_install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert MODELS_DIR is not None
+    assert main(["models", "list", "--models-dir", MODELS_DIR]) == 0
+    assert "u2netp: found at" in capsys.readouterr().out
+    dest = tmp_path / "cache"
+    assert main(["models", "install", "u2netp", "--from", f"{MODELS_DIR}/u2netp.onnx",
+                 "--dest", str(dest)]) == 0
+    assert (dest / "u2netp.onnx").stat().st_size == 4_574_861
+
+
+def test_models_install_refuses_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"x")
+    assert main(["models", "install", "u2netp", "--from", str(bad), "--dest",
+                 str(tmp_path)]) == 1
+
+
+def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "U2NET_HOME": str(tmp_path), "RMBG_EMULATOR_MODELS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline() for _ in range(3)]
+        assert f"http://127.0.0.1:{port}" in banner[0]
+        assert "engine: grabcut" in banner[1]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/_emulator/health").json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert health["status"] == "ok" and health["engine"] == "grabcut"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_refuses_bad_flags() -> None:
+    assert main(["serve", "--progression", "sometimes"]) == 2
+    assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2 or (
+        MODELS_DIR is not None)

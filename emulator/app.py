@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from emulator import samples
 from emulator.core.clock import Clock
 from emulator.core.jobs import Job, JobEngine, default_threads
+from emulator.core.webhooks import WebhookOutbox
 from emulator.errors import EmulatorError
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
@@ -49,6 +50,8 @@ class Emulator:
         self._matte_lock = threading.Lock()
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
         self.jobs.local_resolver = self.resolve_local
+        self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
+        self.jobs.final_listeners.append(self._on_final)
         self.adapters: dict[str, VendorAdapter] = {
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
@@ -76,8 +79,19 @@ class Emulator:
 
     def file_urls(self, request: Request, job: Job) -> list[str]:
         """Absolute URLs of ``job``'s outputs on the scheme and host the client used."""
-        origin = VendorAdapter.origin(request)
-        return [f"{origin}{FILES_PATH}/{job.vendor}/{f.name}" for f in job.outputs]
+        return self.file_urls_at(VendorAdapter.origin(request), job)
+
+    def file_urls_at(self, origin: str | None, job: Job) -> list[str]:
+        """Absolute URLs of ``job``'s outputs under ``origin`` (``scheme://host:port``)."""
+        base = origin or f"http://{self.settings.host}:{self.settings.port}"
+        return [f"{base}{FILES_PATH}/{job.vendor}/{f.name}" for f in job.outputs]
+
+    async def _on_final(self, job: Job) -> None:
+        adapter = self.adapters.get(job.vendor)
+        message = adapter.webhook(job) if adapter is not None else None
+        if message is not None:
+            self.webhooks.enqueue(message, job_id=job.id, vendor=job.vendor,
+                                  api_key=job.api_key)
 
     async def resolve_local(self, url: str, origin: str | None) -> bytes | None:
         """Bytes of a URL this emulator serves itself (samples, outputs), without HTTP.
@@ -103,6 +117,7 @@ class Emulator:
     def reset(self) -> None:
         """Forget jobs, files and balances; the clock goes back to now."""
         self.jobs.reset()
+        self.webhooks.clear()
         self.clock.reset()
 
     def adapter_for_path(self, scope: Scope) -> VendorAdapter | None:
@@ -193,11 +208,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await emulator.jobs.start()
+        await emulator.webhooks.start()
         await asyncio.get_running_loop().run_in_executor(None, emulator.matte)
         try:
             yield
         finally:
             await emulator.jobs.stop()
+            await emulator.webhooks.stop()
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _generic_error(404, f"no route for {request.method} {request.url.path}")

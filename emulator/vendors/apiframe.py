@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 from emulator.core.ids import iso_ms
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
+from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, ValidationFailed
 from emulator.vendors.base import HostSpec, VendorAdapter
 
@@ -136,6 +137,18 @@ class ApiframeAdapter(VendorAdapter):
             raise NotFound(f"Job {job_id} not found")
         await engine.observe(job)
         return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
+
+    def webhook(self, job: Job) -> WebhookMessage | None:
+        """POST of the final job (the ``GET /v2/jobs/{id}`` body) to ``webhook_url``.
+
+        apiframe.txt documents ``webhook_url`` but no signature and no retries: one attempt.
+        """
+        url = job.metadata.get("webhook_url")
+        if not url:
+            return None
+        body = self.render_job(job, self.emulator.file_urls_at(job.origin, job))
+        return WebhookMessage(url=url, body=self.json_bytes(body), headers={},
+                              policy=RetryPolicy(source=self.source))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The job body; also the webhook payload."""

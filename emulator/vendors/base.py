@@ -19,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.core.webhooks import WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, Unauthorized
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
+    from emulator.core.jobs import Job
 
 log = logging.getLogger("emulator.vendors")
 
@@ -90,6 +92,18 @@ class VendorAdapter:
             Unauthorized: missing or empty.
         """
         raise NotImplementedError
+
+    def webhook(self, job: Job) -> WebhookMessage | None:
+        """The callback to send now that ``job`` shows its final status; ``None``: none.
+
+        The default sends nothing; adapters whose vendor documents a callback override it.
+        """
+        return None
+
+    @staticmethod
+    def json_bytes(content: Any) -> bytes:
+        """Compact UTF-8 JSON, as the raw body of a webhook (signatures cover these bytes)."""
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     # -- shared helpers ---------------------------------------------------------------------
     def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from emulator.core.ids import iso_ms, uuid7
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
+from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound
 from emulator.vendors.base import HostSpec, VendorAdapter
 
@@ -119,6 +120,19 @@ class PixazoAdapter(VendorAdapter):
             raise NotFound(f"Request '{request_id}' not found")
         await engine.observe(job)
         return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
+
+    def webhook(self, job: Job) -> WebhookMessage | None:
+        """POST of the status body to ``X-Webhook-URL`` at COMPLETED, FAILED or ERROR.
+
+        pixazo.txt documents the header and that the callback replaces polling, but no
+        signature and no retries: one attempt, unsigned.
+        """
+        url = job.metadata.get("webhook_url")
+        if not url:
+            return None
+        body = self.render_job(job, self.emulator.file_urls_at(job.origin, job))
+        return WebhookMessage(url=url, body=self.json_bytes(body), headers={},
+                              policy=RetryPolicy(source=self.source))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The status body; also the webhook payload (pixazo.txt, Webhook)."""

@@ -1,0 +1,44 @@
+"""``/_emulator/webhooks``: the delivery journal, and replays."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+
+PREFIX = "/_emulator/webhooks"
+
+
+def routes(emulator: Emulator) -> list[BaseRoute]:
+    """List deliveries (filters: ``job_id``, ``vendor``, ``state``), show one, resend one."""
+    outbox = emulator.webhooks
+
+    async def listing(request: Request) -> Response:
+        q = request.query_params
+        found = outbox.deliveries(job_id=q.get("job_id"), vendor=q.get("vendor"),
+                                  state=q.get("state"))
+        return JSONResponse({"deliveries": [d.to_json() for d in found],
+                             "pending": outbox.pending()})
+
+    async def one(request: Request) -> Response:
+        delivery = outbox.get(request.path_params["delivery_id"])
+        if delivery is None:
+            return JSONResponse({"detail": "no such delivery"}, status_code=404)
+        return JSONResponse(delivery.to_json())
+
+    async def resend(request: Request) -> Response:
+        delivery = outbox.resend(request.path_params["delivery_id"])
+        if delivery is None:
+            return JSONResponse({"detail": "no such delivery"}, status_code=404)
+        return JSONResponse(delivery.to_json(), status_code=202)
+
+    return [
+        Route(PREFIX, listing, methods=["GET"]),
+        Route(PREFIX + "/{delivery_id}", one, methods=["GET"]),
+        Route(PREFIX + "/{delivery_id}/resend", resend, methods=["POST"]),
+    ]

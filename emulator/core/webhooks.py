@@ -1,0 +1,284 @@
+"""Webhook deliveries: an outbox, retry schedules on the emulator's clock, a delivery journal.
+
+Vendor-neutral: an adapter turns a finished job into a :class:`WebhookMessage` (URL, raw body,
+headers, signature, :class:`RetryPolicy`); the outbox delivers it in the background, never
+delaying an API answer, with a time-out per attempt, and records every attempt. Retries are
+scheduled on the :class:`~emulator.core.clock.Clock`, so tests see a two-hour retry schedule by
+advancing a virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+
+from emulator.core.clock import Clock
+
+log = logging.getLogger("emulator.webhooks")
+
+#: ``fault`` hooks: called with a delivery about to be sent; may change or drop it.
+DeliveryHook = Callable[["Delivery"], "list[Delivery]"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed delivery is tried again.
+
+    Attributes:
+        delays_s: seconds between attempt ``i`` and ``i + 1``; its length is the number of
+            retries (so attempts = ``len(delays_s) + 1``).
+        timeout_s: seconds one attempt may take.
+        retry_on_4xx: retry on a 4xx answer too (else only on 5xx and network errors).
+        source: where the policy comes from (a vendor-doc file).
+    """
+
+    delays_s: tuple[float, ...] = ()
+    timeout_s: float = 15.0
+    retry_on_4xx: bool = False
+    source: str = ""
+
+    @property
+    def attempts(self) -> int:
+        """Total attempts, the first included."""
+        return len(self.delays_s) + 1
+
+    def should_retry(self, status: int | None) -> bool:
+        """``status`` is the HTTP status, or ``None`` for a network error or time-out."""
+        if status is None or status >= 500:
+            return True
+        return self.retry_on_4xx and 400 <= status < 500
+
+
+@dataclass(frozen=True)
+class WebhookMessage:
+    """What an adapter asks the outbox to send: ``POST url`` with ``body`` and ``headers``.
+
+    ``sign``, when set, is called before each attempt with the body and the attempt's unix
+    time and returns the signature headers (so a timestamped signature is fresh per attempt).
+    """
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    policy: RetryPolicy
+    sign: Callable[[bytes, float], dict[str, str]] | None = None
+
+
+@dataclass
+class Attempt:
+    """One try: when (unix s), the answer's status (``None``: no answer), latency, error."""
+
+    number: int
+    at: float
+    status: int | None
+    latency_ms: float
+    error: str | None
+    headers: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class Delivery:
+    """A webhook being delivered, with its attempts.
+
+    ``state``: ``pending`` (an attempt is due at ``next_at``), ``delivered`` (2xx),
+    ``failed`` (out of attempts or not retryable), ``dropped`` (by a fault).
+    """
+
+    id: str
+    job_id: str
+    vendor: str
+    api_key: str
+    message: WebhookMessage
+    created_at: float
+    next_at: float | None
+    state: str = "pending"
+    attempts: list[Attempt] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    resend_of: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON view for ``GET /_emulator/webhooks``."""
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "vendor": self.vendor,
+            "api_key": self.api_key,
+            "url": self.message.url,
+            "state": self.state,
+            "created_at": self.created_at,
+            "next_at": self.next_at,
+            "attempts": [a.to_json() for a in self.attempts],
+            "max_attempts": self.message.policy.attempts,
+            "faults": list(self.faults),
+            "resend_of": self.resend_of,
+            "body": self.message.body.decode("utf-8", "replace"),
+        }
+
+
+class WebhookOutbox:
+    """Delivers :class:`WebhookMessage` objects in the background and journals every attempt.
+
+    Call :meth:`start` / :meth:`stop` on the serving event loop. At most ``journal_size``
+    deliveries are kept (the oldest finished ones are dropped first).
+    """
+
+    def __init__(self, clock: Clock, *, journal_size: int = 10_000) -> None:
+        self.clock = clock
+        self.hooks: list[DeliveryHook] = []
+        self._journal_size = journal_size
+        self._deliveries: OrderedDict[str, Delivery] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._client: httpx.AsyncClient | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        """Create the HTTP client and the delivery loop."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(headers={"User-Agent": "rmbg-emulator webhooks"})
+        if self._loop_task is None:
+            self._wake = asyncio.Event()
+            self._loop_task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop, let attempts in flight end, close the client."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=20)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def enqueue(self, message: WebhookMessage, *, job_id: str, vendor: str, api_key: str,
+                resend_of: str | None = None) -> list[Delivery]:
+        """Queue a message for delivery now; hooks (faults) may drop, delay or copy it.
+
+        Returns:
+            The deliveries created (none shown as dropped are still journaled).
+        """
+        now = self.clock.now()
+        delivery = Delivery(id=f"wh_{next(self._ids)}", job_id=job_id, vendor=vendor,
+                            api_key=api_key, message=message, created_at=now, next_at=now,
+                            resend_of=resend_of)
+        batch = [delivery]
+        for hook in self.hooks:
+            batch = [out for d in batch for out in hook(d)]
+        for item in batch:
+            self._keep(item)
+        self._wake.set()
+        return batch
+
+    def copy(self, delivery: Delivery, *, next_at: float | None = None) -> Delivery:
+        """A new delivery of the same message (for duplicate faults and resends)."""
+        return replace(delivery, id=f"wh_{next(self._ids)}", attempts=[], state="pending",
+                       next_at=self.clock.now() if next_at is None else next_at,
+                       faults=list(delivery.faults))
+
+    def resend(self, delivery_id: str) -> Delivery | None:
+        """Send a recorded delivery's message again, as a new delivery (no hooks applied)."""
+        old = self._deliveries.get(delivery_id)
+        if old is None:
+            return None
+        new = self.copy(old)
+        new.resend_of = old.id
+        new.faults = []
+        new.extra_headers = {}
+        self._keep(new)
+        self._wake.set()
+        return new
+
+    def _keep(self, delivery: Delivery) -> None:
+        self._deliveries[delivery.id] = delivery
+        while len(self._deliveries) > self._journal_size:
+            oldest_id = next(iter(self._deliveries))
+            if self._deliveries[oldest_id].state == "pending":
+                self._deliveries.move_to_end(oldest_id)
+                break
+            del self._deliveries[oldest_id]
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        """The delivery with ``delivery_id``, or ``None``."""
+        return self._deliveries.get(delivery_id)
+
+    def deliveries(self, **filters: str | None) -> list[Delivery]:
+        """Deliveries, oldest first, whose attributes equal every non-``None`` filter."""
+        out = []
+        for d in list(self._deliveries.values()):
+            if all(v is None or str(getattr(d, k)) == v for k, v in filters.items()):
+                out.append(d)
+        return out
+
+    def clear(self) -> None:
+        """Forget every delivery (attempts in flight finish unseen)."""
+        self._deliveries.clear()
+
+    def pending(self) -> int:
+        """Deliveries still waiting for an attempt."""
+        return sum(1 for d in self._deliveries.values() if d.state == "pending")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+            self._wake.clear()
+            now = self.clock.now()
+            for delivery in list(self._deliveries.values()):
+                if delivery.state == "pending" and delivery.next_at is not None \
+                        and delivery.next_at <= now:
+                    delivery.next_at = None  # in flight
+                    task = asyncio.create_task(self._attempt(delivery))
+                    self._sending.add(task)
+                    task.add_done_callback(self._sending.discard)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        assert self._client is not None
+        message = delivery.message
+        at = self.clock.now()
+        headers = {"Content-Type": "application/json", **message.headers}
+        if message.sign is not None:
+            headers.update(message.sign(message.body, at))
+        headers.update(delivery.extra_headers)
+        status: int | None = None
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            response = await self._client.post(message.url, content=message.body,
+                                               headers=headers,
+                                               timeout=message.policy.timeout_s)
+            status = response.status_code
+        except httpx.TimeoutException:
+            error = f"timed out after {message.policy.timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # never let a delivery kill the loop
+            log.exception("webhook %s", delivery.id)
+            error = f"{type(exc).__name__}: {exc}"
+        latency = (time.perf_counter() - started) * 1000
+        number = len(delivery.attempts) + 1
+        shown = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        delivery.attempts.append(Attempt(number, at, status, round(latency, 2), error, shown))
+        if status is not None and 200 <= status < 300:
+            delivery.state = "delivered"
+        elif number < message.policy.attempts and message.policy.should_retry(status):
+            delivery.next_at = self.clock.now() + message.policy.delays_s[number - 1]
+        else:
+            delivery.state = "failed"

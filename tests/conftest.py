@@ -24,6 +24,8 @@ from emulator.settings import Settings
 from emulator.testing import composites
 from emulator.testing.server import EmulatorServer, free_port
 
+pytest_plugins = ["pytester"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
 MODELS_DIR = os.environ.get("RMBG_EMULATOR_MODELS") or (

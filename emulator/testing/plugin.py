@@ -1,0 +1,247 @@
+"""pytest plugin: the emulator as one fixture (registered through the ``pytest11`` entry point).
+
+Fixtures:
+
+* ``rmbg_emulator``: a real server on a free port in a background thread, started once per
+  session (per distinct marker settings) and reset before each test. See :class:`EmulatorHandle`.
+* ``webhook_sink``: a receiver on a free port that records deliveries and can fail the first N.
+
+Marker ``@pytest.mark.rmbg_emulator(progression=..., faults=[...], engine=..., tls=...,
+latency=..., virtual_clock=...)`` picks the server's settings and injects fault rules before the
+test. Options ``--rmbg-emulator-engine`` and ``--rmbg-emulator-tls`` (env
+``RMBG_EMULATOR_ENGINE``, ``RMBG_EMULATOR_TLS``) set the defaults. Under pytest-xdist each worker
+process starts its own server. Turn the plugin off with ``-p no:rmbg_emulator``.
+
+For clients that take an httpx transport, :class:`InProcessEmulator` runs the ASGI app in the
+test's own event loop (``httpx.ASGITransport``), no port at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    import httpx
+
+    from emulator.settings import Settings
+    from emulator.testing.server import EmulatorServer
+    from emulator.testing.sink import WebhookSink
+
+MARKER = "rmbg_emulator"
+SETTING_KEYS = ("progression", "engine", "tls", "latency", "virtual_clock", "engine_preset",
+                "workers", "strict")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--rmbg-emulator-engine`` and ``--rmbg-emulator-tls``."""
+    group = parser.getgroup("rmbg_emulator", "rmbg-emulator fixtures")
+    group.addoption("--rmbg-emulator-engine", default=os.environ.get("RMBG_EMULATOR_ENGINE"),
+                    help="matte engine of the rmbg_emulator fixture (auto, u2netp, grabcut, "
+                         "PATH.onnx)")
+    group.addoption("--rmbg-emulator-tls", action="store_true",
+                    default=os.environ.get("RMBG_EMULATOR_TLS", "").lower()
+                    in ("1", "true", "yes"),
+                    help="serve the rmbg_emulator fixture over https (local CA)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker."""
+    config.addinivalue_line(
+        "markers",
+        "rmbg_emulator(progression=None, faults=None, engine=None, tls=None, latency=None, "
+        "virtual_clock=None): settings and fault rules for the rmbg_emulator fixture",
+    )
+
+
+class EmulatorHandle:
+    """What a test gets from the ``rmbg_emulator`` fixture.
+
+    Attributes:
+        server: the running :class:`~emulator.testing.server.EmulatorServer`.
+        url: base URL (``http://127.0.0.1:PORT``, or ``https://`` with TLS).
+        ca_file: path of the CA bundle when TLS is on, else ``None``.
+    """
+
+    def __init__(self, server: EmulatorServer) -> None:
+        self.server = server
+        self.url = server.url
+        ca = getattr(server, "ca_file", None)
+        self.ca_file: str | None = str(ca) if ca else None
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client on :attr:`url` (trusting the CA when TLS is on)."""
+        import httpx
+
+        kwargs.setdefault("timeout", 60)
+        if self.ca_file:
+            kwargs.setdefault("verify", self.ca_file)
+        return httpx.Client(base_url=self.url, **kwargs)
+
+    def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        with self.client() as c:
+            response = c.request(method, f"/_emulator{path}", **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} /_emulator{path}: {response.status_code} "
+                                 f"{response.text}")
+        return response.json()
+
+    def url_for(self, vendor: str, host: str | None = None) -> str:
+        """Base URL of a vendor host on the one port, prefix included.
+
+        ``url_for("pixazo")`` is :attr:`url`; ``url_for("fal", "queue")`` is ``url + "/queue"``.
+
+        Raises:
+            KeyError: unknown vendor or host key.
+        """
+        adapter = self.server.emulator.adapters[vendor]
+        specs = adapter.hosts if host is None else [h for h in adapter.hosts if h.key == host]
+        if not specs:
+            raise KeyError(f"{vendor} has no host {host!r}: {[h.key for h in adapter.hosts]}")
+        return self.url + specs[0].prefix
+
+    def reset(self) -> None:
+        """Forget jobs, files, balances, rules and journal."""
+        self._admin("POST", "/reset")
+
+    def inject(self, **rule: Any) -> dict[str, Any]:
+        """Add a fault rule (``POST /_emulator/faults``); returns it with its ``id``."""
+        result: dict[str, Any] = self._admin("POST", "/faults", json=rule)
+        return result
+
+    def scenario(self, path: str | Path) -> dict[str, Any]:
+        """Load a scenario YAML file (``POST /_emulator/scenarios``)."""
+        text = Path(path).read_text(encoding="utf-8")
+        result: dict[str, Any] = self._admin(
+            "POST", "/scenarios", content=text, headers={"Content-Type": "application/yaml"})
+        return result
+
+    def advance(self, seconds: float) -> float:
+        """Move the emulator's clock forward; returns the new time (unix s)."""
+        return float(self._admin("POST", "/clock/advance", json={"seconds": seconds})["now"])
+
+    def journal(self, **filters: Any) -> list[dict[str, Any]]:
+        """Journal entries (``GET /_emulator/journal``) matching ``filters``."""
+        entries: list[dict[str, Any]] = self._admin("GET", "/journal", params=filters)[
+            "entries"]
+        return entries
+
+    def verify(self, **criteria: Any) -> dict[str, Any]:
+        """WireMock-style verify (``POST /_emulator/journal/verify``).
+
+        Raises:
+            AssertionError: the journal does not match, with the near misses.
+        """
+        result: dict[str, Any] = self._admin("POST", "/journal/verify", json=criteria)
+        if not result.get("pass", result.get("passed", False)):
+            raise AssertionError(f"journal verify failed: {result}")
+        return result
+
+    def webhooks(self, **filters: Any) -> list[dict[str, Any]]:
+        """Webhook deliveries (``GET /_emulator/webhooks``)."""
+        deliveries: list[dict[str, Any]] = self._admin("GET", "/webhooks", params=filters)[
+            "deliveries"]
+        return deliveries
+
+    def set_balance(self, key: str, usd: float) -> dict[str, Any]:
+        """Set an API key's balance in USD."""
+        result: dict[str, Any] = self._admin("PUT", f"/keys/{key}", json={"balance_usd": usd})
+        return result
+
+    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Jobs (``GET /_emulator/jobs``)."""
+        found: list[dict[str, Any]] = self._admin("GET", "/jobs", params=filters)["jobs"]
+        return found
+
+
+def _settings_for(config: pytest.Config, overrides: dict[str, Any]) -> Settings:
+    from emulator.settings import Settings
+
+    values: dict[str, Any] = {"progression": "immediate"}
+    engine = config.getoption("--rmbg-emulator-engine")
+    if engine:
+        values["engine"] = engine
+    if config.getoption("--rmbg-emulator-tls"):
+        values["tls"] = True
+    values.update({k: v for k, v in overrides.items() if k in SETTING_KEYS and v is not None})
+    return Settings.from_env(**values)
+
+
+@pytest.fixture(scope="session")
+def _rmbg_emulator_servers() -> Iterator[dict[Settings, EmulatorServer]]:
+    servers: dict[Settings, EmulatorServer] = {}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture()
+def rmbg_emulator(request: pytest.FixtureRequest,
+                  _rmbg_emulator_servers: dict[Settings, EmulatorServer]
+                  ) -> Iterator[EmulatorHandle]:
+    """The emulator, reset, with the marker's fault rules injected."""
+    from emulator.testing.server import EmulatorServer
+
+    marker = request.node.get_closest_marker(MARKER)
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    settings = _settings_for(request.config, kwargs)
+    server = _rmbg_emulator_servers.get(settings)
+    if server is None:
+        server = EmulatorServer(settings).start()
+        _rmbg_emulator_servers[settings] = server
+    handle = EmulatorHandle(server)
+    handle.reset()
+    for rule in kwargs.get("faults") or []:
+        handle.inject(**rule)
+    yield handle
+
+
+@pytest.fixture()
+def webhook_sink() -> Iterator[WebhookSink]:
+    """A webhook receiver on a free port; ``webhook_sink.fail_first = N`` fails the next N."""
+    from emulator.testing.sink import WebhookSink
+
+    with WebhookSink() as sink:
+        yield sink
+
+
+class InProcessEmulator:
+    """The emulator app in this event loop, for clients that take an httpx transport.
+
+    ``async with InProcessEmulator(settings) as emu:`` then use ``emu.transport`` (an
+    ``httpx.ASGITransport``) or ``emu.client`` (an ``httpx.AsyncClient`` on
+    ``http://testserver``). Runs the app's start-up and shut-down around the block.
+    """
+
+    base_url = "http://testserver"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        import httpx
+
+        from emulator.app import create_app
+        from emulator.settings import Settings
+
+        self.app = create_app(settings or Settings.from_env(progression="immediate"))
+        self.emulator = self.app.state.emulator
+        self.transport = httpx.ASGITransport(app=self.app)
+        self.client = httpx.AsyncClient(transport=self.transport, base_url=self.base_url,
+                                        timeout=60)
+
+    async def __aenter__(self) -> InProcessEmulator:
+        import asyncio
+
+        await self.emulator.jobs.start()
+        await self.emulator.webhooks.start()
+        await asyncio.get_running_loop().run_in_executor(None, self.emulator.matte)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.client.aclose()
+        await self.emulator.jobs.stop()
+        await self.emulator.webhooks.stop()

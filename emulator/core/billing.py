@@ -181,6 +181,15 @@ class Billing:
                 acct.ledger.append(LedgerEntry(now, "release", 0.0, acct.balance_usd, job_id,
                                                vendor, "not charged"))
 
+    def refund(self, key: str, amount_usd: float, now: float, job_id: str, vendor: str,
+               note: str) -> None:
+        """Give back a charge (a job whose success was overridden afterwards)."""
+        with self._lock:
+            acct = self._get(key)
+            acct.balance_usd += amount_usd
+            acct.ledger.append(LedgerEntry(now, "refund", amount_usd, acct.balance_usd, job_id,
+                                           vendor, note))
+
     def reset(self) -> None:
         """Forget every account."""
         with self._lock:

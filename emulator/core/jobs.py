@@ -452,12 +452,7 @@ class JobEngine:
         """
         if job.status.terminal:
             raise Conflict(f"job {job.id} is already {job.status.value}")
-        if job.outcome is JobStatus.SUCCEEDED and job.charged_usd:
-            now = self.clock.now()
-            self.billing.set_balance(job.api_key,
-                                     self.billing.account(job.api_key).balance_usd
-                                     + job.charged_usd, now)
-            job.charged_usd = 0.0
+        self._void(job, f"ended as {status.value} by the control plane")
         job.outputs = []
         job.error, job.error_code = message, "forced_failure"
         if job.outcome is None:
@@ -467,6 +462,13 @@ class JobEngine:
         job.stuck = False
         job.floor_stage = _FINAL
         self._show(job, _FINAL)
+
+    def _void(self, job: Job, note: str) -> None:
+        """Refund a job already charged whose success is being overridden."""
+        if job.charged_usd and job.generation == self._generation:
+            self.billing.refund(job.api_key, job.charged_usd, self.clock.now(), job.id,
+                                job.vendor, note)
+        job.charged_usd = 0.0
 
     def cancel(self, job: Job) -> None:
         """Cancel a job that still shows queued.
@@ -479,6 +481,7 @@ class JobEngine:
         ):
             raise Conflict(f"job {job.id} is {job.status.value}; only a queued job can be "
                            "cancelled")
+        self._void(job, "cancelled")
         job.outputs = []
         if job.outcome is None:
             self._finish_work(job, JobStatus.CANCELLED)

@@ -1,8 +1,9 @@
 """The Starlette application: every vendor host, the control plane, one port.
 
 Each vendor host answers by its real ``Host`` header and by a path prefix on the one port (the
-vendor's main API host at the root). A request walks one way: host/route -> vendor adapter ->
-core -> vendor adapter renders the reply.
+vendor's main API host at the root). A request walks one way: fault middleware (journal, fault
+rules; :mod:`emulator.middleware`) -> host/route -> vendor adapter -> core -> vendor adapter
+renders the reply.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emulator import samples
+from emulator.core import scenarios
 from emulator.core.clock import Clock
+from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
 from emulator.core.jobs import Job, JobEngine, default_threads
+from emulator.core.journal import Journal
 from emulator.core.webhooks import WebhookOutbox
 from emulator.errors import EmulatorError
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
 from emulator.vendors import load_all
-from emulator.vendors.base import PREFIX_KEY, VendorAdapter
+from emulator.vendors.base import PREFIX_KEY, VENDOR_KEY, VendorAdapter
 
 log = logging.getLogger("emulator")
 
@@ -55,6 +59,16 @@ class Emulator:
         self.adapters: dict[str, VendorAdapter] = {
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
+        self.faults = FaultRules({slug: a.operations() for slug, a in self.adapters.items()})
+        self.journal = Journal(settings.journal_size)
+        self.jobs.submit_hooks.append(apply_to_job)
+        self.jobs.output_hooks.append(corrupt_outputs)
+        #: Scenarios loaded since the last reset (summaries, for ``GET /_emulator/scenarios``).
+        self.scenarios: list[dict[str, Any]] = []
+        self._startup_scenarios = [scenarios.load_file(path, self.faults)
+                                   for path in settings.scenarios]
+        for scenario in self._startup_scenarios:
+            self.load_scenario(scenario)
 
     def matte(self) -> MatteEngine:
         """The matte engine, built on first use (thread-safe).
@@ -114,11 +128,31 @@ class Emulator:
             return record.data if record is not None else None
         return None
 
-    def reset(self) -> None:
-        """Forget jobs, files and balances; the clock goes back to now."""
+    def load_scenario(self, scenario: scenarios.Scenario) -> dict[str, Any]:
+        """Apply a validated scenario (keys, defaults, rules after the stored ones).
+
+        Returns:
+            Its summary, with the stored rules and their ids.
+        """
+        rules = scenarios.apply(scenario, self.faults, self.jobs.billing, self.clock.now())
+        summary = scenarios.summary(scenario, rules)
+        self.scenarios.append(summary)
+        return summary
+
+    def reset(self, *, reload_scenarios: bool = True) -> None:
+        """Forget jobs, files, balances, fault rules, the journal and webhook deliveries; the
+        clock goes back to now. Then the scenario files given at start-up are applied again
+        (fresh counters), unless ``reload_scenarios`` is false.
+        """
         self.jobs.reset()
         self.webhooks.clear()
         self.clock.reset()
+        self.faults.clear()
+        self.journal.clear()
+        self.scenarios.clear()
+        if reload_scenarios:
+            for scenario in self._startup_scenarios:
+                self.load_scenario(scenario)
 
     def adapter_for_path(self, scope: Scope) -> VendorAdapter | None:
         """The adapter owning a route that matches ``scope``'s path (any method)."""
@@ -135,15 +169,40 @@ class Emulator:
 
 
 class _Prefixed:
-    """ASGI wrapper recording the prefix a vendor host was reached under."""
+    """ASGI wrapper recording the prefix a vendor host was reached under, and its vendor.
 
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
+    ``routes`` and ``vendor`` let the fault middleware resolve a request before routing.
+    """
+
+    def __init__(self, app: Router, prefix: str, vendor: str) -> None:
         self.app = app
         self.prefix = prefix
+        self.vendor = vendor
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The wrapped router's routes."""
+        return self.app.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[PREFIX_KEY] = self.prefix
+        scope.setdefault(VENDOR_KEY, self.vendor)
         await self.app(scope, receive, send)
+
+
+class EmulatorApp(Starlette):
+    """The Starlette app with the fault/journal middleware outermost.
+
+    Outside Starlette's own error middleware, the middleware sees the server's ``send`` (to
+    drop connections) and journals even the answers of unhandled errors.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack wrapped in :class:`~emulator.middleware.FaultMiddleware`."""
+        from emulator.middleware import FaultMiddleware
+
+        return FaultMiddleware(super().build_middleware_stack(), self.state.emulator,
+                               self.router.routes)
 
 
 def _generic_error(status: int, detail: str, headers: dict[str, str] | None = None
@@ -158,7 +217,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings: defaults to :meth:`Settings.from_env`.
 
     Returns:
-        A Starlette app; its ``state.emulator`` is the :class:`Emulator`.
+        A Starlette app (:class:`EmulatorApp`); its ``state.emulator`` is the
+        :class:`Emulator`.
+
+    Raises:
+        ScenarioError: a scenario file in ``settings.scenarios`` cannot be loaded.
     """
     from emulator.admin import admin_routes, file_route
 
@@ -183,10 +246,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         for spec in adapter.hosts:
             routes = per_host.get(spec.key, [])
             host_routes.append(Host(spec.name, app=_Prefixed(
-                Router([*routes, files], default=vendor_default(adapter)), "")))
+                Router([*routes, files], default=vendor_default(adapter)), "", adapter.slug)))
             if spec.prefix:
                 mounts.append(Mount(spec.prefix, app=_Prefixed(
-                    Router(routes, default=vendor_default(adapter)), spec.prefix)))
+                    Router(routes, default=vendor_default(adapter)), spec.prefix,
+                    adapter.slug)))
             else:
                 root_routes.extend(routes)
 
@@ -219,8 +283,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def not_found(request: Request, exc: Exception) -> Response:
         return _generic_error(404, f"no route for {request.method} {request.url.path}")
 
-    app = Starlette(
-        routes=[*host_routes, *mounts, *admin_routes(emulator), files, *root_routes],
+    app = EmulatorApp(
+        routes=[*host_routes, *mounts, *root_routes, files, *admin_routes(emulator)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, 404: not_found, 500: server_error},
     )

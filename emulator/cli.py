@@ -1,7 +1,7 @@
-"""``rmbg-emulator``: serve | remove | models.
+"""``rmbg-emulator``: serve | remove | scenario | models.
 
 ``serve`` starts every vendor on one port; ``remove`` runs the same matte engine on local
-files; ``models`` lists and installs weights.
+files; ``scenario check`` validates scenario files; ``models`` lists and installs weights.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads in the image worker pool (default 2)")
     serve.add_argument("--keys", default=None, metavar="FILE",
                        help="accept only the API keys listed in FILE (one a line)")
+    serve.add_argument("--scenario", action="append", default=None, metavar="FILE",
+                       help="load a scenario YAML file (keys, balances, limits, fault rules); "
+                            "repeatable; applied again after each POST /_emulator/reset")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -53,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("-o", "--output-dir", type=Path, required=True,
                         help="directory for <stem>.png outputs")
     _add_engine_args(remove)
+
+    scenario = sub.add_parser("scenario", help="check scenario files without serving")
+    ssub = scenario.add_subparsers(dest="scenario_command", required=True)
+    scheck = ssub.add_parser("check", help="validate scenario YAML files; print their rules")
+    scheck.add_argument("files", nargs="+", type=Path)
 
     models = sub.add_parser("models", help="list or install model weights")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -82,11 +90,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             progression=args.progression, latency=args.latency,
             virtual_clock=args.virtual_clock, workers=args.workers,
             keys=load_keys_file(Path(args.keys)) if args.keys else None,
+            scenarios=tuple(args.scenario) if args.scenario else None,
         )
+        app = create_app(settings)
     except (ValueError, OSError) as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
     emulator = app.state.emulator
     try:
         engine = emulator.matte()
@@ -100,6 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "engine)" if engine.name == "grabcut" and settings.engine == "auto" else ""))
     print(f"  vendors: {', '.join(emulator.adapters)}")
     print(f"  progression: {settings.progression} (latency {settings.latency})")
+    for loaded in emulator.scenarios:
+        print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
+              f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
     print(f"  docs: {DOCS_URL}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
@@ -162,6 +174,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """``scenario check FILE...``: validate each file against the vendors' operations."""
+    from emulator.app import Emulator
+    from emulator.core import scenarios
+    from emulator.settings import Settings
+
+    emulator = Emulator(Settings())
+    failures = 0
+    for path in args.files:
+        try:
+            scenario = scenarios.load_file(path, emulator.faults)
+        except scenarios.ScenarioError as exc:
+            failures += 1
+            print(f"rmbg-emulator: {exc}", file=sys.stderr)
+            continue
+        print(f"{path}: ok: {scenario.name}: {len(scenario.keys)} keys, "
+              f"{len(scenario.rules)} rules")
+    return 1 if failures else 0
+
+
 def _version() -> str:
     from emulator import __version__
 
@@ -176,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "remove":
         return cmd_remove(args)
+    if args.command == "scenario":
+        return cmd_scenario(args)
     return cmd_models(args)
 
 

@@ -123,7 +123,8 @@ class Settings:
         """Build settings from ``RMBG_EMULATOR_*`` variables, then ``overrides`` (CLI flags).
 
         ``RMBG_EMULATOR_KEYS_FILE`` names a file of accepted keys, one a line (strict key
-        mode); ``RMBG_EMULATOR_MODELS`` names the weights directory.
+        mode); ``RMBG_EMULATOR_MODELS`` names the weights directory;
+        ``RMBG_EMULATOR_SCENARIOS`` lists scenario files (``os.pathsep``-separated).
 
         Raises:
             ValueError: a variable that does not parse.
@@ -137,6 +138,9 @@ class Settings:
             values[f.name] = _coerce(f.name, str(f.type), raw)
         if env.get(ENV_PREFIX + "MODELS"):
             values["models_dir"] = env[ENV_PREFIX + "MODELS"]
+        scenario_files = env.get(ENV_PREFIX + "SCENARIOS")
+        if scenario_files:
+            values["scenarios"] = tuple(p for p in scenario_files.split(os.pathsep) if p)
         keys_file = env.get(ENV_PREFIX + "KEYS_FILE")
         if keys_file:
             values["keys"] = load_keys_file(Path(keys_file))

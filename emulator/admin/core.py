@@ -1,7 +1,8 @@
 """The control plane under ``/_emulator``: health, reset, samples, output files, jobs, clock, keys.
 
 Errors here are ``{"detail": ...}`` JSON. Nothing here imitates a vendor, except the output
-files, which answer as the vendor's storage would.
+files, which answer as the vendor's storage would (``VendorAdapter.storage_missing`` once a
+file has expired or is gone).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from emulator import __version__, samples
-from emulator.core.billing import RateLimit
+from emulator.core.billing import parse_key_settings
+from emulator.core.faults import FILE_OPERATION
+from emulator.vendors.base import OPERATION_KEY, VENDOR_KEY
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -58,15 +61,21 @@ def file_route(emulator: Emulator) -> Route:
 
     async def get_file(request: Request) -> Response:
         name = request.path_params["name"]
+        adapter = emulator.adapters.get(request.path_params["vendor"])
+        if adapter is not None:
+            request.scope[VENDOR_KEY] = adapter.slug
+            request.scope[OPERATION_KEY] = FILE_OPERATION
         record = emulator.jobs.files.get(name.split(".", 1)[0])
-        if record is None:
+        gone = record is None or (
+            record.expires_at is not None and emulator.clock.now() >= record.expires_at)
+        if gone or record is None:
+            if adapter is not None:
+                return adapter.storage_missing(name)
             return _error(404, f"no file {name}")
-        if record.expires_at is not None and emulator.clock.now() >= record.expires_at:
-            return _error(404, f"file {name} has expired")
         return Response(record.data, media_type=record.content_type,
                         headers={"Cache-Control": "public, max-age=3600"})
 
-    return Route(PREFIX + "/files/{vendor}/{name}", get_file, methods=["GET"])
+    return Route(PREFIX + "/files/{vendor}/{name}", get_file, methods=["GET"], name="file")
 
 
 def routes(emulator: Emulator) -> list[BaseRoute]:
@@ -88,8 +97,15 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         })
 
     async def reset(request: Request) -> Response:
-        emulator.reset()
-        return JSONResponse({"reset": True})
+        body = await _json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        reload = body.get("scenarios", True)
+        if not isinstance(reload, bool):
+            return _error(400, "scenarios must be true or false")
+        emulator.reset(reload_scenarios=reload)
+        return JSONResponse({"reset": True,
+                             "scenarios": [s["name"] for s in emulator.scenarios]})
 
     async def sample_list(request: Request) -> Response:
         base = f"{request.url.scheme}://{request.url.netloc}{PREFIX}/samples"
@@ -166,20 +182,12 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         body = await _json(request)
         if isinstance(body, JSONResponse):
             return body
-        values: dict[str, float | None] = {}
-        for field in ("balance_usd", "rps", "burst", "concurrent"):
-            parsed = _number(body, field, minimum=-1e12 if field == "balance_usd" else 0.0)
-            if isinstance(parsed, str):
-                return _error(400, parsed)
-            values[field] = parsed
-        if values["balance_usd"] is not None:
-            jobs.billing.set_balance(key, values["balance_usd"], emulator.clock.now())
-        if any(field in body for field in ("rps", "burst", "concurrent")):
-            concurrent = values["concurrent"]
-            jobs.billing.set_limit(key, RateLimit(
-                rps=values["rps"], burst=values["burst"],
-                concurrent=None if concurrent is None else int(concurrent)))
-        return JSONResponse(jobs.billing.account(key).to_json())
+        try:
+            settings = parse_key_settings(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        account = jobs.billing.configure(key, settings, emulator.clock.now())
+        return JSONResponse(account.to_json())
 
     return [
         Route(PREFIX + "/health", health, methods=["GET"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,11 +80,63 @@ class Account:
         }
 
 
+@dataclass(frozen=True)
+class KeySettings:
+    """What the admin API or a scenario sets for a key (or for every new key).
+
+    Attributes:
+        balance_usd: the balance to set, USD; ``None``: unchanged.
+        limit: the rate limit to set (replacing the old one); ``None``: unchanged.
+    """
+
+    balance_usd: float | None = None
+    limit: RateLimit | None = None
+
+
+KEY_FIELDS = ("balance_usd", "rps", "burst", "concurrent")
+
+
+def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
+    """``{balance_usd?, rps?, burst?, concurrent?}`` (numbers) into :class:`KeySettings`.
+
+    Giving any of ``rps``, ``burst``, ``concurrent`` replaces the whole rate limit (the ones
+    left out become unlimited).
+
+    Raises:
+        ValueError: an unknown field, or a value that is not a finite number (``rps``,
+            ``burst``, ``concurrent`` must be >= 0; ``concurrent`` an integer).
+    """
+    unknown = sorted(str(k) for k in body if k not in KEY_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown key setting {unknown[0]!r}; known: {', '.join(KEY_FIELDS)}")
+    values: dict[str, float | None] = {}
+    for name in KEY_FIELDS:
+        value = body.get(name)
+        if value is None:
+            values[name] = None
+            continue
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if name != "balance_usd" and value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+        values[name] = float(value)
+    concurrent = values["concurrent"]
+    if concurrent is not None and concurrent != int(concurrent):
+        raise ValueError(f"concurrent must be an integer, got {concurrent!r}")
+    limit = None
+    if any(name in body for name in ("rps", "burst", "concurrent")):
+        limit = RateLimit(rps=values["rps"], burst=values["burst"],
+                          concurrent=None if concurrent is None else int(concurrent))
+    return KeySettings(values["balance_usd"], limit)
+
+
 class Billing:
     """All accounts, created on first use with ``default_balance_usd``. Thread-safe."""
 
     def __init__(self, default_balance_usd: float) -> None:
         self.default_balance_usd = default_balance_usd
+        self._initial_balance_usd = default_balance_usd
         self.default_limit = RateLimit()
         self._accounts: dict[str, Account] = {}
         self._lock = threading.Lock()
@@ -190,8 +243,25 @@ class Billing:
             acct.ledger.append(LedgerEntry(now, "refund", amount_usd, acct.balance_usd, job_id,
                                            vendor, note))
 
+    def configure(self, key: str, settings: KeySettings, now: float) -> Account:
+        """Apply :class:`KeySettings` to one key (balance through :meth:`set_balance`)."""
+        if settings.balance_usd is not None:
+            self.set_balance(key, settings.balance_usd, now)
+        if settings.limit is not None:
+            self.set_limit(key, settings.limit)
+        return self.account(key)
+
+    def set_defaults(self, settings: KeySettings) -> None:
+        """Balance and rate limit of keys first seen from now on (until :meth:`reset`)."""
+        with self._lock:
+            if settings.balance_usd is not None:
+                self.default_balance_usd = settings.balance_usd
+            if settings.limit is not None:
+                self.default_limit = RateLimit(**settings.limit.__dict__)
+
     def reset(self) -> None:
-        """Forget every account."""
+        """Forget every account; defaults go back to the start-up balance, no limits."""
         with self._lock:
             self._accounts.clear()
             self.default_limit = RateLimit()
+            self.default_balance_usd = self._initial_balance_usd

@@ -81,6 +81,12 @@ class Job:
 
     ``metadata`` holds what the adapter needs to render the vendor's shape again (callback
     URL, the client's own metadata, ...); the core does not read it.
+
+    Fault injection (set by submit hooks, see :mod:`emulator.core.faults`): ``faults`` names
+    the faults given to the job (shown by the control plane); ``planned`` is an outcome decided
+    in advance, ``(status, error message, error code)``, and the image work is then skipped;
+    ``output_ttl_s`` overrides ``Settings.result_ttl_s`` for this job's files (0: expired at
+    once).
     """
 
     id: str
@@ -107,6 +113,9 @@ class Job:
     error_code: str | None = None
     charged_usd: float = 0.0
     generation: int = 0
+    faults: dict[str, str] = field(default_factory=dict)
+    planned: tuple[JobStatus, str, str] | None = None
+    output_ttl_s: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -141,10 +150,15 @@ class Job:
             "outputs": [{"id": f.id, "bytes": f.size, "width": f.width, "height": f.height}
                         for f in self.outputs],
             "charged_usd": self.charged_usd,
+            "faults": dict(self.faults),
         }
 
 
 FinalListener = Callable[[Job], Coroutine[Any, Any, None]]
+#: Called with each new job before its work starts (on the event loop); may set its fields.
+SubmitHook = Callable[[Job], None]
+#: Called in the worker pool with a job's rendered outputs; returns the outputs to store.
+OutputHook = Callable[[Job, list[Rendered]], list[Rendered]]
 
 
 class JobEngine:
@@ -175,6 +189,8 @@ class JobEngine:
         self.profile = settings.latency_profile
         self.local_resolver: LocalResolver | None = None
         self.final_listeners: list[FinalListener] = []
+        self.submit_hooks: list[SubmitHook] = []
+        self.output_hooks: list[OutputHook] = []
         self._pool: ThreadPoolExecutor | None = None
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -275,6 +291,8 @@ class JobEngine:
         self.store.put(job)
         if watch:
             self._watched[job.id] = job
+        for hook in self.submit_hooks:
+            hook(job)
         self._spawn(self._work(job))
         return job
 
@@ -315,9 +333,20 @@ class JobEngine:
         return await fetch_url(source.value, self._client, max_bytes=max_bytes,
                                timeout_s=self.settings.fetch_timeout_s)
 
+    def _render(self, job: Job, payloads: list[bytes], ctx: TaskContext) -> list[Rendered]:
+        """The task, then every output hook (post-processing), in one worker-pool call."""
+        rendered = TASKS[job.task.kind](payloads, job.task.params, ctx)
+        for hook in self.output_hooks:
+            rendered = hook(job, rendered)
+        return rendered
+
     async def _work(self, job: Job) -> None:
         job.work_started_at = self.clock.now()
         outcome = JobStatus.SUCCEEDED
+        if job.planned is not None:
+            outcome, job.error, job.error_code = job.planned
+            self._finish_work(job, outcome)
+            return
         try:
             payloads = [await self._load(src, job.origin) for src in job.task.sources]
             ctx = TaskContext(
@@ -325,14 +354,12 @@ class JobEngine:
                 max_pixels=self.settings.max_input_pixels,
                 compress_level=self.settings.png_compress_level,
             )
-            rendered: list[Rendered] = await self.run_blocking(
-                TASKS[job.task.kind], payloads, job.task.params, ctx
-            )
+            rendered: list[Rendered] = await self.run_blocking(self._render, job, payloads, ctx)
             now = self.clock.now()
+            ttl = self.settings.result_ttl_s if job.output_ttl_s is None else job.output_ttl_s
             job.outputs = [
                 self.files.put(r.data, content_type=r.content_type, width=r.width,
-                               height=r.height, now=now, ttl_s=self.settings.result_ttl_s,
-                               suffix=r.suffix)
+                               height=r.height, now=now, ttl_s=ttl, suffix=r.suffix)
                 for r in rendered
             ]
         except EmulatorError as exc:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from xml.sax.saxutils import escape as xml_escape
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -100,12 +101,43 @@ class VendorAdapter:
         """
         return None
 
+    def storage_missing(self, name: str) -> Response:
+        """How the vendor's result storage answers for a result file that is gone (expired,
+        or evicted from the emulator's bounded file store).
+
+        The result URLs of these vendors point at object storage behind a CDN, not at the
+        JSON API: Pixazo's are on Cloudflare R2 (pixazo.txt: "URLs to generated media (R2
+        CDN)"). Once a lifecycle rule has deleted an object, S3-compatible storage (R2, Amazon
+        S3, the GCS XML API) answers 404 with an XML ``NoSuchKey`` error (Cloudflare's R2
+        error-codes page), so that is the default. An adapter whose vendor's storage answers
+        otherwise overrides this.
+        """
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+                '<Message>The specified key does not exist.</Message>'
+                f"<Key>{xml_escape(name)}</Key></Error>")
+        return Response(body, status_code=404, media_type="application/xml")
+
     @staticmethod
     def json_bytes(content: Any) -> bytes:
         """Compact UTF-8 JSON, as the raw body of a webhook (signatures cover these bytes)."""
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     # -- shared helpers ---------------------------------------------------------------------
+    def operations(self) -> frozenset[str]:
+        """The operation names of this adapter's routes, on every host.
+
+        Route names are ``"{slug}.{operation}"`` (see :meth:`route`); fault rules and the
+        journal name operations this way.
+        """
+        names = set()
+        for routes in self.routes().values():
+            for route in routes:
+                name = getattr(route, "name", None) or ""
+                slug, sep, operation = name.partition(".")
+                if sep and slug == self.slug:
+                    names.add(operation)
+        return frozenset(names)
+
     def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str
               ) -> Route:
         """A Starlette route whose endpoint's errors are rendered in this vendor's shape.

@@ -1,0 +1,81 @@
+"""``/_emulator/faults``: add, list, show and delete fault rules.
+
+``POST`` takes one rule object (answers the rule with its ``id``) or a list of them (all or
+none, answers ``{"rules": [...]}``). A rule that cannot be accepted (unknown attribute, bad
+value, a vendor or operation that does not exist) is refused with 400 and a message saying why.
+See :mod:`emulator.core.faults` for the rule type.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from emulator.core.faults import RuleError
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+
+PREFIX = "/_emulator/faults"
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def routes(emulator: Emulator) -> list[BaseRoute]:
+    """``POST``, ``GET`` and ``DELETE`` on ``/_emulator/faults`` and ``/_emulator/faults/{id}``."""
+    faults = emulator.faults
+
+    async def add(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError as exc:
+            return _error(400, f"body is not valid JSON: {exc}")
+        if isinstance(body, dict):
+            specs, single = [body], True
+        elif isinstance(body, list) and body:
+            specs, single = body, False
+        else:
+            return _error(400, "body must be a rule object (e.g. {\"status\": 429}) or a "
+                               "non-empty list of them")
+        try:
+            added = faults.add_all(specs, source="admin")
+        except RuleError as exc:
+            return _error(400, str(exc))
+        if single:
+            return JSONResponse(added[0].to_json(), status_code=201)
+        return JSONResponse({"rules": [r.to_json() for r in added]}, status_code=201)
+
+    async def listing(request: Request) -> Response:
+        return JSONResponse({"rules": [r.to_json() for r in faults.rules()]})
+
+    async def one(request: Request) -> Response:
+        rule = faults.get(request.path_params["rule_id"])
+        if rule is None:
+            return _error(404, f"no fault rule {request.path_params['rule_id']!r}")
+        return JSONResponse(rule.to_json())
+
+    async def delete_one(request: Request) -> Response:
+        rule_id = request.path_params["rule_id"]
+        if not faults.remove(rule_id):
+            return _error(404, f"no fault rule {rule_id!r}")
+        return JSONResponse({"deleted": [rule_id]})
+
+    async def delete_all(request: Request) -> Response:
+        ids = [r.id for r in faults.rules()]
+        faults.clear()
+        return JSONResponse({"deleted": ids})
+
+    return [
+        Route(PREFIX, add, methods=["POST"]),
+        Route(PREFIX, listing, methods=["GET"]),
+        Route(PREFIX, delete_all, methods=["DELETE"]),
+        Route(PREFIX + "/{rule_id}", one, methods=["GET"]),
+        Route(PREFIX + "/{rule_id}", delete_one, methods=["DELETE"]),
+    ]

@@ -1,0 +1,51 @@
+"""``/_emulator/scenarios``: load a scenario (YAML or JSON body), list those loaded.
+
+``POST /_emulator/scenarios`` (``?name=`` names it when the document does not) checks the
+whole scenario first, then sets its keys and adds its rules after the stored ones; a bad
+scenario answers 400 and changes nothing. See :mod:`emulator.core.scenarios` for the format.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from emulator.core import scenarios
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+
+PREFIX = "/_emulator/scenarios"
+MAX_BYTES = 1024 * 1024
+
+
+def routes(emulator: Emulator) -> list[BaseRoute]:
+    """``POST`` and ``GET`` on ``/_emulator/scenarios``."""
+
+    async def load(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_BYTES:
+            return JSONResponse({"detail": f"scenario is over {MAX_BYTES} bytes"},
+                                status_code=413)
+        try:
+            text = raw.decode("utf-8")
+            data = scenarios.read_text(text)
+            scenario = scenarios.parse(data, emulator.faults,
+                                       default_name=request.query_params.get("name",
+                                                                             "scenario"))
+        except UnicodeDecodeError:
+            return JSONResponse({"detail": "scenario is not UTF-8 text"}, status_code=400)
+        except scenarios.ScenarioError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse(emulator.load_scenario(scenario), status_code=201)
+
+    async def listing(request: Request) -> Response:
+        return JSONResponse({"scenarios": list(emulator.scenarios)})
+
+    return [
+        Route(PREFIX, load, methods=["POST"]),
+        Route(PREFIX, listing, methods=["GET"]),
+    ]

@@ -1,0 +1,224 @@
+"""The request journal: a bounded in-memory log of every vendor request and its answer.
+
+Kept by the middleware (:mod:`emulator.middleware`), read through ``/_emulator/journal``.
+``verify`` works as WireMock's request verification: count the entries matching some criteria
+against ``count`` / ``min`` / ``max``, and when that fails, show the near misses (the entries
+that differ from the criteria in the fewest fields).
+
+It also tracks ``Retry-After``: after a 429 carrying ``Retry-After: N`` for a key, a request of
+the same vendor, operation and key that comes before the N seconds have passed (on the
+emulator's clock) is marked ``early_retry``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Criteria :meth:`Journal.select` and :meth:`Journal.verify` understand.
+CRITERIA = ("vendor", "operation", "api_key", "method", "path", "status", "fault",
+            "early_retry")
+#: Near misses shown by a failed verify.
+NEAR_MISSES = 5
+
+
+@dataclass(slots=True)
+class Entry:
+    """One request and its answer.
+
+    Attributes:
+        seq: 1, 2, ... in arrival order (never reused until a reset).
+        at: emulator clock when the request arrived, unix seconds.
+        status: HTTP status sent, ``None`` when the connection was dropped without one.
+        latency_ms: from arrival to the end of the answer, milliseconds (injected latency
+            included).
+        faults: ``[{"rule", "source", "applied"}]`` for every fault rule applied.
+        retry_after: seconds of the ``Retry-After`` of a 429 answer, else ``None``.
+        early_retry: the request came before the ``Retry-After`` of an earlier 429 (same
+            vendor, operation and key) had passed.
+    """
+
+    seq: int
+    at: float
+    method: str
+    path: str
+    vendor: str | None
+    operation: str | None
+    api_key: str | None
+    status: int | None
+    latency_ms: float
+    faults: list[dict[str, str]] = field(default_factory=list)
+    retry_after: float | None = None
+    early_retry: bool = False
+    key_lookup: Callable[[], str | None] | None = None
+
+    def resolve(self) -> None:
+        """Fill ``api_key`` from ``key_lookup`` (deferred off the request's hot path)."""
+        lookup = self.key_lookup
+        if lookup is not None:
+            self.key_lookup = None
+            self.api_key = lookup()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON view."""
+        return {
+            "seq": self.seq, "at": self.at, "method": self.method, "path": self.path,
+            "vendor": self.vendor, "operation": self.operation, "api_key": self.api_key,
+            "status": self.status, "latency_ms": round(self.latency_ms, 3),
+            "faults": list(self.faults), "retry_after": self.retry_after,
+            "early_retry": self.early_retry,
+        }
+
+    def differs(self, criteria: Mapping[str, Any]) -> list[str]:
+        """Names of the criteria this entry does not meet."""
+        out = []
+        for name, want in criteria.items():
+            if name == "fault":
+                have = bool(self.faults)
+                if isinstance(want, bool):
+                    ok = have is want
+                else:
+                    ok = any(f["rule"] == want or want in f["applied"] for f in self.faults)
+            else:
+                ok = getattr(self, name) == want
+            if not ok:
+                out.append(name)
+        return out
+
+
+def parse_criteria(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed criteria from JSON or query-string values; unknown names are refused.
+
+    ``status`` is an integer; ``early_retry`` a boolean; ``fault`` is ``true`` / ``false``
+    (any fault or none) or a rule id / effect text (``f3``, ``status=429``).
+
+    Raises:
+        ValueError: unknown criterion or a value of the wrong type.
+    """
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in CRITERIA:
+            raise ValueError(f"unknown criterion {name!r}; known: {', '.join(CRITERIA)}")
+        if value is None:
+            continue
+        if name == "status":
+            try:
+                out[name] = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"status must be an integer, got {value!r}") from None
+        elif name in ("early_retry", "fault"):
+            flag = _bool(value)
+            if flag is None and name == "early_retry":
+                raise ValueError(f"early_retry must be true or false, got {value!r}")
+            out[name] = flag if flag is not None else str(value)
+        else:
+            out[name] = value if name != "method" else str(value).upper()
+    return out
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+class Journal:
+    """At most ``size`` entries, the oldest dropped first. Event-loop only."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._entries: deque[Entry] = deque(maxlen=self.size)
+        self._seq = itertools.count(1)
+        self._retry_after: dict[tuple[str | None, str | None, str], float] = {}
+
+    def record(self, *, at: float, method: str, path: str, vendor: str | None,
+               operation: str | None, api_key: str | None, status: int | None,
+               latency_ms: float, faults: list[dict[str, str]] | None = None,
+               retry_after: float | None = None,
+               key_lookup: Callable[[], str | None] | None = None) -> Entry:
+        """Add an entry (``at``: arrival on the emulator's clock, seconds).
+
+        ``key_lookup``, when ``api_key`` is not known yet, finds it later: when the journal is
+        read, or at once when a ``Retry-After`` is pending or the answer is a 429.
+        """
+        if key_lookup is not None and (self._retry_after or status == 429):
+            api_key, key_lookup = key_lookup(), None
+        early = False
+        if api_key is not None:
+            now = at + latency_ms / 1000.0
+            slot = (vendor, operation, api_key)
+            deadline = self._retry_after.get(slot)
+            if deadline is not None:
+                if at < deadline:
+                    early = True
+                else:
+                    del self._retry_after[slot]
+            if status == 429 and retry_after is not None:
+                if len(self._retry_after) > 50_000:
+                    self._retry_after = {k: v for k, v in self._retry_after.items() if v > now}
+                self._retry_after[slot] = now + retry_after
+        entry = Entry(next(self._seq), at, method, path, vendor, operation, api_key, status,
+                      latency_ms, faults or [], retry_after, early, key_lookup)
+        self._entries.append(entry)
+        return entry
+
+    def _resolved(self) -> deque[Entry]:
+        for entry in self._entries:
+            entry.resolve()
+        return self._entries
+
+    def select(self, criteria: Mapping[str, Any]) -> list[Entry]:
+        """Entries meeting every criterion (see :func:`parse_criteria`), oldest first."""
+        return [e for e in self._resolved() if not e.differs(criteria)]
+
+    def verify(self, criteria: Mapping[str, Any], *, count: int | None = None,
+               minimum: int | None = None, maximum: int | None = None) -> dict[str, Any]:
+        """Check how many entries meet ``criteria``: exactly ``count``, or within
+        ``minimum``..``maximum`` (at least one when none is given).
+
+        Returns:
+            ``{"pass", "count", "expected", "criteria"}``, plus ``near_misses`` when it fails:
+            up to :data:`NEAR_MISSES` entries not meeting the criteria, those differing in
+            the fewest criteria first (newest first among equals), each with ``differs``.
+        """
+        matched = self.select(criteria)
+        n = len(matched)
+        if count is not None:
+            ok, expected = n == count, f"exactly {count}"
+        else:
+            low = 1 if minimum is None and maximum is None else (minimum or 0)
+            ok = n >= low and (maximum is None or n <= maximum)
+            expected = f"at least {low}" if maximum is None else f"{low}..{maximum}"
+        result: dict[str, Any] = {"pass": ok, "count": n, "expected": expected,
+                                  "criteria": dict(criteria)}
+        if not ok:
+            scored = []
+            for entry in self._resolved():
+                diff = entry.differs(criteria)
+                if diff:
+                    scored.append((len(diff), -entry.seq, entry, diff))
+            scored.sort(key=lambda item: (item[0], item[1]))
+            result["near_misses"] = [{**e.to_json(), "differs": d}
+                                     for _, _, e, d in scored[:NEAR_MISSES]]
+        return result
+
+    def entries(self) -> list[Entry]:
+        """Every entry, oldest first."""
+        return list(self._resolved())
+
+    def clear(self) -> None:
+        """Forget every entry and every pending ``Retry-After``; numbering starts again."""
+        self._entries.clear()
+        self._retry_after.clear()
+        self._seq = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._entries)

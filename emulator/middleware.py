@@ -1,0 +1,408 @@
+"""The one middleware: resolve (vendor, operation, api_key), apply fault rules, journal.
+
+A pure ASGI middleware, outermost in the app (outside Starlette's error middleware, so it sees
+the server's own ``send`` and can drop a connection). For each vendor request (everything but
+``/_emulator/*``; result files under ``/_emulator/files/{vendor}/`` count, as the ``file``
+operation of their vendor) it:
+
+1. looks for per-request rules: the ``X-Emulator-Fault`` header and an API key starting with
+   ``fault.``; with none of these and no stored rule live, it only journals (the hot path:
+   one scan of the header list, one journal entry);
+2. otherwise resolves the vendor and operation before routing, by walking the app's own routes
+   (route names are ``"{slug}.{operation}"``), and the key through the adapter's ``api_key``;
+3. asks :meth:`emulator.core.faults.FaultRules.plan` for the rule, then waits its latency,
+   drops the connection, answers its status in the vendor's own error body
+   (``VendorAdapter.error_response``), or runs the app with the plan in
+   :data:`~emulator.core.faults.CURRENT_PLAN` (for job and image faults) and breaks the body;
+4. journals the request (:class:`~emulator.core.journal.Journal`).
+
+Dropping a connection needs the server's transport: under uvicorn (h11 or httptools) it is
+``send.__self__.transport``. ``reset`` aborts it with ``SO_LINGER`` 0 (the client reads a TCP
+RST: ``httpx.ReadError``); ``close`` closes it (``httpx.RemoteProtocolError``: "Server
+disconnected without sending a response"). Where there is no transport (in-process ASGI), the
+middleware raises ``ConnectionResetError`` / ``ConnectionAbortedError`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Host, Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emulator.core.faults import (
+    CURRENT_PLAN,
+    FILE_OPERATION,
+    STATUS_CODES,
+    FaultRule,
+    Plan,
+    RuleError,
+)
+from emulator.errors import (
+    EmulatorError,
+    NotFound,
+    PaymentRequired,
+    RateLimited,
+    Unauthorized,
+)
+from emulator.vendors.base import OPERATION_KEY, VENDOR_KEY, VendorAdapter
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+
+log = logging.getLogger("emulator.faults")
+
+ADMIN_PREFIX = "/_emulator/"
+FILES_PREFIX = "/_emulator/files/"
+FAULT_HEADER = b"x-emulator-fault"
+FAULT_KEY_PREFIX = "fault."
+#: Seconds to wait for the server to notice a connection we dropped.
+DISCONNECT_WAIT_S = 5.0
+
+
+class RouteResolver:
+    """Finds the vendor and operation a request will be routed to, before routing.
+
+    Walks the app's routes as Starlette's router does (Host, Mount, then routes, first full
+    match wins, a method mismatch counts for the vendor only). A Host or Mount wrapper that has
+    a ``vendor`` attribute names the vendor of requests under it that match no route.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute], vendors: Sequence[str]) -> None:
+        self.routes = routes
+        self.vendors = frozenset(vendors)
+
+    def resolve(self, scope: Scope) -> tuple[str | None, str | None]:
+        """``(vendor, operation)``; ``None`` for what cannot be told."""
+        path: str = scope["path"]
+        if path.startswith(FILES_PREFIX):
+            vendor = path[len(FILES_PREFIX):].split("/", 1)[0]
+            return (vendor, FILE_OPERATION) if vendor in self.vendors else (None, None)
+        return self._walk(self.routes, scope)
+
+    def _walk(self, routes: Sequence[BaseRoute], scope: Scope
+              ) -> tuple[str | None, str | None]:
+        partial: tuple[str | None, str | None] | None = None
+        for route in routes:
+            match, child = route.matches(scope)
+            if match is Match.NONE:
+                continue
+            if isinstance(route, (Host, Mount)):
+                inner = route.app
+                vendor, operation = self._walk(getattr(inner, "routes", []),
+                                               {**scope, **child})
+                return vendor or getattr(inner, "vendor", None), operation
+            vendor, operation = self.split(getattr(route, "name", None))
+            if match is Match.FULL:
+                return vendor, operation
+            if partial is None:
+                partial = (vendor, None)
+        return partial or (None, None)
+
+    def split(self, name: str | None) -> tuple[str | None, str | None]:
+        """``"pixazo.submit"`` -> ``("pixazo", "submit")``; anything else -> ``(None, None)``."""
+        if name:
+            slug, sep, operation = name.partition(".")
+            if sep and slug in self.vendors:
+                return slug, operation
+        return None, None
+
+
+class _Recorder:
+    """``send`` wrapper noting the status and a 429's ``Retry-After``."""
+
+    __slots__ = ("retry_after", "send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+        self.retry_after: float | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self.status == 429:
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"retry-after":
+                        with contextlib.suppress(ValueError):
+                            self.retry_after = float(value)
+        await self.send(message)
+
+
+def _transport(send: Send) -> Any:
+    """The server's transport behind ``send`` (uvicorn), or ``None``."""
+    owner = getattr(send, "__self__", None)
+    transport = getattr(owner, "transport", None)
+    if transport is not None and hasattr(transport, "abort") and hasattr(transport, "close"):
+        return transport
+    return None
+
+
+async def drop_connection(send: Send, receive: Receive, *, reset: bool,
+                          read_body: bool = True) -> None:
+    """Close (FIN) or reset (RST) the client's connection without an HTTP answer.
+
+    With ``read_body``, the request body is read first, so the client has finished writing
+    and sees the drop when it reads its answer (else a client still writing would see a
+    write error first, and httpx reports that as a plain disconnect).
+
+    Raises:
+        ConnectionResetError, ConnectionAbortedError: no transport to drop (in-process ASGI).
+    """
+    transport = _transport(send)
+    if read_body:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(_until_body_read(receive), DISCONNECT_WAIT_S)
+    if transport is None:
+        if reset:
+            raise ConnectionResetError("connection reset by the emulator (fault rule)")
+        raise ConnectionAbortedError("connection closed by the emulator (fault rule)")
+    if reset:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    else:
+        transport.close()
+    # Let the server see the disconnect, so it does not try to answer 500 itself.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(_until_disconnect(receive), DISCONNECT_WAIT_S)
+
+
+async def _until_body_read(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _BodyFault:
+    """``send`` wrapper that holds the answer and sends it broken (``truncated``,
+    ``malformed`` or ``empty``)."""
+
+    def __init__(self, kind: str, send: Send, raw_send: Send, receive: Receive) -> None:
+        self.kind = kind
+        self.send = send
+        self.raw_send = raw_send
+        self.receive = receive
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = dict(message)
+            return
+        if message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        await self._emit(b"".join(self.chunks))
+
+    async def _emit(self, body: bytes) -> None:
+        assert self.start is not None
+        start = dict(self.start)
+        headers = MutableHeaders(raw=list(start.get("headers", [])))
+        if self.kind == "truncated":
+            headers["content-length"] = str(len(body))
+            start["headers"] = headers.raw
+            await self.send(start)
+            cut = body[:len(body) // 2]
+            if _transport(self.raw_send) is None:
+                await self.send({"type": "http.response.body", "body": cut})
+                return
+            await self.send({"type": "http.response.body", "body": cut, "more_body": True})
+            await drop_connection(self.raw_send, self.receive, reset=False, read_body=False)
+            return
+        new = b"" if self.kind == "empty" else malformed(body)
+        headers["content-length"] = str(len(new))
+        start["headers"] = headers.raw
+        await self.send(start)
+        await self.send({"type": "http.response.body", "body": new})
+
+
+def malformed(body: bytes) -> bytes:
+    """Invalid JSON that still looks like ``body``: quotes turned to single quotes, and a
+    stray brace at the end (so even ``{}`` or a number does not parse)."""
+    return body.replace(b'"', b"'") + b"}"
+
+
+def fault_error(rule: FaultRule) -> EmulatorError:
+    """The :class:`EmulatorError` an adapter renders for a status fault."""
+    status = rule.status
+    assert status is not None
+    message = rule.status_message()
+    if status == 402:
+        return PaymentRequired(message)
+    if status == 429:
+        return RateLimited(message, retry_after=rule.retry_after_s())
+    if status == 401:
+        return Unauthorized(message)
+    if status == 404:
+        return NotFound(message)
+    return EmulatorError(message, status=status, code=STATUS_CODES.get(status, "http_error"))
+
+
+def _error_response(adapter: VendorAdapter | None, exc: EmulatorError) -> Response:
+    if adapter is not None:
+        return adapter.error_response(exc)
+    headers = ({"Retry-After": str(max(1, round(exc.retry_after)))}
+               if exc.retry_after is not None else None)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
+class FaultMiddleware:
+    """See the module docstring. ``routes`` are the app's top-level routes."""
+
+    def __init__(self, app: ASGIApp, emulator: Emulator, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.emulator = emulator
+        self.faults = emulator.faults
+        self.journal = emulator.journal
+        self.clock = emulator.clock
+        self.adapters = emulator.adapters
+        self.resolver = RouteResolver(routes, list(emulator.adapters))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(ADMIN_PREFIX) and not path.startswith(FILES_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        at = self.clock.now()
+        header_text: str | None = None
+        key_hint = False
+        for name, value in scope["headers"]:
+            if name == FAULT_HEADER:
+                header_text = value.decode("latin-1")
+            elif b"fault." in value:
+                key_hint = True
+        recorder = _Recorder(send)
+        if header_text is not None or key_hint or self.faults.live:
+            await self._with_faults(scope, receive, send, recorder, header_text, at, started)
+            return
+        # The hot path: no rule can apply; only journal.
+        try:
+            await self.app(scope, receive, recorder)
+        finally:
+            self._record(scope, at, started, recorder, None, None)
+
+    async def _with_faults(self, scope: Scope, receive: Receive, send: Send,
+                           recorder: _Recorder, header_text: str | None, at: float,
+                           started: float) -> None:
+        vendor, operation = self.resolver.resolve(scope)
+        adapter = self.adapters.get(vendor) if vendor else None
+        key = self._key(adapter, scope)
+        first: list[FaultRule] = []
+        problem: str | None = None
+        if header_text is not None:
+            try:
+                first.append(self.faults.parse_text(header_text, source="header"))
+            except RuleError as exc:
+                problem = f"X-Emulator-Fault: {exc}"
+        if key is not None and key.startswith(FAULT_KEY_PREFIX) and problem is None:
+            try:
+                first.append(self.faults.parse_text(key[len(FAULT_KEY_PREFIX):], source="key"))
+            except RuleError as exc:
+                problem = f"fault API key: {exc}"
+        plan: Plan | None = None
+        try:
+            if problem is not None:
+                response = _error_response(adapter, EmulatorError(
+                    problem, status=400, code="invalid_fault_rule"))
+                await response(scope, receive, recorder)
+                return
+            plan = self.faults.plan(vendor, operation, key, first)
+            if plan.empty:
+                await self.app(scope, receive, recorder)
+                return
+            await self._apply(plan, adapter, scope, receive, send, recorder)
+        finally:
+            self._record(scope, at, started, recorder, plan, (vendor, operation, key))
+
+    async def _apply(self, plan: Plan, adapter: VendorAdapter | None, scope: Scope,
+                     receive: Receive, send: Send, recorder: _Recorder) -> None:
+        rule = plan.rule
+        if plan.latency_s > 0:
+            await asyncio.sleep(plan.latency_s)
+        if rule is not None and rule.connection is not None:
+            await drop_connection(send, receive, reset=rule.connection == "reset")
+            return
+        out: Send = recorder
+        body_fault = None
+        if rule is not None and rule.body is not None:
+            body_fault = _BodyFault(rule.body, recorder, send, receive)
+            out = body_fault
+        if rule is not None and rule.status is not None:
+            await _error_response(adapter, fault_error(rule))(scope, receive, out)
+            return
+        token = CURRENT_PLAN.set(plan)
+        try:
+            await self.app(scope, receive, out)
+        finally:
+            CURRENT_PLAN.reset(token)
+
+    def _key(self, adapter: VendorAdapter | None, scope: Scope) -> str | None:
+        if adapter is None:
+            return None
+        try:
+            return adapter.api_key(Request(scope))
+        except EmulatorError:
+            return None
+        except Exception:  # an adapter bug must not break every request
+            log.exception("%s: api_key() failed", adapter.slug)
+            return None
+
+    def _record(self, scope: Scope, at: float, started: float, recorder: _Recorder,
+                plan: Plan | None, known: tuple[str | None, str | None, str | None] | None
+                ) -> None:
+        try:
+            lookup = None
+            if known is not None:
+                vendor, operation, key = known
+            else:
+                vendor = scope.get(VENDOR_KEY)
+                operation = scope.get(OPERATION_KEY)
+                if operation is None:
+                    named, _ = self.resolver.split(getattr(scope.get("route"), "name", None))
+                    vendor = vendor or named
+                key = None
+                adapter = self.adapters.get(vendor) if vendor else None
+                if adapter is not None:
+                    # Resolved when the journal is read (or at once where Retry-After needs it).
+                    mini = {"type": "http", "headers": scope["headers"],
+                            "query_string": scope.get("query_string", b"")}
+                    lookup = partial(self._key, adapter, mini)
+            self.journal.record(
+                at=at, method=scope["method"], path=scope["path"], vendor=vendor,
+                operation=operation, api_key=key, key_lookup=lookup, status=recorder.status,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                faults=plan.journal_json() if plan is not None else None,
+                retry_after=recorder.retry_after,
+            )
+        except Exception:  # the journal must never break an answer
+            log.exception("journal: could not record %s", scope.get("path"))
+
+
+__all__ = ["FaultMiddleware", "RouteResolver", "drop_connection", "fault_error", "malformed"]

@@ -1,0 +1,85 @@
+"""The request journal: bounded, filtered, verified with near misses, Retry-After tracked."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulator.core.journal import Journal, parse_criteria
+
+
+def _add(journal: Journal, at: float, status: int = 200, *, key: str | None = "k",
+         operation: str = "submit", retry_after: float | None = None,
+         vendor: str = "pixazo") -> None:
+    journal.record(at=at, method="POST", path="/x", vendor=vendor, operation=operation,
+                   api_key=key, status=status, latency_ms=5.0, retry_after=retry_after)
+
+
+def test_bounded_oldest_dropped_first() -> None:
+    journal = Journal(3)
+    for i in range(5):
+        _add(journal, float(i))
+    assert [e.seq for e in journal.entries()] == [3, 4, 5]
+    journal.clear()
+    _add(journal, 9.0)
+    assert [e.seq for e in journal.entries()] == [1]
+
+
+def test_select_with_parsed_criteria() -> None:
+    journal = Journal(10)
+    _add(journal, 1.0, 202)
+    _add(journal, 2.0, 429, retry_after=2.0)
+    _add(journal, 3.0, 200, operation="status")
+    journal.entries()[1].faults.append({"rule": "f1", "source": "admin",
+                                        "applied": "status=429"})
+    assert [e.seq for e in journal.select(parse_criteria({"status": "429"}))] == [2]
+    assert [e.seq for e in journal.select(parse_criteria({"fault": "true"}))] == [2]
+    assert [e.seq for e in journal.select(parse_criteria({"fault": "f1"}))] == [2]
+    assert [e.seq for e in journal.select(parse_criteria({"fault": "false",
+                                                          "operation": "status"}))] == [3]
+    with pytest.raises(ValueError, match="unknown criterion 'colour'"):
+        parse_criteria({"colour": "red"})
+    with pytest.raises(ValueError, match="status must be an integer"):
+        parse_criteria({"status": "x"})
+
+
+def test_verify_counts_and_near_misses() -> None:
+    journal = Journal(10)
+    _add(journal, 1.0, 202)
+    _add(journal, 2.0, 202, key="other")
+    _add(journal, 3.0, 404, operation="status", vendor="apiframe")
+    assert journal.verify({"status": 202}, count=2)["pass"]
+    assert journal.verify({"status": 202})["pass"]  # at least one
+    assert journal.verify({"status": 202}, minimum=1, maximum=2)["pass"]
+    failed = journal.verify({"api_key": "other", "status": 404}, count=1)
+    assert not failed["pass"] and failed["count"] == 0 and failed["expected"] == "exactly 1"
+    misses = failed["near_misses"]
+    assert [m["seq"] for m in misses] == [3, 2, 1]  # one field off first, newest first
+    assert misses[0]["differs"] == ["api_key"] and misses[1]["differs"] == ["status"]
+    assert sorted(misses[2]["differs"]) == ["api_key", "status"]
+    assert journal.verify({"status": 202}, maximum=1)["pass"] is False
+
+
+def test_early_retry_before_retry_after_passes() -> None:
+    journal = Journal(10)
+    _add(journal, 100.0, 429, retry_after=2.0)
+    _add(journal, 101.0, 429, retry_after=2.0)   # came back after 1 s of 2: early
+    _add(journal, 101.5, 200, operation="status")  # another operation: not a retry
+    _add(journal, 101.5, 202, key="someone-else")
+    _add(journal, 103.5, 202)                    # 2 s after the last 429: fine
+    assert [e.early_retry for e in journal.entries()] == [False, True, False, False, False]
+
+
+def test_key_looked_up_lazily() -> None:
+    journal = Journal(10)
+    calls = []
+
+    def lookup() -> str:
+        calls.append(1)
+        return "lazy-key"
+
+    journal.record(at=1.0, method="GET", path="/x", vendor="pixazo", operation="status",
+                   api_key=None, status=200, latency_ms=1.0, key_lookup=lookup)
+    assert calls == []
+    assert journal.select({"api_key": "lazy-key"})[0].api_key == "lazy-key"
+    journal.select({})
+    assert calls == [1]

@@ -8,7 +8,8 @@ Calls the ASGI app directly with a Pixazo status poll of one finished job, N tim
 ways: the emulator's Starlette stack without the middleware, with it and no fault rule stored
 (the hot path: journal only), and with one stored rule that matches nothing (the slow path:
 route resolution and key lookup before routing). Also a bare Starlette app answering static
-JSON, the ceiling. Prints CPU microseconds per request (process time, best of ``--repeat`` interleaved rounds).
+JSON, the ceiling. Prints CPU microseconds per request (process time, best of ``--repeat``
+interleaved rounds: the machine is shared and wall-clock figures swing).
 """
 
 from __future__ import annotations

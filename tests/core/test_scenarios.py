@@ -68,5 +68,5 @@ def test_bad_scenarios_change_nothing(text: str, message: str) -> None:
 
 
 def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(scenarios.ScenarioError, match="missing.yaml"):
+    with pytest.raises(scenarios.ScenarioError, match=r"missing\.yaml"):
         scenarios.load_file(tmp_path / "missing.yaml", FaultRules(CATALOG))

@@ -93,6 +93,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             "now": emulator.clock.now(),
             "vendors": sorted(emulator.adapters),
             "jobs": len(jobs.store),
+            "fault_rules": len(emulator.faults.rules()),
+            "journal": len(emulator.journal),
+            "scenarios": [loaded["name"] for loaded in emulator.scenarios],
             "uptime_s": round(time.time() - emulator.started_at, 3),
         })
 

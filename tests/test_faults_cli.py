@@ -1,0 +1,85 @@
+"""Scenario files from the command line, and connection faults in process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emulator.cli import main
+from emulator.testing.plugin import InProcessEmulator
+from emulator.testing.server import free_port
+from tests.conftest import emulator_settings
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
+PIXAZO = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
+
+
+def test_scenario_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = sorted(str(p) for p in SCENARIOS.glob("*.yaml"))
+    assert main(["scenario", "check", *files]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": ok: ") == len(files) and "flaky-submits: 0 keys, 1 rules" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("faults:\n  - {vendor: pixazo, operation: refund, status: 500}\n")
+    assert main(["scenario", "check", str(bad)]) == 1
+    assert "vendor 'pixazo' has no operation 'refund'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("keys: {k: {balance_usd: lots}}\n")
+    assert main(["serve", "--scenario", str(bad), "--engine", "grabcut"]) == 2
+    assert "keys.k: balance_usd must be a finite number" in capsys.readouterr().err
+
+
+def test_serve_with_a_scenario(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "U2NET_HOME": str(tmp_path), "RMBG_EMULATOR_MODELS": ""}
+    scenario = str(SCENARIOS / "flaky-submits.yaml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--scenario",
+         scenario], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        banner = "".join(proc.stdout.readline() for _ in range(5))
+        assert "scenario: flaky-submits (1 fault rules, 0 keys)" in banner
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(f"{base}/_emulator/health").json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert health["scenarios"] == ["flaky-submits"] and health["fault_rules"] == 1
+        answer = httpx.post(base + PIXAZO, json={"image_url": "x"},
+                            headers={"Ocp-Apim-Subscription-Key": "k"})
+        assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("kind", "error"), [("reset", ConnectionResetError),
+                                             ("close", ConnectionAbortedError)])
+def test_connection_fault_in_process_raises(kind: str, error: type[Exception]) -> None:
+    async def scenario() -> list[dict[str, object]]:
+        async with InProcessEmulator(emulator_settings(engine="grabcut")) as emu:
+            with pytest.raises(error):
+                await emu.client.post(PIXAZO, json={"image_url": "x"}, headers={
+                    "Ocp-Apim-Subscription-Key": "k", "X-Emulator-Fault": f"connection={kind}"})
+            entries: list[dict[str, object]] = (
+                await emu.client.get("/_emulator/journal")).json()["entries"]
+            return entries
+
+    entries = asyncio.run(scenario())
+    assert [(e["operation"], e["status"]) for e in entries] == [("submit", None)]

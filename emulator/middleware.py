@@ -350,10 +350,8 @@ class FaultMiddleware:
             await drop_connection(send, receive, reset=rule.connection == "reset")
             return
         out: Send = recorder
-        body_fault = None
         if rule is not None and rule.body is not None:
-            body_fault = _BodyFault(rule.body, recorder, send, receive)
-            out = body_fault
+            out = _BodyFault(rule.body, recorder, send, receive)
         if rule is not None and rule.status is not None:
             await _error_response(adapter, fault_error(rule))(scope, receive, out)
             return
@@ -391,7 +389,9 @@ class FaultMiddleware:
                 adapter = self.adapters.get(vendor) if vendor else None
                 if adapter is not None:
                     # Resolved when the journal is read (or at once where Retry-After needs it).
-                    mini = {"type": "http", "headers": scope["headers"],
+                    mini = {"type": "http", "method": scope["method"], "path": scope["path"],
+                            "headers": scope["headers"], "scheme": scope.get("scheme", "http"),
+                            "server": scope.get("server"), "root_path": "",
                             "query_string": scope.get("query_string", b"")}
                     lookup = partial(self._key, adapter, mini)
             self.journal.record(

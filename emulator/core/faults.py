@@ -29,8 +29,13 @@ import itertools
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from emulator.core.jobs import JobStatus
 
 if TYPE_CHECKING:
     from emulator.core.jobs import Job
@@ -622,8 +627,6 @@ def apply_to_job(job: Job) -> None:
     control plane); ``expired``: its result files are expired as soon as they are stored;
     ``image``: the result file is corrupted (see :func:`corrupt_outputs`).
     """
-    from emulator.core.jobs import JobStatus
-
     plan = CURRENT_PLAN.get()
     if plan is None or plan.empty:
         return
@@ -665,11 +668,6 @@ def corrupt_png(out: Rendered, kind: str) -> Rendered:
     Raises:
         ValueError: unknown kind.
     """
-    from dataclasses import replace
-
-    import numpy as np
-    from PIL import Image
-
     if kind == "truncated-png":
         return replace(out, data=out.data[:max(41, len(out.data) // 2)])
     if kind not in ("rgb-no-alpha", "empty-alpha"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from tests.vendors.drivers import DRIVERS, KEY, Driver
 pytestmark = pytest.mark.parametrize("vendor", DRIVERS, ids=[d.slug for d in DRIVERS])
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios"
+
+
+@pytest.fixture(autouse=True)
+def _leave_the_shared_emulator_clean(emulator: EmulatorServer) -> Iterator[None]:
+    """Rules, scenarios and the clock moved here must not leak into other modules' tests."""
+    yield
+    httpx.post(f"{emulator.url}/_emulator/reset", json={"scenarios": False}).raise_for_status()
 
 
 def fault(text: str) -> dict[str, str]:

@@ -131,8 +131,25 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float) -> WrkResult:
-    """Run wrk with one thread (2-core machine) and parse its report."""
+def drain(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until the emulator's background work (jobs from a previous run) has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"{url}/_emulator/health", timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            return  # the bare app has no health endpoint and no background work
+        if not health.get("busy"):
+            return
+        time.sleep(0.2)
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float,
+            *, wait: bool = True) -> WrkResult:
+    """Run wrk with one thread (2-core machine) and parse its report (after :func:`drain`
+    unless ``wait`` is false)."""
+    if wait:
+        drain(url)
     out = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
          "-s", str(script), url],
@@ -266,7 +283,7 @@ def phase_busy(wrk: str, duration: float, models_dir: str | None) -> None:
                           json={"image_url": photo},
                           headers={"Ocp-Apim-Subscription-Key": KEY}).json()["request_id"]
                    for _ in range(20)]
-            busy = run_wrk(wrk, base, script, 16, duration)
+            busy = run_wrk(wrk, base, script, 16, duration, wait=False)
             unfinished = sum(1 for j in c.get("/_emulator/jobs").json()["jobs"]
                              if j["id"] in ids and j["work"] != "done")
     print(f"engine {engine}; jobs still processing when the busy run ended: {unfinished}/20")

@@ -84,6 +84,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             "now": emulator.clock.now(),
             "vendors": sorted(emulator.adapters),
             "jobs": len(jobs.store),
+            "busy": jobs.busy,
             "uptime_s": round(time.time() - emulator.started_at, 3),
         })
 

@@ -226,6 +226,11 @@ class JobEngine:
         """Run ``fn(*args)`` in the worker pool and await its result."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
+    @property
+    def busy(self) -> int:
+        """Background tasks not yet ended (image work of unfinished jobs, listeners)."""
+        return len(self._tasks)
+
     def reset(self) -> None:
         """Forget jobs, files, balances and watches; running work finishes unseen."""
         self._generation += 1

@@ -27,6 +27,7 @@ from emulator import samples
 from emulator.core.clock import Clock
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.errors import EmulatorError
+from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
 from emulator.vendors import load_all
@@ -49,6 +50,7 @@ class Emulator:
         self._matte_lock = threading.Lock()
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
         self.jobs.local_resolver = self.resolve_local
+        self.guard = RequestGuard(settings, self.clock)
         self.adapters: dict[str, VendorAdapter] = {
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
@@ -101,9 +103,10 @@ class Emulator:
         return None
 
     def reset(self) -> None:
-        """Forget jobs, files and balances; the clock goes back to now."""
+        """Forget jobs, files, balances and violations; the clock goes back to now."""
         self.jobs.reset()
         self.clock.reset()
+        self.guard.reset()
 
     def adapter_for_path(self, scope: Scope) -> VendorAdapter | None:
         """The adapter owning a route that matches ``scope``'s path (any method)."""

@@ -107,6 +107,9 @@ class ApiframeAdapter(VendorAdapter):
         if not isinstance(moderation, bool):
             raise ValidationFailed(f"{PARAMS_KEY}.content_moderation must be a boolean",
                                    field=f"{PARAMS_KEY}.content_moderation")
+        prompt = body.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValidationFailed("prompt must be a string", field="prompt")
         webhook = body.get("webhook_url")
         if webhook is not None and not isinstance(webhook, str):
             raise ValidationFailed("webhook_url must be a string (URL)", field="webhook_url")

@@ -32,7 +32,7 @@ import copy
 import functools
 import io
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,8 +99,9 @@ def stable_choice(options: tuple[str, ...], seed_text: str) -> str:
     return options[zlib.crc32(seed_text.encode("utf-8", "replace")) % len(options)]
 
 
-def replace_fields(op: contracts.Operation, *, headers: dict[str, Any], query: dict[str, Any],
-                   body: Any, fmt: str, new: Callable[[str], str | None]) -> None:
+def replace_fields(op: contracts.Operation, *, headers: MutableMapping[str, Any],
+                   query: MutableMapping[str, Any], body: Any, fmt: str,
+                   new: Callable[[str], str | None]) -> None:
     """Replace, in place, the values of every ``format: fmt`` field of ``op`` in a request.
 
     ``new(old)`` gives the replacement of a string value, or ``None`` to keep it; values that
@@ -247,8 +248,11 @@ def _for_operation(contract: contracts.Contract, op: contracts.Operation, schema
         body = copy.deepcopy(case.body) if has_body else None
         for fmt, strategy in ((contracts.IMAGE_URL, images),
                               (contracts.WEBHOOK_URL, webhooks)):
-            replace_fields(op, headers=headers, query=query, body=body, fmt=fmt,
-                           new=lambda _old, s=strategy: draw(s))
+
+            def fresh(_old: str, s: st.SearchStrategy[str] = strategy) -> str:
+                return draw(s)
+
+            replace_fields(op, headers=headers, query=query, body=body, fmt=fmt, new=fresh)
         headers.update(auth)
         return ContractRequest(vendor=contract.name, operation=op.operation_id,
                                method=op.method, path=case.formatted_path, headers=headers,

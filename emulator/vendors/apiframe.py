@@ -10,6 +10,8 @@
 * Error bodies are always JSON ``{message, code}``: Apiframe's SDK reads them and crashes on a
   non-JSON body (NOTES.md).
 * ``content_moderation`` is accepted and recorded; the emulator has no NSFW detector.
+* ``prompt`` (a common field of every Apiframe model, apiframe.txt FAQ) must be a string when
+  given; background removal ignores it.
 """
 
 from __future__ import annotations

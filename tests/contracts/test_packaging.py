@@ -21,7 +21,8 @@ def test_build_py_ships_the_contracts_and_the_package_finds_them(tmp_path: Path)
     pytest.importorskip("setuptools")
     build = tmp_path / "lib"
     env = {k: v for k, v in os.environ.items() if k != contracts.ENV_DIR}
-    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path),
+                    "build_py", "--build-lib", str(build)],
                    cwd=REPO, env=env, check=True, capture_output=True)
     shipped = sorted(p.name for p in (build / "emulator" / "_contracts").glob("*.yaml"))
     assert shipped == sorted(p.name for p in (REPO / "contracts").glob("*.yaml"))

@@ -507,7 +507,8 @@ class Operation:
             source = sources.get(param.location)
             if source is None:
                 continue
-            raw = source.get(param.name)
+            raw = _lookup(source, param.name) if param.location == "header" else source.get(
+                param.name)
             if raw is None:
                 if param.required:
                     problems.append(Problem(
@@ -603,10 +604,16 @@ def _present(scheme: SecurityScheme, headers: Mapping[str, str], query: Mapping[
     if scheme.location == "cookie":
         return scheme.parameter in (headers.get("cookie") or "")
     header = "authorization" if scheme.kind == "http" else scheme.parameter
-    value = (headers.get(header) or "").strip()
+    value = (_lookup(headers, header) or "").strip()
     if scheme.prefix and value.lower().startswith(scheme.prefix.strip().lower()):
         value = value[len(scheme.prefix.strip()):].strip()
     return bool(value)
+
+
+def _lookup(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name in any case (Starlette's ``Headers`` or a plain lower-case dict)."""
+    value = headers.get(name)
+    return headers.get(name.lower()) if value is None else value
 
 
 def _media_allowed(media: str, allowed: Mapping[str, Any]) -> bool:

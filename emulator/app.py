@@ -54,6 +54,7 @@ class Emulator:
         self.adapters: dict[str, VendorAdapter] = {
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
+        self.guard.prepare(self.adapters)
 
     def matte(self) -> MatteEngine:
         """The matte engine, built on first use (thread-safe).

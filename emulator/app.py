@@ -28,6 +28,7 @@ from emulator.core.clock import Clock
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.webhooks import WebhookOutbox
 from emulator.errors import EmulatorError
+from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
 from emulator.vendors import load_all
@@ -52,9 +53,11 @@ class Emulator:
         self.jobs.local_resolver = self.resolve_local
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
         self.jobs.final_listeners.append(self._on_final)
+        self.guard = RequestGuard(settings, self.clock)
         self.adapters: dict[str, VendorAdapter] = {
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
+        self.guard.prepare(self.adapters)
 
     def matte(self) -> MatteEngine:
         """The matte engine, built on first use (thread-safe).
@@ -115,10 +118,11 @@ class Emulator:
         return None
 
     def reset(self) -> None:
-        """Forget jobs, files and balances; the clock goes back to now."""
+        """Forget jobs, files, balances and violations; the clock goes back to now."""
         self.jobs.reset()
         self.webhooks.clear()
         self.clock.reset()
+        self.guard.reset()
 
     def adapter_for_path(self, scope: Scope) -> VendorAdapter | None:
         """The adapter owning a route that matches ``scope``'s path (any method)."""

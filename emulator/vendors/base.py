@@ -36,6 +36,8 @@ PREFIX_KEY = "rmbg.prefix"
 VENDOR_KEY = "rmbg.vendor"
 #: scope key naming the operation, for the journal and fault rules.
 OPERATION_KEY = "rmbg.operation"
+#: scope key holding the JSON body the request guard already parsed (parsed once).
+JSON_KEY = "rmbg.json"
 
 JSON_BODY_LIMIT = 64 * 1024 * 1024
 
@@ -110,14 +112,17 @@ class VendorAdapter:
               ) -> Route:
         """A Starlette route whose endpoint's errors are rendered in this vendor's shape.
 
-        Any :class:`EmulatorError` becomes :meth:`render_error`; any other exception is logged
-        and answered as the vendor's 500, so a bad request never crashes the server.
+        The request is first checked against the vendor's contract (``operation`` is the
+        contract's ``operationId``; see :mod:`emulator.guard`). Any :class:`EmulatorError`
+        becomes :meth:`render_error`; any other exception is logged and answered as the
+        vendor's 500, so a bad request never crashes the server.
         """
 
         async def handler(request: Request) -> Response:
             request.scope[VENDOR_KEY] = self.slug
             request.scope[OPERATION_KEY] = operation
             try:
+                await self.emulator.guard.check(self, operation, request)
                 return await endpoint(request)
             except EmulatorError as exc:
                 return self.error_response(exc)
@@ -155,6 +160,8 @@ class VendorAdapter:
         Raises:
             InvalidInput: empty, too large, not UTF-8 or not JSON.
         """
+        if JSON_KEY in request.scope:
+            return request.scope[JSON_KEY]
         body = await request.body()
         if not body.strip():
             raise InvalidInput("request body is empty; a JSON object is expected")

@@ -11,7 +11,13 @@ from PIL import Image
 
 from emulator.testing.composites import iou
 from emulator.testing.server import EmulatorServer
-from tests.conftest import OriginServer, decode_png, emulator_settings, png_bytes
+from tests.conftest import (
+    OriginServer,
+    checked_client,
+    decode_png,
+    emulator_settings,
+    png_bytes,
+)
 from tests.vendors.drivers import DRIVERS, KEY, Driver
 
 pytestmark = pytest.mark.parametrize("vendor", DRIVERS, ids=[d.slug for d in DRIVERS])
@@ -43,7 +49,7 @@ def test_submit_answers_202_queued(client: httpx.Client, vendor: Driver,
 def test_status_sequence_queued_processing_completed(vendor: Driver,
                                                      origin: OriginServer) -> None:
     with EmulatorServer(emulator_settings(progression="polls:2")) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+            checked_client(server.url) as client:
         submitted = vendor.submit(client, f"{origin.url}/small.png")
         url = vendor.poll_url(client, submitted)
         seen = [vendor.status(vendor.poll(client, url).json()) for _ in range(4)]
@@ -197,7 +203,7 @@ def test_unknown_job_is_404(client: httpx.Client, vendor: Driver) -> None:
 
 def test_system_error_status(client: httpx.Client, vendor: Driver, origin: OriginServer) -> None:
     with EmulatorServer(emulator_settings(progression="polls:5")) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as c:
+            checked_client(server.url) as c:
         submitted = vendor.submit(c, f"{origin.url}/small.png")
         job_id = vendor.job_id(submitted)
         c.post(f"/_emulator/jobs/{job_id}/fail",
@@ -217,8 +223,7 @@ def test_wrong_method_is_vendor_json(client: httpx.Client, vendor: Driver) -> No
 
 def test_output_url_follows_the_host_the_client_used(emulator: EmulatorServer, vendor: Driver,
                                                      origin: OriginServer) -> None:
-    with httpx.Client(base_url=emulator.url.replace("127.0.0.1", "localhost"),
-                      timeout=60) as client:
+    with checked_client(emulator.url.replace("127.0.0.1", "localhost")) as client:
         body = run_to_end(client, vendor, f"{origin.url}/small.png")
         assert vendor.urls(body)[0].startswith(f"http://localhost:{emulator.settings.port}/")
         forwarded = vendor.submit(client, f"{origin.url}/small.png",

@@ -100,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EngineUnavailable as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
-    ssl: dict[str, str] = {}
+    certfile = keyfile = None
     tls_lines: list[str] = []
     if settings.tls:
         from emulator.tls import create_tls_files
@@ -110,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"rmbg-emulator: --tls: {exc}", file=sys.stderr)
             return 2
-        ssl = {"ssl_certfile": str(tls.cert_chain), "ssl_keyfile": str(tls.private_key)}
+        certfile, keyfile = str(tls.cert_chain), str(tls.private_key)
         hostport = f"{settings.host}:{settings.port}"
         tls_lines = [
             f"  tls: CA bundle {tls.ca_bundle}",
@@ -129,7 +129,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(line)
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
     print(f"  docs: {DOCS_URL}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, **ssl)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0
 
 

@@ -41,14 +41,14 @@ class EmulatorServer:
         self.app = create_app(self.settings)
         self.emulator: Emulator = self.app.state.emulator
         self.tls: TLSFiles | None = None
-        ssl: dict[str, str] = {}
         if self.settings.tls:
             self.tls = create_tls_files([*self.emulator.host_names(), self.settings.host],
                                         self.settings.tls_dir)
-            ssl = {"ssl_certfile": str(self.tls.cert_chain),
-                   "ssl_keyfile": str(self.tls.private_key)}
-        config = uvicorn.Config(self.app, host=self.settings.host, port=port,
-                                log_level="warning", lifespan="on", **ssl)
+        config = uvicorn.Config(
+            self.app, host=self.settings.host, port=port, log_level="warning", lifespan="on",
+            ssl_certfile=str(self.tls.cert_chain) if self.tls else None,
+            ssl_keyfile=str(self.tls.private_key) if self.tls else None,
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self._timeout_s = timeout_s

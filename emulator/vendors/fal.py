@@ -408,8 +408,9 @@ class FalAdapter(VendorAdapter):
         if status == 499:
             return self.json({"detail": "Request was cancelled", "error_type": kind},
                              status=status, headers={**headers, "X-Fal-Error-Type": kind})
-        detail = {"loc": ["body", "image_url"] if status == 422 else ["body"],
-                  "msg": job.error or "internal error", "type": kind, "url": _error_url(kind)}
+        detail: dict[str, Any] = {
+            "loc": ["body", "image_url"] if status == 422 else ["body"],
+            "msg": job.error or "internal error", "type": kind, "url": _error_url(kind)}
         if status == 422:
             detail["input"] = job.metadata.get("image_url")
         return self.json({"detail": [detail]}, status=status,

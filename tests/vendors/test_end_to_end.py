@@ -117,8 +117,19 @@ def test_bad_input_image_fails_the_job_with_its_cause(
     assert cause in vendor.error(body)
     account = client.get(f"/_emulator/keys/{KEY}").json()
     assert account["balance_usd"] == pytest.approx(1000.0)
+
+
+def test_bad_inputs_leave_the_server_working(client: httpx.Client, vendor: Driver,
+                                             origin: OriginServer) -> None:
+    bad = [vendor.submit(client, f"{origin.url}{path}")
+           for path in ("/text.png", "/bomb.png", "/truncated.png", "/photo.bmp", "/error.png")]
+    assert all(r.status_code == vendor.submit_status for r in bad)
     again = run_to_end(client, vendor, f"{origin.url}/small.png")
     assert vendor.status(again) == vendor.status_words["succeeded"]
+    for response in bad:
+        body = vendor.outcome(client, vendor.poll_url(client, response))
+        assert vendor.status(body) == vendor.status_words["failed"]
+        assert vendor.error(body)
 
 
 def test_unreachable_host_fails_the_job(client: httpx.Client, vendor: Driver) -> None:

@@ -41,10 +41,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import mimetypes
 import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -230,10 +232,10 @@ class FalAdapter(VendorAdapter):
         if prompt is not None and not isinstance(prompt, str):
             raise ValidationFailed("Input should be a valid string", field="prompt",
                                    code="string_type")
-        for name in ("negative_prompt",):
-            if body.get(name) is not None and not isinstance(body[name], str):
-                raise ValidationFailed("Input should be a valid string", field=name,
-                                       code="string_type")
+        if body.get("negative_prompt") is not None and not isinstance(body["negative_prompt"],
+                                                                      str):
+            raise ValidationFailed("Input should be a valid string", field="negative_prompt",
+                                   code="string_type")
         _boolean(body, "refine_prompt", True)
         _boolean(body, "fast", True)
         count = _integer(body, "num_images", 1, 1, MAX_IMAGES)
@@ -515,7 +517,8 @@ class FalAdapter(VendorAdapter):
             raise InvalidInput("upload body is empty")
         content_type = (request.headers.get("content-type") or "application/octet-stream"
                         ).split(";", 1)[0].strip() or "application/octet-stream"
-        file_name = request.headers.get("x-fal-file-name") or "upload.bin"
+        file_name = request.headers.get("x-fal-file-name") or (
+            "upload" + (mimetypes.guess_extension(content_type) or ".bin"))
         dot = file_name.rfind(".")
         suffix = file_name[dot:] if dot >= 0 and _SUFFIX.fullmatch(file_name[dot:]) else ""
         record = self.emulator.jobs.files.put(
@@ -569,8 +572,7 @@ def _http_url(value: str, field: str) -> str:
 
 
 def _iso_seconds(ts: float) -> str:
-    from datetime import datetime, timezone
-
+    """``2026-01-01T10:00:00+00:00``: what ``datetime.fromisoformat`` reads on Python 3.10."""
     return datetime.fromtimestamp(int(ts), tz=timezone.utc).isoformat()
 
 

@@ -332,3 +332,37 @@ def test_storage_token_needs_a_key(client: httpx.Client) -> None:
 def test_unknown_cdn_file_is_404(client: httpx.Client) -> None:
     response = client.get("/cdn/files/tiger/nothing-here.png")
     assert response.status_code == 404 and response.json() == {"detail": "File not found"}
+
+
+def test_in_process_jobs_read_their_own_cdn_urls(origin: OriginServer) -> None:
+    """In-process (ASGI transport: http://testserver is not reachable), a fal result URL and an
+    upload's access_url still work as inputs: the emulator reads them without HTTP."""
+    import asyncio
+
+    from emulator.app import create_app
+
+    app = create_app(emulator_settings())
+    photo = png_bytes(origin.small)
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                timeout=60) as tc:
+            grant = (await tc.post("/rest/storage/auth/token", headers=AUTH, json={})).json()
+            upload = (await tc.post("/cdn/files/upload", content=photo, headers={
+                "Authorization": f"Bearer {grant['token']}",
+                "Content-Type": "image/png"})).json()
+            assert upload["access_url"].startswith("http://testserver/cdn/files/")
+            assert upload["access_url"].endswith(".png")
+            first = await tc.post(REMOVE, json={"image_url": upload["access_url"]},
+                                  headers=AUTH)
+            assert first.status_code == 200, first.text
+            chained = await tc.post(REMOVE, json={"image_url": first.json()["image"]["url"]},
+                                    headers=AUTH)
+            assert chained.status_code == 200, chained.text
+            missing = await tc.post(REMOVE, headers=AUTH, json={
+                "image_url": "http://testserver/cdn/files/lion/nothing.png"})
+            assert missing.status_code == 422
+            assert missing.json()["detail"][0]["type"] == "file_download_error"
+
+    asyncio.run(scenario())

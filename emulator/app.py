@@ -32,7 +32,7 @@ from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
 from emulator.vendors import load_all
-from emulator.vendors.base import PREFIX_KEY, VendorAdapter
+from emulator.vendors.base import PREFIX_KEY, VENDOR_KEY, HostSpec, VendorAdapter
 
 log = logging.getLogger("emulator")
 
@@ -58,6 +58,14 @@ class Emulator:
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
         self.guard.prepare(self.adapters)
+        self._vendor_hosts: dict[str, tuple[VendorAdapter, HostSpec]] = {
+            spec.name: (adapter, spec)
+            for adapter in self.adapters.values() for spec in adapter.hosts
+        }
+
+    def host_names(self) -> list[str]:
+        """Every vendor host's real name (``fal.run``, ``queue.fal.run``, ...), sorted."""
+        return sorted(self._vendor_hosts)
 
     def matte(self) -> MatteEngine:
         """The matte engine, built on first use (thread-safe).
@@ -97,24 +105,51 @@ class Emulator:
                                   api_key=job.api_key)
 
     async def resolve_local(self, url: str, origin: str | None) -> bytes | None:
-        """Bytes of a URL this emulator serves itself (samples, outputs), without HTTP.
+        """Bytes of a URL this emulator serves itself (samples, outputs, vendor files), no HTTP.
 
-        Only for URLs on the same ``host:port`` as the submitting request, so a job that
-        refers to the emulator's own samples also works in-process (ASGI transport).
+        A URL is the emulator's own when it is on the same ``host:port`` as the submitting
+        request (``origin``), or, when that request used a vendor's real host name (Host
+        routing), on another vendor host name at the same port. Vendor hosts' own files
+        (fal's CDN and uploads) come from :meth:`VendorAdapter.local_file`. So a job that
+        refers to the emulator's samples or to a URL it handed out also works in-process
+        (ASGI transport) and never fetches the emulator over HTTP.
         """
         if origin is None:
             return None
         parts, own = urlsplit(url), urlsplit(origin)
-        if parts.netloc.lower() != own.netloc.lower():
-            return None
         path = parts.path
-        if path.startswith("/_emulator/samples/"):
-            name = path.rsplit("/", 1)[-1]
-            return samples.read_bytes(name) if samples.lookup(name) else None
-        if path.startswith(FILES_PATH + "/"):
-            file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
-            record = self.jobs.files.get(file_id)
-            return record.data if record is not None else None
+        if parts.netloc.lower() == own.netloc.lower():
+            if path.startswith("/_emulator/samples/"):
+                name = path.rsplit("/", 1)[-1]
+                return samples.read_bytes(name) if samples.lookup(name) else None
+            if path.startswith(FILES_PATH + "/"):
+                file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
+                record = self.jobs.files.get(file_id)
+                return record.data if record is not None else None
+            named = self._vendor_hosts.get((own.hostname or "").lower())
+            if named is not None:
+                adapter, spec = named
+                return adapter.local_file(spec.key, path)
+            for adapter in self.adapters.values():
+                for spec in adapter.hosts:
+                    if spec.prefix and (path + "/").startswith(spec.prefix + "/"):
+                        return adapter.local_file(spec.key, path[len(spec.prefix):])
+            for adapter in self.adapters.values():
+                for spec in adapter.hosts:
+                    if not spec.prefix:
+                        data = adapter.local_file(spec.key, path)
+                        if data is not None:
+                            return data
+            return None
+        host = (parts.hostname or "").lower()
+        if (host in self._vendor_hosts and (own.hostname or "").lower() in self._vendor_hosts
+                and parts.port == own.port):
+            adapter, spec = self._vendor_hosts[host]
+            if path.startswith(FILES_PATH + "/"):
+                file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
+                record = self.jobs.files.get(file_id)
+                return record.data if record is not None else None
+            return adapter.local_file(spec.key, path)
         return None
 
     def reset(self) -> None:
@@ -139,14 +174,16 @@ class Emulator:
 
 
 class _Prefixed:
-    """ASGI wrapper recording the prefix a vendor host was reached under."""
+    """ASGI wrapper recording the prefix a vendor host was reached under, and its vendor."""
 
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
+    def __init__(self, app: ASGIApp, prefix: str, vendor: str) -> None:
         self.app = app
         self.prefix = prefix
+        self.vendor = vendor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[PREFIX_KEY] = self.prefix
+        scope[VENDOR_KEY] = self.vendor
         await self.app(scope, receive, send)
 
 
@@ -187,16 +224,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         for spec in adapter.hosts:
             routes = per_host.get(spec.key, [])
             host_routes.append(Host(spec.name, app=_Prefixed(
-                Router([*routes, files], default=vendor_default(adapter)), "")))
+                Router([*routes, files], default=vendor_default(adapter)), "", adapter.slug)))
             if spec.prefix:
                 mounts.append(Mount(spec.prefix, app=_Prefixed(
-                    Router(routes, default=vendor_default(adapter)), spec.prefix)))
+                    Router(routes, default=vendor_default(adapter)), spec.prefix,
+                    adapter.slug)))
             else:
                 root_routes.extend(routes)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        adapter = emulator.adapter_for_path(request.scope)
+        adapter = (emulator.adapters.get(request.scope.get(VENDOR_KEY, ""))
+                   or emulator.adapter_for_path(request.scope))
         headers = dict(exc.headers or {})
         if adapter is not None:
             response = adapter.error_response(

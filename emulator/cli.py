@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse requests that break their vendor's contract with the "
                             "vendor's 400/422 (violations are listed at /_emulator/violations "
                             "either way)")
+    serve.add_argument("--tls", action="store_true", default=None,
+                       help="serve https with a certificate from a local CA; the CA bundle's "
+                            "path is printed (set SSL_CERT_FILE to it in clients)")
+    serve.add_argument("--tls-dir", default=None, metavar="DIR",
+                       help="where --tls writes ca.pem and the server certificate (default: a "
+                            "new temporary directory); an existing CA there is reused")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -120,6 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             progression=args.progression, latency=args.latency,
             virtual_clock=args.virtual_clock, workers=args.workers,
             keys=load_keys_file(Path(args.keys)) if args.keys else None, strict=args.strict,
+            tls=args.tls, tls_dir=args.tls_dir,
         )
     except (ValueError, OSError) as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
@@ -131,7 +138,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EngineUnavailable as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
-    base = f"http://{settings.host}:{settings.port}"
+    certfile = keyfile = None
+    tls_lines: list[str] = []
+    if settings.tls:
+        from emulator.tls import create_tls_files
+
+        try:
+            tls = create_tls_files([*emulator.host_names(), settings.host], settings.tls_dir)
+        except (OSError, ValueError) as exc:
+            print(f"rmbg-emulator: --tls: {exc}", file=sys.stderr)
+            return 2
+        certfile, keyfile = str(tls.cert_chain), str(tls.private_key)
+        hostport = f"{settings.host}:{settings.port}"
+        tls_lines = [
+            f"  tls: CA bundle {tls.ca_bundle}",
+            f"       export SSL_CERT_FILE={tls.ca_bundle}",
+            f"       fal-client: export FAL_RUN_HOST={hostport} "
+            f"FAL_QUEUE_RUN_HOST={hostport}/queue",
+        ]
+    base = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     print(f"rmbg-emulator {_version()} on {base}", flush=True)
     print(f"  engine: {engine.name}" + (
         "  (no u2netp weights found: `rmbg-emulator models install u2netp` for the neural "
@@ -140,9 +165,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  progression: {settings.progression} (latency {settings.latency})"
           + ("  strict: requests are checked against the contracts" if settings.strict
              else ""))
+    for line in tls_lines:
+        print(line)
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
     print(f"  docs: {DOCS_URL}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0
 
 

@@ -403,6 +403,28 @@ class JobEngine:
         self._show(job, stage)
         return job.status
 
+    async def finish(self, job: Job) -> JobStatus:
+        """Wait (without blocking the loop) until ``job`` shows its final status; return it.
+
+        For synchronous endpoints (fal.run, Runflow ``sync_mode``): the final status is made
+        due now (:meth:`complete`) and shows as soon as the image work has ended, whatever
+        the progression. Not a status read.
+        """
+        if not job.status.terminal:
+            self.complete(job)
+            await self.observe(job, count=False)
+        return job.status
+
+    async def refresh(self, job: Job) -> JobStatus:
+        """The status ``job`` shows now, without counting a status read (for listings).
+
+        Under ``time`` the status follows the clock; under ``polls`` it is the status the
+        last read showed, since only status reads move it.
+        """
+        if self.mode == "time" and not job.status.terminal:
+            return await self.observe(job, count=False)
+        return job.status
+
     def _show(self, job: Job, stage: int) -> None:
         now = self.clock.now()
         if stage >= _PROCESSING and job.started_at is None:

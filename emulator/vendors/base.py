@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.core.files import StoredFile
 from emulator.core.webhooks import WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, Unauthorized
 
@@ -213,3 +214,33 @@ class VendorAdapter:
              ) -> JSONResponse:
         """A JSON response."""
         return JSONResponse(content, status_code=status, headers=headers)
+
+    async def large_json(self, content: Any, status: int = 200,
+                         headers: dict[str, str] | None = None) -> Response:
+        """A JSON response encoded off the event loop, for bodies that may hold data URIs.
+
+        The bytes are the same as :meth:`json` would send (compact, UTF-8).
+        """
+        body = await run_in_threadpool(_dump_json, content)
+        return Response(body, status_code=status, headers=headers,
+                        media_type="application/json")
+
+    async def data_uris(self, files: list[StoredFile]) -> list[str]:
+        """``data:`` URIs of ``files``, built off the event loop (``sync_mode`` outputs)."""
+        if not files:
+            return []
+        return list(await run_in_threadpool(lambda: [f.data_uri() for f in files]))
+
+    def local_file(self, host_key: str, path: str) -> bytes | None:
+        """Bytes this vendor serves itself at ``path`` on its host ``host_key``, or ``None``.
+
+        Lets a job read, without HTTP, a URL this vendor handed out (fal's CDN files and
+        uploads): :meth:`emulator.app.Emulator.resolve_local` asks every adapter. ``path`` is
+        relative to the host (no prefix). Default: nothing.
+        """
+        return None
+
+
+def _dump_json(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")

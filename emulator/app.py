@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from emulator import samples
 from emulator.core.clock import Clock
 from emulator.core.jobs import Job, JobEngine, default_threads
-from emulator.core.webhooks import WebhookOutbox
+from emulator.core.webhooks import Secrets, WebhookOutbox
 from emulator.errors import EmulatorError
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
@@ -52,6 +52,7 @@ class Emulator:
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
         self.jobs.local_resolver = self.resolve_local
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
+        self.secrets = Secrets()
         self.jobs.final_listeners.append(self._on_final)
         self.guard = RequestGuard(settings, self.clock)
         self.adapters: dict[str, VendorAdapter] = {
@@ -156,6 +157,7 @@ class Emulator:
         """Forget jobs, files, balances and violations; the clock goes back to now."""
         self.jobs.reset()
         self.webhooks.clear()
+        self.secrets.reset()
         self.clock.reset()
         self.guard.reset()
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -200,15 +201,22 @@ class VendorAdapter:
         prefix on the client's own host and port.
         """
         origin = self.origin(request)
-        prefix = request.scope.get(PREFIX_KEY, "")
         if host_key is not None:
-            target = next(h for h in self.hosts if h.key == host_key)
-            current = request.url.hostname or ""
-            if any(h.name == current for h in self.hosts):
-                port = f":{request.url.port}" if request.url.port else ""
-                return f"{request.url.scheme}://{target.name}{port}{path}"
-            prefix = target.prefix
-        return f"{origin}{prefix}{path}"
+            return self.public_url_at(origin, path, host_key=host_key)
+        return f"{origin}{request.scope.get(PREFIX_KEY, '')}{path}"
+
+    def public_url_at(self, origin: str, path: str, *, host_key: str) -> str:
+        """Absolute URL of ``path`` on this vendor's host ``host_key``, for a client that
+        reached the emulator at ``origin`` (``scheme://host[:port]``); used where there is no
+        request at hand (webhooks). Real host names stay real names; otherwise the host's
+        prefix on the one port is used.
+        """
+        target = next(h for h in self.hosts if h.key == host_key)
+        parts = urlsplit(origin)
+        if any(h.name == parts.hostname for h in self.hosts):
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{target.name}{port}{path}"
+        return f"{origin}{target.prefix}{path}"
 
     def json(self, content: Any, status: int = 200, headers: dict[str, str] | None = None
              ) -> JSONResponse:

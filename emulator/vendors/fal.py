@@ -66,6 +66,7 @@ from emulator.core.inputs import (
     parse_source,
 )
 from emulator.core.jobs import Job, JobStatus, Task
+from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import (
     Conflict,
     EmulatorError,
@@ -169,6 +170,8 @@ class FalAdapter(VendorAdapter):
             "rest": [
                 self.route("/storage/auth/token", self.storage_token, methods=["POST"],
                            operation="storage.token"),
+                self.route("/.well-known/jwks.json", self.jwks, methods=["GET"],
+                           operation="jwks"),
             ],
             "cdn": [
                 self.route("/files/upload", self.upload, methods=["POST"],
@@ -404,7 +407,7 @@ class FalAdapter(VendorAdapter):
     async def _result_response(self, request: Request, job: Job) -> Response:
         headers = {"x-fal-request-id": job.id}
         if job.status is JobStatus.SUCCEEDED:
-            return await self.large_json(await self.render_result(request, job),
+            return await self.large_json(await self.render_result(self.origin(request), job),
                                          headers=headers)
         status, kind = self._failure(job)
         if status == 499:
@@ -419,16 +422,19 @@ class FalAdapter(VendorAdapter):
                          headers={**headers, "X-Fal-Retryable": "true" if status >= 500
                                   else "false"})
 
-    async def render_result(self, request: Request, job: Job) -> dict[str, Any]:
-        """``{"image": File}`` (remove) or ``{"images": [File], "seed"}`` (replace)."""
-        files = job.outputs
+    async def render_result(self, origin: str, job: Job) -> dict[str, Any]:
+        """``{"image": File}`` (remove) or ``{"images": [File], "seed"}`` (replace); file URLs on
+        the CDN host as seen from ``origin`` (the client's ``scheme://host:port``)."""
         if job.metadata.get("sync_mode"):
-            urls = await self.data_uris(files)
-        else:
-            urls = [self.public_url(request, self.cdn_path(f), host_key="cdn") for f in files]
+            return self._shape(job, await self.data_uris(job.outputs))
+        return self._shape(job, [self.public_url_at(origin, self.cdn_path(f), host_key="cdn")
+                                 for f in job.outputs])
+
+    @staticmethod
+    def _shape(job: Job, urls: list[str]) -> dict[str, Any]:
         images = [{"url": url, "content_type": f.content_type, "file_name": f.name,
                    "file_size": f.size, "width": f.width, "height": f.height}
-                  for url, f in zip(urls, files, strict=True)]
+                  for url, f in zip(urls, job.outputs, strict=True)]
         if job.metadata.get("endpoint") == "replace":
             return {"images": images, "seed": job.metadata.get("seed")}
         return {"image": images[0]}
@@ -455,6 +461,64 @@ class FalAdapter(VendorAdapter):
             return None
         record = self._cdn_record(path)
         return record.data if record is not None else None
+
+    # -- webhooks -----------------------------------------------------------------------------
+    async def jwks(self, request: Request) -> Response:
+        """``GET /.well-known/jwks.json`` on the REST host: the key webhooks are signed with."""
+        return self.json(self.emulator.secrets.jwks())
+
+    @staticmethod
+    def webhook_user_id(api_key: str) -> str:
+        """The ``X-Fal-Webhook-User-Id`` of a key (a stable digest: the emulator has no users)."""
+        return "user_" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+    def webhook(self, job: Job) -> WebhookMessage | None:
+        """fal's webhook for a queued request with ``?fal_webhook=`` (NOTES.md, fal section).
+
+        Body ``{request_id, gateway_request_id, status: "OK", payload}`` or, for a failure,
+        ``{..., status: "ERROR", error: "Invalid status code: 422", payload: {detail}}``.
+        Headers ``X-Fal-Webhook-Request-Id``, ``-User-Id``, ``-Timestamp`` (unix s) and
+        ``-Signature``: hex ED25519 over ``request_id \\n user_id \\n timestamp \\n
+        sha256_hex(body)``, verifiable with ``/.well-known/jwks.json`` on the REST host.
+        Retries: up to 10 over about two hours (7 s doubling to 3584 s), 15 s per attempt.
+        """
+        url = job.metadata.get("fal_webhook")
+        if not url:
+            return None
+        body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+        if job.status is JobStatus.SUCCEEDED:
+            body.update(status="OK", payload=self._result_now(job))
+        else:
+            status, kind = self._failure(job)
+            body.update(status="ERROR", error=f"Invalid status code: {status}",
+                        payload={"detail": [{"loc": ["body"], "msg": job.error or kind,
+                                             "type": kind}]})
+        raw = self.json_bytes(body)
+        user_id = self.webhook_user_id(job.api_key)
+        key = self.emulator.secrets.ed25519
+
+        def sign(payload: bytes, at: float) -> dict[str, str]:
+            timestamp = str(int(at))
+            message = "\n".join([job.id, user_id, timestamp,
+                                  hashlib.sha256(payload).hexdigest()]).encode()
+            return {"X-Fal-Webhook-Timestamp": timestamp,
+                    "X-Fal-Webhook-Signature": key.sign(message).hex()}
+
+        return WebhookMessage(
+            url=url, body=raw, sign=sign,
+            headers={"X-Fal-Webhook-Request-Id": job.id, "X-Fal-Webhook-User-Id": user_id},
+            policy=RetryPolicy(delays_s=tuple(7.0 * 2**i for i in range(10)), timeout_s=15.0,
+                               retry_on_4xx=True, source=self.source),
+        )
+
+    def _result_now(self, job: Job) -> dict[str, Any]:
+        """The result body without a request (URLs under the job's submit origin)."""
+        settings = self.emulator.settings
+        origin = job.origin or f"http://{settings.host}:{settings.port}"
+        if job.metadata.get("sync_mode"):
+            return self._shape(job, [f.data_uri() for f in job.outputs])
+        return self._shape(job, [self.public_url_at(origin, self.cdn_path(f), host_key="cdn")
+                                 for f in job.outputs])
 
     # -- storage: rest.fal.ai and v3.fal.media --------------------------------------------------
     async def storage_token(self, request: Request) -> Response:

@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from typing import Any
 
@@ -31,6 +33,7 @@ from starlette.routing import BaseRoute
 from emulator.core.ids import iso_ms
 from emulator.core.inputs import FETCH_FAILED, parse_source
 from emulator.core.jobs import Job, JobStatus, Task
+from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, ValidationFailed
 from emulator.vendors.base import HostSpec, VendorAdapter
 
@@ -75,6 +78,8 @@ class RunflowAdapter(VendorAdapter):
             self.route(f"/v1/models/{MODEL}/runs", self.create_run, methods=["POST"],
                        operation="submit"),
             self.route("/v1/runs/{run_id}", self.get_run, methods=["GET"], operation="status"),
+            self.route("/v1/callback-secrets", self.create_secret, methods=["POST"],
+                       operation="callback_secret"),
         ]}
 
     def api_key(self, request: Request) -> str:
@@ -141,6 +146,51 @@ class RunflowAdapter(VendorAdapter):
         if sync_mode:
             await engine.finish(job)
         return await self._respond(request, job, status=201)
+
+    async def create_secret(self, request: Request) -> Response:
+        """``POST /v1/callback-secrets {label}`` -> 201 ``{id, label, plain_secret}``, the secret
+        shown this once; from then on callbacks carry ``Runflow-Signature`` (NOTES.md)."""
+        key = self.api_key(request)
+        body = await self.json_object(request)
+        label = body.get("label", "")
+        if not isinstance(label, str):
+            raise ValidationFailed("label must be a string", field="label")
+        secret = self.emulator.secrets.create(self.slug, key, label,
+                                              self.emulator.clock.now())
+        return self.json({"id": secret.id, "label": secret.label,
+                          "plain_secret": secret.value,
+                          "created_at": iso_ms(secret.created_at)}, status=201)
+
+    def webhook(self, job: Job) -> WebhookMessage | None:
+        """The callback to ``callback_url`` at a terminal status (runflow.txt, Callback payload).
+
+        Body ``{event, run_id, status, output, duration_ms, created_at, completed_at,
+        metadata}``; ``Runflow-Request-Id`` always; ``Runflow-Signature`` (hex HMAC-SHA256 of the
+        raw body with the key's newest callback secret) once a secret exists. Retries: 3
+        attempts, 1 s then 2 s, on 5xx and network errors only.
+        """
+        url = job.metadata.get("callback_url")
+        if not url:
+            return None
+        settings = self.emulator.settings
+        origin = job.origin or f"http://{settings.host}:{settings.port}"
+        run = self.render_run(job, self.emulator.file_urls_at(origin, job))
+        status = run["status_code"]
+        event = {"succeeded": "run.completed", "cancelled": "run.cancelled"}.get(
+            status, "run.failed")
+        raw = self.json_bytes({
+            "event": event, "run_id": job.id, "status": status, "output": run["output"],
+            "duration_ms": job.duration_ms, "created_at": iso_ms(job.created_at),
+            "completed_at": iso_ms(job.completed_at), "metadata": job.metadata.get("metadata"),
+        })
+        headers = {"Runflow-Request-Id": f"req_{uuid.uuid4().hex}"}
+        secret = self.emulator.secrets.current(self.slug, job.api_key)
+        if secret is not None:
+            headers["Runflow-Signature"] = hmac.new(secret.value.encode(), raw,
+                                                    hashlib.sha256).hexdigest()
+        return WebhookMessage(url=url, body=raw, headers=headers,
+                              policy=RetryPolicy(delays_s=(1.0, 2.0), timeout_s=15.0,
+                                                 source=self.source))
 
     async def get_run(self, request: Request) -> Response:
         """``GET /v1/runs/{id}``."""

@@ -43,6 +43,11 @@ class Driver:
     def job_id(self, response: httpx.Response) -> str:
         raise NotImplementedError
 
+    def submit_with_webhook(self, client: httpx.Client, image: Any, hook: str
+                            ) -> httpx.Response:
+        """Submit asking for a callback to ``hook`` the vendor's way."""
+        raise NotImplementedError(f"{self.slug} documents no webhook")
+
     def poll_url(self, client: httpx.Client, response: httpx.Response) -> str:
         raise NotImplementedError
 
@@ -73,6 +78,10 @@ class Driver:
 
 
 class PixazoDriver(Driver):
+    def submit_with_webhook(self, client: httpx.Client, image: Any, hook: str
+                            ) -> httpx.Response:
+        return self.submit(client, image, headers={"X-Webhook-URL": hook})
+
     def body(self, image: Any) -> dict[str, Any]:
         return {"image_url": image}
 
@@ -94,6 +103,11 @@ class PixazoDriver(Driver):
 
 
 class ApiframeDriver(Driver):
+    def submit_with_webhook(self, client: httpx.Client, image: Any, hook: str
+                            ) -> httpx.Response:
+        return client.post(self.submit_path, json={**self.body(image), "webhook_url": hook},
+                           headers=self.headers())
+
     def body(self, image: Any) -> dict[str, Any]:
         return {"model": "bria-bg-remove",
                 "briaBgRemoveParams": {"image": image, "content_moderation": True}}
@@ -141,6 +155,11 @@ class GmiCloudDriver(Driver):
 class FalDriver(Driver):
     """fal's queue: the status read says COMPLETED; the result is a second GET."""
 
+    def submit_with_webhook(self, client: httpx.Client, image: Any, hook: str
+                            ) -> httpx.Response:
+        return client.post(self.submit_path, params={"fal_webhook": hook},
+                           json=self.body(image), headers=self.headers())
+
     def body(self, image: Any) -> dict[str, Any]:
         return {"image_url": image}
 
@@ -178,6 +197,11 @@ class FalDriver(Driver):
 
 
 class RunflowDriver(Driver):
+    def submit_with_webhook(self, client: httpx.Client, image: Any, hook: str
+                            ) -> httpx.Response:
+        return client.post(self.submit_path, json={**self.body(image), "callback_url": hook},
+                           headers=self.headers())
+
     def body(self, image: Any) -> dict[str, Any]:
         return {"input": {"image_url": image, "sync_mode": False},
                 "metadata": {"order": 7}}
@@ -250,3 +274,5 @@ RUNFLOW = RunflowDriver(
 )
 
 DRIVERS = [PIXAZO, APIFRAME, GMICLOUD, FAL, RUNFLOW]
+#: Vendors that document a webhook (GMI Cloud documents none).
+WEBHOOK_DRIVERS = [PIXAZO, APIFRAME, FAL, RUNFLOW]

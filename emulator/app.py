@@ -30,12 +30,13 @@ from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
-from emulator.core.webhooks import WebhookOutbox
+from emulator.core.webhooks import Secrets, WebhookOutbox
 from emulator.errors import EmulatorError
+from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
 from emulator.vendors import load_all
-from emulator.vendors.base import PREFIX_KEY, VENDOR_KEY, VendorAdapter
+from emulator.vendors.base import PREFIX_KEY, VENDOR_KEY, HostSpec, VendorAdapter
 
 log = logging.getLogger("emulator")
 
@@ -55,9 +56,16 @@ class Emulator:
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
         self.jobs.local_resolver = self.resolve_local
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
+        self.secrets = Secrets()
         self.jobs.final_listeners.append(self._on_final)
+        self.guard = RequestGuard(settings, self.clock)
         self.adapters: dict[str, VendorAdapter] = {
             slug: cls(self) for slug, cls in sorted(load_all().items())
+        }
+        self.guard.prepare(self.adapters)
+        self._vendor_hosts: dict[str, tuple[VendorAdapter, HostSpec]] = {
+            spec.name: (adapter, spec)
+            for adapter in self.adapters.values() for spec in adapter.hosts
         }
         self.faults = FaultRules({slug: a.operations() for slug, a in self.adapters.items()})
         self.journal = Journal(settings.journal_size)
@@ -69,6 +77,10 @@ class Emulator:
                                    for path in settings.scenarios]
         for scenario in self._startup_scenarios:
             self.load_scenario(scenario)
+
+    def host_names(self) -> list[str]:
+        """Every vendor host's real name (``fal.run``, ``queue.fal.run``, ...), sorted."""
+        return sorted(self._vendor_hosts)
 
     def matte(self) -> MatteEngine:
         """The matte engine, built on first use (thread-safe).
@@ -108,24 +120,51 @@ class Emulator:
                                   api_key=job.api_key)
 
     async def resolve_local(self, url: str, origin: str | None) -> bytes | None:
-        """Bytes of a URL this emulator serves itself (samples, outputs), without HTTP.
+        """Bytes of a URL this emulator serves itself (samples, outputs, vendor files), no HTTP.
 
-        Only for URLs on the same ``host:port`` as the submitting request, so a job that
-        refers to the emulator's own samples also works in-process (ASGI transport).
+        A URL is the emulator's own when it is on the same ``host:port`` as the submitting
+        request (``origin``), or, when that request used a vendor's real host name (Host
+        routing), on another vendor host name at the same port. Vendor hosts' own files
+        (fal's CDN and uploads) come from :meth:`VendorAdapter.local_file`. So a job that
+        refers to the emulator's samples or to a URL it handed out also works in-process
+        (ASGI transport) and never fetches the emulator over HTTP.
         """
         if origin is None:
             return None
         parts, own = urlsplit(url), urlsplit(origin)
-        if parts.netloc.lower() != own.netloc.lower():
-            return None
         path = parts.path
-        if path.startswith("/_emulator/samples/"):
-            name = path.rsplit("/", 1)[-1]
-            return samples.read_bytes(name) if samples.lookup(name) else None
-        if path.startswith(FILES_PATH + "/"):
-            file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
-            record = self.jobs.files.get(file_id)
-            return record.data if record is not None else None
+        if parts.netloc.lower() == own.netloc.lower():
+            if path.startswith("/_emulator/samples/"):
+                name = path.rsplit("/", 1)[-1]
+                return samples.read_bytes(name) if samples.lookup(name) else None
+            if path.startswith(FILES_PATH + "/"):
+                file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
+                record = self.jobs.files.get(file_id)
+                return record.data if record is not None else None
+            named = self._vendor_hosts.get((own.hostname or "").lower())
+            if named is not None:
+                adapter, spec = named
+                return adapter.local_file(spec.key, path)
+            for adapter in self.adapters.values():
+                for spec in adapter.hosts:
+                    if spec.prefix and (path + "/").startswith(spec.prefix + "/"):
+                        return adapter.local_file(spec.key, path[len(spec.prefix):])
+            for adapter in self.adapters.values():
+                for spec in adapter.hosts:
+                    if not spec.prefix:
+                        data = adapter.local_file(spec.key, path)
+                        if data is not None:
+                            return data
+            return None
+        host = (parts.hostname or "").lower()
+        if (host in self._vendor_hosts and (own.hostname or "").lower() in self._vendor_hosts
+                and parts.port == own.port):
+            adapter, spec = self._vendor_hosts[host]
+            if path.startswith(FILES_PATH + "/"):
+                file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
+                record = self.jobs.files.get(file_id)
+                return record.data if record is not None else None
+            return adapter.local_file(spec.key, path)
         return None
 
     def load_scenario(self, scenario: scenarios.Scenario) -> dict[str, Any]:
@@ -140,13 +179,15 @@ class Emulator:
         return summary
 
     def reset(self, *, reload_scenarios: bool = True) -> None:
-        """Forget jobs, files, balances, fault rules, the journal and webhook deliveries; the
-        clock goes back to now. Then the scenario files given at start-up are applied again
-        (fresh counters), unless ``reload_scenarios`` is false.
+        """Forget jobs, files, balances, violations, fault rules, the journal and webhook
+        deliveries; the clock goes back to now. Then the scenario files given at start-up are
+        applied again (fresh counters), unless ``reload_scenarios`` is false.
         """
         self.jobs.reset()
         self.webhooks.clear()
+        self.secrets.reset()
         self.clock.reset()
+        self.guard.reset()
         self.faults.clear()
         self.journal.clear()
         self.scenarios.clear()
@@ -186,7 +227,7 @@ class _Prefixed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[PREFIX_KEY] = self.prefix
-        scope.setdefault(VENDOR_KEY, self.vendor)
+        scope[VENDOR_KEY] = self.vendor
         await self.app(scope, receive, send)
 
 
@@ -256,7 +297,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        adapter = emulator.adapter_for_path(request.scope)
+        adapter = (emulator.adapters.get(request.scope.get(VENDOR_KEY, ""))
+                   or emulator.adapter_for_path(request.scope))
         headers = dict(exc.headers or {})
         if adapter is not None:
             response = adapter.error_response(

@@ -1,7 +1,9 @@
-"""``rmbg-emulator``: serve | remove | scenario | models.
+"""``rmbg-emulator``: serve | remove | scenario | models | contracts.
 
 ``serve`` starts every vendor on one port; ``remove`` runs the same matte engine on local
-files; ``scenario check`` validates scenario files; ``models`` lists and installs weights.
+files; ``scenario check`` validates scenario files; ``models`` lists and installs weights;
+``contracts`` lists, shows and checks the OpenAPI contracts (``contracts check`` runs the
+property-based suite against any base URL).
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads in the image worker pool (default 2)")
     serve.add_argument("--keys", default=None, metavar="FILE",
                        help="accept only the API keys listed in FILE (one a line)")
+    serve.add_argument("--strict", action="store_true", default=None,
+                       help="refuse requests that break their vendor's contract with the "
+                            "vendor's 400/422 (violations are listed at /_emulator/violations "
+                            "either way)")
+    serve.add_argument("--tls", action="store_true", default=None,
+                       help="serve https with a certificate from a local CA; the CA bundle's "
+                            "path is printed (set SSL_CERT_FILE to it in clients)")
+    serve.add_argument("--tls-dir", default=None, metavar="DIR",
+                       help="where --tls writes ca.pem and the server certificate (default: a "
+                            "new temporary directory); an existing CA there is reused")
     serve.add_argument("--scenario", action="append", default=None, metavar="FILE",
                        help="load a scenario YAML file (keys, balances, limits, fault rules); "
                             "repeatable; applied again after each POST /_emulator/reset")
@@ -72,6 +84,39 @@ def build_parser() -> argparse.ArgumentParser:
                           help="copy a local file instead of downloading (sha256 checked)")
     minstall.add_argument("--dest", type=Path, default=None,
                           help="directory to install into (default: $U2NET_HOME or ~/.u2net)")
+
+    contracts = sub.add_parser("contracts", help="list, show or check the OpenAPI contracts")
+    csub = contracts.add_subparsers(dest="contracts_command", required=True)
+    csub.add_parser("list", help="the contracts, with their operations")
+    cshow = csub.add_parser("show", help="print one contract (YAML)")
+    cshow.add_argument("name", metavar="VENDOR", help="a vendor slug, or emulator")
+    ccheck = csub.add_parser(
+        "check", help="run the property-based suite (schemathesis) against a base URL",
+        description="Run the contract's schemathesis suite (fixed seed, bounded examples, "
+                    "every check, stateful run along the links) against BASE_URL: the "
+                    "emulator, another mock, or the real vendor with your own key. Exit "
+                    "status 0 when every check passed.")
+    ccheck.add_argument("name", metavar="VENDOR", help="a vendor slug, or emulator")
+    ccheck.add_argument("--base-url", required=True, metavar="URL",
+                        help="where to send the requests (http://127.0.0.1:8000, "
+                             "https://gateway.pixazo.ai, ...)")
+    ccheck.add_argument("--api-key", default=None, metavar="KEY",
+                        help="put in the vendor's auth header (default: rmbg-contract-check)")
+    ccheck.add_argument("--image-url", default=None, metavar="URL",
+                        help="use this image in every image field (default: tiny data: URIs; "
+                             "give a public URL for a real vendor)")
+    ccheck.add_argument("--webhook-url", default=None, metavar="URL",
+                        help="use this in every webhook field (default: a loopback URL "
+                             "nobody listens on)")
+    ccheck.add_argument("--max-examples", type=int, default=None, metavar="N",
+                        help="test cases per operation and phase (default 25)")
+    ccheck.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
+    ccheck.add_argument("--phases", default=None,
+                        help="comma-separated: examples,coverage,fuzzing,stateful (default all)")
+    ccheck.add_argument("--exclude-checks", default=None, metavar="NAMES",
+                        help="comma-separated schemathesis checks to skip")
+    ccheck.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
+                        help="also write a JUnit XML report there")
     return parser
 
 
@@ -89,7 +134,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             engine_preset=args.engine_preset, models_dir=args.models_dir,
             progression=args.progression, latency=args.latency,
             virtual_clock=args.virtual_clock, workers=args.workers,
-            keys=load_keys_file(Path(args.keys)) if args.keys else None,
+            keys=load_keys_file(Path(args.keys)) if args.keys else None, strict=args.strict,
+            tls=args.tls, tls_dir=args.tls_dir,
             scenarios=tuple(args.scenario) if args.scenario else None,
         )
         app = create_app(settings)
@@ -102,19 +148,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EngineUnavailable as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
-    base = f"http://{settings.host}:{settings.port}"
+    certfile = keyfile = None
+    tls_lines: list[str] = []
+    if settings.tls:
+        from emulator.tls import create_tls_files
+
+        try:
+            tls = create_tls_files([*emulator.host_names(), settings.host], settings.tls_dir)
+        except (OSError, ValueError) as exc:
+            print(f"rmbg-emulator: --tls: {exc}", file=sys.stderr)
+            return 2
+        certfile, keyfile = str(tls.cert_chain), str(tls.private_key)
+        hostport = f"{settings.host}:{settings.port}"
+        tls_lines = [
+            f"  tls: CA bundle {tls.ca_bundle}",
+            f"       export SSL_CERT_FILE={tls.ca_bundle}",
+            f"       fal-client: export FAL_RUN_HOST={hostport} "
+            f"FAL_QUEUE_RUN_HOST={hostport}/queue",
+        ]
+    base = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     print(f"rmbg-emulator {_version()} on {base}", flush=True)
     print(f"  engine: {engine.name}" + (
         "  (no u2netp weights found: `rmbg-emulator models install u2netp` for the neural "
         "engine)" if engine.name == "grabcut" and settings.engine == "auto" else ""))
     print(f"  vendors: {', '.join(emulator.adapters)}")
-    print(f"  progression: {settings.progression} (latency {settings.latency})")
+    print(f"  progression: {settings.progression} (latency {settings.latency})"
+          + ("  strict: requests are checked against the contracts" if settings.strict
+             else ""))
+    for line in tls_lines:
+        print(line)
     for loaded in emulator.scenarios:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
     print(f"  docs: {DOCS_URL}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0
 
 
@@ -194,6 +263,55 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_contracts(args: argparse.Namespace) -> int:
+    """``contracts list``, ``contracts show VENDOR`` and ``contracts check VENDOR``."""
+    from emulator import contracts
+
+    try:
+        if args.contracts_command == "list":
+            found = contracts.load_all()
+            print(f"contracts in {contracts.contracts_dir()}:")
+            for c in found:
+                print(f"  {c.name:<10} {c.title} (version {c.version})")
+                for op in c.operations.values():
+                    print(f"      {op.method:<6} {op.prefixes[0]}{op.path}  [{op.operation_id}]")
+            return 0
+        if args.contracts_command == "show":
+            sys.stdout.write(contracts.text(args.name))
+            return 0
+    except contracts.ContractError as exc:
+        print(f"rmbg-emulator: {exc}", file=sys.stderr)
+        return 2
+    return _contracts_check(args)
+
+
+def _contracts_check(args: argparse.Namespace) -> int:
+    from emulator import contracts
+    from emulator.testing.contract_check import PHASES, CheckOptions, run
+
+    defaults = CheckOptions()
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases \
+        else PHASES
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        print(f"rmbg-emulator: unknown phase(s) {', '.join(unknown)}; "
+              f"choose from {', '.join(PHASES)}", file=sys.stderr)
+        return 2
+    options = CheckOptions(
+        max_examples=args.max_examples or defaults.max_examples,
+        seed=defaults.seed if args.seed is None else args.seed,
+        phases=phases,
+        exclude_checks=tuple(c.strip() for c in (args.exclude_checks or "").split(",")
+                             if c.strip()),
+        image_url=args.image_url, webhook_url=args.webhook_url, report_dir=args.report_dir,
+    )
+    try:
+        return run(args.name, args.base_url, api_key=args.api_key, options=options)
+    except contracts.ContractError as exc:
+        print(f"rmbg-emulator: {exc}", file=sys.stderr)
+        return 2
+
+
 def _version() -> str:
     from emulator import __version__
 
@@ -210,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_remove(args)
     if args.command == "scenario":
         return cmd_scenario(args)
+    if args.command == "contracts":
+        return cmd_contracts(args)
     return cmd_models(args)
 
 

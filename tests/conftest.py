@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from emulator.contracts import ContractSet
 from emulator.settings import Settings
 from emulator.testing import composites
 from emulator.testing.server import EmulatorServer, free_port
@@ -149,10 +150,41 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
+CONTRACTS = ContractSet.load()
+
+
+def check_against_contracts(response: httpx.Response) -> None:
+    """httpx response hook: fail when a response breaks its contract (``contracts/*.yaml``).
+
+    The status must be documented for the operation, every non-generic header documented,
+    the media type documented, and a JSON body must validate (no undocumented field).
+
+    Raises:
+        AssertionError: naming the operation and each problem.
+    """
+    response.read()
+    request = response.request
+    problems = CONTRACTS.check_response(request.method, request.url.path,
+                                        response.status_code, response.headers,
+                                        response.content)
+    if problems:
+        raise AssertionError(
+            f"{request.method} {request.url} -> {response.status_code} breaks the contract:\n  "
+            + "\n  ".join(problems) + f"\n  body: {response.text[:500]}")
+
+
+def checked_client(base_url: str, **kwargs: object) -> httpx.Client:
+    """An httpx client whose every response is checked against the contracts."""
+    return httpx.Client(base_url=base_url, timeout=60,
+                        event_hooks={"response": [check_against_contracts]},
+                        **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.fixture()
 def client(emulator: EmulatorServer) -> Iterator[httpx.Client]:
-    """An httpx client on the emulator, after a reset."""
-    with httpx.Client(base_url=emulator.url, timeout=60) as c:
+    """An httpx client on the emulator, after a reset; responses are checked against the
+    contracts (:func:`check_against_contracts`)."""
+    with checked_client(emulator.url) as c:
         c.post("/_emulator/reset").raise_for_status()
         yield c
 

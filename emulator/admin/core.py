@@ -16,14 +16,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from emulator import __version__, samples
-from emulator.core.billing import parse_key_settings
+from emulator.core.billing import KEY_FIELDS, parse_key_settings
 from emulator.core.faults import FILE_OPERATION
+from emulator.core.jobs import JobStatus
 from emulator.vendors.base import OPERATION_KEY, VENDOR_KEY
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
 
 PREFIX = "/_emulator"
+#: The most ``POST /_emulator/clock/advance`` moves the clock at once (100 years, seconds);
+#: beyond it timestamps stop being representable.
+MAX_CLOCK_ADVANCE_S = 100 * 365 * 24 * 3600.0
+#: The clock never goes past 9000-01-01 (unix seconds), so every timestamp stays printable.
+MAX_CLOCK_TIME = 221845392000.0
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -93,10 +99,13 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             "now": emulator.clock.now(),
             "vendors": sorted(emulator.adapters),
             "jobs": len(jobs.store),
+            "busy": jobs.busy,
             "fault_rules": len(emulator.faults.rules()),
             "journal": len(emulator.journal),
             "scenarios": [loaded["name"] for loaded in emulator.scenarios],
             "uptime_s": round(time.time() - emulator.started_at, 3),
+            "strict": emulator.guard.strict,
+            "keys": "any" if emulator.accepted_keys is None else "listed",
         })
 
     async def reset(request: Request) -> Response:
@@ -126,6 +135,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
 
     async def job_list(request: Request) -> Response:
         q = request.query_params
+        wanted = q.get("status")
+        if wanted is not None and wanted not in {s.value for s in JobStatus}:
+            return _error(400, f"status must be one of {', '.join(s.value for s in JobStatus)}")
         found = jobs.jobs(vendor=q.get("vendor"), api_key=q.get("api_key") or q.get("key"),
                           status=q.get("status"))
         return JSONResponse({"jobs": [j.summary() for j in found]})
@@ -156,10 +168,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         elif action == "fail":
             message = body.get("message", "failed by the control plane")
             kind = body.get("status", "failed")
-            from emulator.core.jobs import JobStatus
-
             if kind not in ("failed", "error"):
                 return _error(400, "status must be 'failed' or 'error'")
+            if not isinstance(message, str):
+                return _error(400, "message must be a string")
             if job.status.terminal:
                 return _error(409, f"job is already {job.status.value}")
             jobs.fail(job, str(message), status=JobStatus(kind))
@@ -174,23 +186,38 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         seconds = _number(body, "seconds")
         if isinstance(seconds, str) or seconds is None:
             return _error(400, seconds or "seconds is required")
+        if seconds > MAX_CLOCK_ADVANCE_S:
+            return _error(400, f"seconds must be <= {MAX_CLOCK_ADVANCE_S:g} (100 years)")
+        if emulator.clock.now() + seconds > MAX_CLOCK_TIME:
+            return _error(400, "the clock cannot go past the year 9000")
         now = emulator.clock.advance(seconds)
         return JSONResponse({"now": now, "advanced_s": seconds})
 
-    async def key_get(request: Request) -> Response:
-        return JSONResponse(jobs.billing.account(request.path_params["key"]).to_json())
+    def account(key: str) -> dict[str, Any]:
+        return {**jobs.billing.account(key).to_json(),
+                "strict": emulator.guard.is_strict_key(key)}
+
+    async def key_route(request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):
+            return JSONResponse(account(request.path_params["key"]))
+        return await key_put(request)
 
     async def key_put(request: Request) -> Response:
         key = request.path_params["key"]
         body = await _json(request)
         if isinstance(body, JSONResponse):
             return body
+        strict = body.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            return _error(400, "strict must be a boolean")
         try:
-            settings = parse_key_settings(body)
+            settings = parse_key_settings({k: v for k, v in body.items() if k in KEY_FIELDS})
         except ValueError as exc:
             return _error(400, str(exc))
-        account = jobs.billing.configure(key, settings, emulator.clock.now())
-        return JSONResponse(account.to_json())
+        if strict is not None:
+            emulator.guard.set_strict_key(key, strict)
+        jobs.billing.configure(key, settings, emulator.clock.now())
+        return JSONResponse(account(key))
 
     return [
         Route(PREFIX + "/health", health, methods=["GET"]),
@@ -201,6 +228,5 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         Route(PREFIX + "/jobs/{job_id}", job_get, methods=["GET"]),
         Route(PREFIX + "/jobs/{job_id}/{action}", job_action, methods=["POST"]),
         Route(PREFIX + "/clock/advance", clock_advance, methods=["POST"]),
-        Route(PREFIX + "/keys/{key}", key_get, methods=["GET"]),
-        Route(PREFIX + "/keys/{key}", key_put, methods=["PUT", "POST"]),
+        Route(PREFIX + "/keys/{key}", key_route, methods=["GET", "PUT", "POST"]),
     ]

@@ -20,6 +20,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
 
     async def listing(request: Request) -> Response:
         q = request.query_params
+        if q.get("state") not in (None, "pending", "delivered", "failed", "dropped"):
+            return JSONResponse({"detail": "state must be pending, delivered, failed or dropped"},
+                                status_code=400)
         found = outbox.deliveries(job_id=q.get("job_id"), vendor=q.get("vendor"),
                                   state=q.get("state"))
         return JSONResponse({"deliveries": [d.to_json() for d in found],

@@ -94,6 +94,8 @@ class KeySettings:
 
 
 KEY_FIELDS = ("balance_usd", "rps", "burst", "concurrent")
+#: The largest balance (USD, either sign) a key can be given.
+MAX_BALANCE_USD = 1e12
 
 
 def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
@@ -120,6 +122,9 @@ def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
             raise ValueError(f"{name} must be a finite number, got {value!r}")
         if name != "balance_usd" and value < 0:
             raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if name == "balance_usd" and abs(value) > MAX_BALANCE_USD:
+            raise ValueError(f"balance_usd must be between -{MAX_BALANCE_USD:g} and "
+                             f"{MAX_BALANCE_USD:g}, got {value!r}")
         values[name] = float(value)
     concurrent = values["concurrent"]
     if concurrent is not None and concurrent != int(concurrent):

@@ -6,6 +6,7 @@ the core only keeps ``id -> bytes``.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 from collections import OrderedDict
@@ -39,6 +40,15 @@ class StoredFile:
     def size(self) -> int:
         """Size in bytes."""
         return len(self.data)
+
+    def expired(self, now: float) -> bool:
+        """True once ``now`` (unix seconds) has reached :attr:`expires_at`."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    def data_uri(self) -> str:
+        """``data:<content_type>;base64,<data>`` (blocking for large files: about 7 ms for a
+        12 MP PNG, PERFORMANCE-NOTES.md; run it off the event loop)."""
+        return f"data:{self.content_type};base64," + base64.b64encode(self.data).decode("ascii")
 
 
 class FileStore:

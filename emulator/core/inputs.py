@@ -36,6 +36,13 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+
                        r"(?P<b64>;base64)?,", re.IGNORECASE)
 _BASE64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
 
+#: :attr:`InputImageError.code` values, so adapters can name the cause in their vendor's terms.
+FETCH_FAILED = "fetch_failed"  # HTTP status >= 400, time-out, connection failure
+TOO_LARGE = "too_large"  # more bytes than the limit
+TOO_MANY_PIXELS = "too_many_pixels"  # pixel limit, decompression bomb
+UNSUPPORTED_FORMAT = "unsupported_format"  # an image, but not JPEG/PNG/WebP/GIF/AVIF
+UNREADABLE = "unreadable"  # empty, not an image, truncated, corrupt, bad base64
+
 #: Resolves a URL the emulator serves itself (samples, its own output files) without HTTP;
 #: called with the URL and the origin (scheme://host:port) of the submitting request.
 LocalResolver = Callable[[str, str | None], Awaitable[bytes | None]]
@@ -127,7 +134,8 @@ def decode_inline(source: ImageSource, max_bytes: int) -> bytes:
     """
     text = source.value.split(",", 1)[1] if source.kind == "data" else source.value
     if len(text) * 3 // 4 > max_bytes + 3:
-        raise InputImageError(f"inline image is larger than the limit of {max_bytes} bytes")
+        raise InputImageError(f"inline image is larger than the limit of {max_bytes} bytes",
+                              code=TOO_LARGE)
     try:
         compact = "".join(text.split())
         compact += "=" * (-len(compact) % 4)
@@ -135,7 +143,8 @@ def decode_inline(source: ImageSource, max_bytes: int) -> bytes:
             return base64.urlsafe_b64decode(compact)
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InputImageError(f"inline image is not valid base64: {exc}") from None
+        raise InputImageError(f"inline image is not valid base64: {exc}",
+                              code=UNREADABLE) from None
 
 
 async def fetch_url(
@@ -155,13 +164,13 @@ async def fetch_url(
             if response.status_code >= 400:
                 raise InputImageError(
                     f"fetching the input image failed: {short} answered HTTP "
-                    f"{response.status_code}"
+                    f"{response.status_code}", code=FETCH_FAILED
                 )
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise InputImageError(
                     f"the input image at {short} is {declared} bytes, over the limit of "
-                    f"{max_bytes} bytes"
+                    f"{max_bytes} bytes", code=TOO_LARGE
                 )
             chunks: list[bytes] = []
             size = 0
@@ -169,17 +178,20 @@ async def fetch_url(
                 size += len(chunk)
                 if size > max_bytes:
                     raise InputImageError(
-                        f"the input image at {short} is over the limit of {max_bytes} bytes"
+                        f"the input image at {short} is over the limit of {max_bytes} bytes",
+                        code=TOO_LARGE,
                     )
                 chunks.append(chunk)
             return b"".join(chunks)
     except httpx.TimeoutException:
         raise InputImageError(
-            f"fetching the input image timed out after {timeout_s:g} s: {short}"
+            f"fetching the input image timed out after {timeout_s:g} s: {short}",
+            code=FETCH_FAILED,
         ) from None
     except httpx.HTTPError as exc:
         raise InputImageError(
-            f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}"
+            f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}",
+            code=FETCH_FAILED,
         ) from None
 
 
@@ -196,7 +208,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             more than ``max_pixels`` pixels, or truncated/corrupt data.
     """
     if not data:
-        raise InputImageError("the input image is empty (0 bytes)")
+        raise InputImageError("the input image is empty (0 bytes)", code=UNREADABLE)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -205,13 +217,14 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             if fmt not in ACCEPTED_FORMATS:
                 raise InputImageError(
                     f"the input is a {fmt} image; accepted formats are JPEG, PNG, WebP, GIF"
-                    " and AVIF"
+                    " and AVIF", code=UNSUPPORTED_FORMAT
                 )
             width, height = img.size
             if width * height > max_pixels:
                 raise InputImageError(
                     f"the input image is {width} x {height} = {width * height} pixels, over "
-                    f"the limit of {max_pixels} pixels (decompression-bomb guard)"
+                    f"the limit of {max_pixels} pixels (decompression-bomb guard)",
+                    code=TOO_MANY_PIXELS,
                 )
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
@@ -229,9 +242,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         head = data[:16]
         raise InputImageError(
             f"the input is not an image that can be read ({len(data)} bytes, starting "
-            f"{head!r})"
+            f"{head!r})", code=UNREADABLE
         ) from None
     except Image.DecompressionBombError as exc:
-        raise InputImageError(f"the input image is a decompression bomb: {exc}") from None
+        raise InputImageError(f"the input image is a decompression bomb: {exc}",
+                              code=TOO_MANY_PIXELS) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputImageError(f"the input image data is truncated or corrupt: {exc}") from None
+        raise InputImageError(f"the input image data is truncated or corrupt: {exc}",
+                              code=UNREADABLE) from None

@@ -242,6 +242,11 @@ class JobEngine:
         """Run ``fn(*args)`` in the worker pool and await its result."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
+    @property
+    def busy(self) -> int:
+        """Background tasks not yet ended (image work of unfinished jobs, listeners)."""
+        return len(self._tasks)
+
     def reset(self) -> None:
         """Forget jobs, files, balances and watches; running work finishes unseen."""
         self._generation += 1
@@ -423,6 +428,28 @@ class JobEngine:
             else:
                 stage = _PROCESSING
         self._show(job, stage)
+        return job.status
+
+    async def finish(self, job: Job) -> JobStatus:
+        """Wait (without blocking the loop) until ``job`` shows its final status; return it.
+
+        For synchronous endpoints (fal.run, Runflow ``sync_mode``): the final status is made
+        due now (:meth:`complete`) and shows as soon as the image work has ended, whatever
+        the progression. Not a status read.
+        """
+        if not job.status.terminal:
+            self.complete(job)
+            await self.observe(job, count=False)
+        return job.status
+
+    async def refresh(self, job: Job) -> JobStatus:
+        """The status ``job`` shows now, without counting a status read (for listings).
+
+        Under ``time`` the status follows the clock; under ``polls`` it is the status the
+        last read showed, since only status reads move it.
+        """
+        if self.mode == "time" and not job.status.terminal:
+            return await self.observe(job, count=False)
         return job.status
 
     def _show(self, job: Job, stage: int) -> None:

@@ -10,9 +10,11 @@ advancing a virtual clock.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -127,6 +129,56 @@ class Delivery:
             "resend_of": self.resend_of,
             "body": self.message.body.decode("utf-8", "replace"),
         }
+
+
+@dataclass(frozen=True)
+class SigningSecret:
+    """A shared secret for HMAC-signed callbacks (Runflow's ``whsec_...``)."""
+
+    id: str
+    label: str
+    value: str
+    created_at: float
+
+
+class Secrets:
+    """Per (vendor, API key) signing secrets, and the emulator's own ED25519 key.
+
+    The ED25519 key is made once per process (fal signs its webhooks with one and serves the
+    public half as JWKS, NOTES.md); HMAC secrets are made on request and kept until reset.
+    """
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.ed25519 = Ed25519PrivateKey.generate()
+        self.ed25519_kid = secrets.token_hex(8)
+        self._hmac: dict[tuple[str, str], list[SigningSecret]] = {}
+
+    def create(self, vendor: str, api_key: str, label: str, now: float) -> SigningSecret:
+        """A new ``whsec_`` secret for the key; the newest one signs from now on."""
+        secret = SigningSecret(id=f"cs_{secrets.token_hex(8)}", label=label,
+                               value="whsec_" + secrets.token_urlsafe(24), created_at=now)
+        self._hmac.setdefault((vendor, api_key), []).append(secret)
+        return secret
+
+    def current(self, vendor: str, api_key: str) -> SigningSecret | None:
+        """The newest secret of the key, or ``None``."""
+        found = self._hmac.get((vendor, api_key))
+        return found[-1] if found else None
+
+    def jwks(self) -> dict[str, Any]:
+        """The ED25519 public key as a JSON Web Key Set (RFC 8037 OKP key)."""
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        raw = self.ed25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.ed25519_kid,
+                          "use": "sig", "alg": "EdDSA"}]}
+
+    def reset(self) -> None:
+        """Forget the HMAC secrets (the ED25519 key stays: receivers may cache the JWKS)."""
+        self._hmac.clear()
 
 
 class WebhookOutbox:

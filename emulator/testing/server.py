@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 
 from emulator.app import Emulator, create_app
 from emulator.settings import Settings
+from emulator.tls import TLSFiles, create_tls_files
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -24,7 +26,9 @@ class EmulatorServer:
     """A real uvicorn server in a daemon thread.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``url`` is
-    ``http://127.0.0.1:PORT``.
+    ``http://127.0.0.1:PORT``, or ``https://...`` with ``settings.tls``: then the server
+    certificate comes from a local CA (:mod:`emulator.tls`) whose bundle is :attr:`ca_bundle`
+    (set ``SSL_CERT_FILE`` to it in clients).
 
     Raises:
         RuntimeError: from :meth:`start` when the server does not come up in ``timeout_s``.
@@ -36,8 +40,15 @@ class EmulatorServer:
         self.settings = base.replace(port=port)
         self.app = create_app(self.settings)
         self.emulator: Emulator = self.app.state.emulator
-        config = uvicorn.Config(self.app, host=self.settings.host, port=port,
-                                log_level="warning", lifespan="on")
+        self.tls: TLSFiles | None = None
+        if self.settings.tls:
+            self.tls = create_tls_files([*self.emulator.host_names(), self.settings.host],
+                                        self.settings.tls_dir)
+        config = uvicorn.Config(
+            self.app, host=self.settings.host, port=port, log_level="warning", lifespan="on",
+            ssl_certfile=str(self.tls.cert_chain) if self.tls else None,
+            ssl_keyfile=str(self.tls.private_key) if self.tls else None,
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self._timeout_s = timeout_s
@@ -45,7 +56,13 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         """Base URL, no trailing slash."""
-        return f"http://{self.settings.host}:{self.settings.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The CA certificate (PEM) that signs the server's certificate; ``None`` without TLS."""
+        return self.tls.ca_bundle if self.tls is not None else None
 
     def start(self) -> EmulatorServer:
         """Start serving; returns once the server accepts connections."""

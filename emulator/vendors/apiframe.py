@@ -10,6 +10,8 @@
 * Error bodies are always JSON ``{message, code}``: Apiframe's SDK reads them and crashes on a
   non-JSON body (NOTES.md).
 * ``content_moderation`` is accepted and recorded; the emulator has no NSFW detector.
+* ``prompt`` (a common field of every Apiframe model, apiframe.txt FAQ) must be a string when
+  given; background removal ignores it.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ class ApiframeAdapter(VendorAdapter):
         if not isinstance(moderation, bool):
             raise ValidationFailed(f"{PARAMS_KEY}.content_moderation must be a boolean",
                                    field=f"{PARAMS_KEY}.content_moderation")
+        prompt = body.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValidationFailed("prompt must be a string", field="prompt")
         webhook = body.get("webhook_url")
         if webhook is not None and not isinstance(webhook, str):
             raise ValidationFailed("webhook_url must be a string (URL)", field="webhook_url")

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.core.files import StoredFile
 from emulator.core.webhooks import WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, Unauthorized
 
@@ -37,6 +39,8 @@ PREFIX_KEY = "rmbg.prefix"
 VENDOR_KEY = "rmbg.vendor"
 #: scope key naming the operation, for the journal and fault rules.
 OPERATION_KEY = "rmbg.operation"
+#: scope key holding the JSON body the request guard already parsed (parsed once).
+JSON_KEY = "rmbg.json"
 
 JSON_BODY_LIMIT = 64 * 1024 * 1024
 
@@ -142,14 +146,17 @@ class VendorAdapter:
               ) -> Route:
         """A Starlette route whose endpoint's errors are rendered in this vendor's shape.
 
-        Any :class:`EmulatorError` becomes :meth:`render_error`; any other exception is logged
-        and answered as the vendor's 500, so a bad request never crashes the server.
+        The request is first checked against the vendor's contract (``operation`` is the
+        contract's ``operationId``; see :mod:`emulator.guard`). Any :class:`EmulatorError`
+        becomes :meth:`render_error`; any other exception is logged and answered as the
+        vendor's 500, so a bad request never crashes the server.
         """
 
         async def handler(request: Request) -> Response:
             request.scope[VENDOR_KEY] = self.slug
             request.scope[OPERATION_KEY] = operation
             try:
+                await self.emulator.guard.check(self, operation, request)
                 return await endpoint(request)
             except EmulatorError as exc:
                 return self.error_response(exc)
@@ -187,6 +194,8 @@ class VendorAdapter:
         Raises:
             InvalidInput: empty, too large, not UTF-8 or not JSON.
         """
+        if JSON_KEY in request.scope:
+            return request.scope[JSON_KEY]
         body = await request.body()
         if not body.strip():
             raise InvalidInput("request body is empty; a JSON object is expected")
@@ -224,17 +233,54 @@ class VendorAdapter:
         prefix on the client's own host and port.
         """
         origin = self.origin(request)
-        prefix = request.scope.get(PREFIX_KEY, "")
         if host_key is not None:
-            target = next(h for h in self.hosts if h.key == host_key)
-            current = request.url.hostname or ""
-            if any(h.name == current for h in self.hosts):
-                port = f":{request.url.port}" if request.url.port else ""
-                return f"{request.url.scheme}://{target.name}{port}{path}"
-            prefix = target.prefix
-        return f"{origin}{prefix}{path}"
+            return self.public_url_at(origin, path, host_key=host_key)
+        return f"{origin}{request.scope.get(PREFIX_KEY, '')}{path}"
+
+    def public_url_at(self, origin: str, path: str, *, host_key: str) -> str:
+        """Absolute URL of ``path`` on this vendor's host ``host_key``, for a client that
+        reached the emulator at ``origin`` (``scheme://host[:port]``); used where there is no
+        request at hand (webhooks). Real host names stay real names; otherwise the host's
+        prefix on the one port is used.
+        """
+        target = next(h for h in self.hosts if h.key == host_key)
+        parts = urlsplit(origin)
+        if any(h.name == parts.hostname for h in self.hosts):
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{target.name}{port}{path}"
+        return f"{origin}{target.prefix}{path}"
 
     def json(self, content: Any, status: int = 200, headers: dict[str, str] | None = None
              ) -> JSONResponse:
         """A JSON response."""
         return JSONResponse(content, status_code=status, headers=headers)
+
+    async def large_json(self, content: Any, status: int = 200,
+                         headers: dict[str, str] | None = None) -> Response:
+        """A JSON response encoded off the event loop, for bodies that may hold data URIs.
+
+        The bytes are the same as :meth:`json` would send (compact, UTF-8).
+        """
+        body = await run_in_threadpool(_dump_json, content)
+        return Response(body, status_code=status, headers=headers,
+                        media_type="application/json")
+
+    async def data_uris(self, files: list[StoredFile]) -> list[str]:
+        """``data:`` URIs of ``files``, built off the event loop (``sync_mode`` outputs)."""
+        if not files:
+            return []
+        return list(await run_in_threadpool(lambda: [f.data_uri() for f in files]))
+
+    def local_file(self, host_key: str, path: str) -> bytes | None:
+        """Bytes this vendor serves itself at ``path`` on its host ``host_key``, or ``None``.
+
+        Lets a job read, without HTTP, a URL this vendor handed out (fal's CDN files and
+        uploads): :meth:`emulator.app.Emulator.resolve_local` asks every adapter. ``path`` is
+        relative to the host (no prefix). Default: nothing.
+        """
+        return None
+
+
+def _dump_json(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")

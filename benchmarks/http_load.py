@@ -1,0 +1,383 @@
+"""HTTP speed of the emulator, side by side with the ceiling of its stack, in ONE run.
+
+Not a test: prints figures (the machine is shared and noisy: compare the ratios of one run).
+
+    bash benchmarks/http.sh [--duration 20] [--connections 1,16,64]
+        [--phases http,busy,e2e,memory] [--models-dir ../shared/models] [--memory-jobs 100000]
+
+Phases:
+
+* ``http``: wrk against (a) the emulator as users run it (journal and fault middleware on, no
+  rule matching; engine grabcut and an 8x8 input so image work stays out of the figures) and
+  (b) ``benchmarks/bare_app.py`` (bare Starlette + uvicorn, static JSON, same uvicorn settings),
+  on Pixazo and fal-queue submit, status poll and a mix (submit, poll, download). Prints
+  requests/s, p50, p99 and the ratio a/b.
+* ``busy``: status-poll p99 while 20 jobs are processing with u2netp on 4-megapixel photographs,
+  against its idle value (the event loop must not be blocked by image work).
+* ``e2e``: submit-to-downloadable time for a 1-megapixel photograph (``--progression
+  immediate``, u2netp) against the matte step alone.
+* ``memory``: RSS of the emulator after N finished jobs (store and journal capped).
+
+wrk comes from Debian (``apt-get install wrk``); the script installs it when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-key"
+
+
+def tiny_png_uri() -> str:
+    """An 8x8 PNG as a data URI (its image work costs well under a millisecond)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 30, 30)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    """Path of wrk, installing Debian's package if needed.
+
+    Raises:
+        SystemExit: wrk cannot be had.
+    """
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk (apt-get install -y wrk) ...", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
+                   stdout=subprocess.DEVNULL)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is not installed and could not be installed")
+    return found
+
+
+@contextmanager
+def serve(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run a server command until its ``/_emulator/health`` or ``/`` answers; yield its PID."""
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise SystemExit(f"server did not start: {' '.join(cmd)}\n{err}") from None
+                time.sleep(0.1)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def emulator_cmd(port: int, *extra: str) -> list[str]:
+    """``rmbg-emulator serve`` on ``port`` with ``extra`` flags."""
+    return [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), *extra]
+
+
+@dataclass
+class WrkResult:
+    """One wrk run: requests/s, p50 and p99 in milliseconds, non-2xx/3xx answers, errors."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text.strip())
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def drain(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until the emulator's background work (jobs from a previous run) has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"{url}/_emulator/health", timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            return  # the bare app has no health endpoint and no background work
+        if not health.get("busy"):
+            return
+        time.sleep(0.2)
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float,
+            *, wait: bool = True) -> WrkResult:
+    """Run wrk with one thread (2-core machine) and parse its report (after :func:`drain`
+    unless ``wait`` is false)."""
+    if wait:
+        drain(url)
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=False).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    return WrkResult(
+        rps=float(rps.group(1)) if rps else 0.0,
+        p50_ms=_ms(p50.group(1)) if p50 else float("nan"),
+        p99_ms=_ms(p99.group(1)) if p99 else float("nan"),
+        non2xx=int(non2xx.group(1)) if non2xx else 0,
+        errors=sum(int(x) for x in errors.groups()) if errors else 0,
+    )
+
+
+def lua_script(directory: Path, name: str, requests: list[tuple[str, str, dict[str, str], str]]
+               ) -> Path:
+    """A wrk script cycling through ``(method, path, headers, body)`` requests."""
+
+    def lua_str(text: str) -> str:
+        return "[==[" + text + "]==]"
+
+    lines = ["local reqs = {}", "init = function(args)"]
+    for i, (method, path, headers, body) in enumerate(requests, start=1):
+        hdrs = ", ".join(f"[ {lua_str(k)} ] = {lua_str(v)}" for k, v in headers.items())
+        body_arg = lua_str(body) if body else "nil"
+        lines.append(f"  reqs[{i}] = wrk.format({lua_str(method)}, {lua_str(path)}, "
+                     f"{{{hdrs}}}, {body_arg})")
+    lines += ["end", "local i = 0",
+              f"request = function() i = i % {len(requests)} + 1; return reqs[i] end"]
+    path = directory / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def prepare(base: str) -> dict[str, str]:
+    """Submit one job per vendor and wait for it: paths of a finished status and a file."""
+    image = tiny_png_uri()
+    with httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request", json={"image_url": image},
+                   headers={"Ocp-Apim-Subscription-Key": KEY})
+        rid = r.json()["request_id"]
+        status = c.get(f"/v2/requests/status/{rid}",
+                       headers={"Ocp-Apim-Subscription-Key": KEY}).json()
+        media = httpx.URL(status["output"]["media_url"][0]).path if status.get("output") \
+            else "/_emulator/files/pixazo/x.png"
+        r = c.post("/queue/fal-ai/bria/background/remove", json={"image_url": image},
+                   headers={"Authorization": f"Key {KEY}"})
+        fid = r.json().get("request_id", "static")
+        c.get(f"/queue/fal-ai/bria/requests/{fid}/status",
+              headers={"Authorization": f"Key {KEY}"})
+    return {"pixazo_status": f"/v2/requests/status/{rid}", "pixazo_file": media,
+            "fal_status": f"/queue/fal-ai/bria/requests/{fid}/status"}
+
+
+def scripts(directory: Path, paths: dict[str, str]) -> dict[str, Path]:
+    """wrk scripts per benchmarked path."""
+    body = '{"image_url": "' + tiny_png_uri() + '"}'
+    pix = {"Ocp-Apim-Subscription-Key": KEY, "Content-Type": "application/json"}
+    fal = {"Authorization": f"Key {KEY}", "Content-Type": "application/json"}
+    pix_submit = ("POST", "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request", pix, body)
+    pix_poll = ("GET", paths["pixazo_status"], pix, "")
+    fal_submit = ("POST", "/queue/fal-ai/bria/background/remove", fal, body)
+    fal_poll = ("GET", paths["fal_status"], fal, "")
+    download = ("GET", paths["pixazo_file"], {}, "")
+    return {
+        "pixazo submit": lua_script(directory, "pix_submit", [pix_submit]),
+        "pixazo poll": lua_script(directory, "pix_poll", [pix_poll]),
+        "pixazo mix": lua_script(directory, "pix_mix", [pix_submit, pix_poll, download]),
+        "fal submit": lua_script(directory, "fal_submit", [fal_submit]),
+        "fal poll": lua_script(directory, "fal_poll", [fal_poll]),
+        "fal mix": lua_script(directory, "fal_mix", [fal_submit, fal_poll, download]),
+    }
+
+
+def phase_http(wrk: str, duration: float, connections: list[int]) -> None:
+    """Emulator vs bare Starlette on every path and connection count, one run."""
+    emu_port, bare_port = free_port(), free_port()
+    print(f"\n== HTTP: emulator (a) vs bare Starlette (b), wrk -t1, {duration:g} s each")
+    print(f"{'path':14} {'conns':>5} {'a req/s':>9} {'b req/s':>9} {'a/b':>5} "
+          f"{'a p50':>7} {'b p50':>7} {'a p99':>7} {'b p99':>7} {'p99 a/b':>7} {'a non2xx':>8}")
+    emu = emulator_cmd(emu_port, "--engine", "grabcut", "--progression", "immediate")
+    env = {"RMBG_EMULATOR_MAX_JOBS": "200000"}
+    with tempfile.TemporaryDirectory() as tmp, serve(emu, emu_port, env), \
+            serve([sys.executable, str(HERE / "bare_app.py"), str(bare_port)], bare_port):
+        emu_scripts = scripts(Path(tmp) / "a", prepare(f"http://127.0.0.1:{emu_port}")) \
+            if (Path(tmp) / "a").mkdir() is None else {}
+        bare_scripts = scripts(Path(tmp) / "b", {
+            "pixazo_status": "/v2/requests/status/x", "pixazo_file": "/_emulator/files/p/x.png",
+            "fal_status": "/queue/fal-ai/bria/requests/x/status"}) \
+            if (Path(tmp) / "b").mkdir() is None else {}
+        for name in emu_scripts:
+            for conns in connections:
+                a = run_wrk(wrk, f"http://127.0.0.1:{emu_port}", emu_scripts[name], conns,
+                            duration)
+                b = run_wrk(wrk, f"http://127.0.0.1:{bare_port}", bare_scripts[name], conns,
+                            duration)
+                print(f"{name:14} {conns:5d} {a.rps:9.0f} {b.rps:9.0f} "
+                      f"{a.rps / b.rps if b.rps else float('nan'):5.2f} {a.p50_ms:7.2f} "
+                      f"{b.p50_ms:7.2f} {a.p99_ms:7.2f} {b.p99_ms:7.2f} "
+                      f"{a.p99_ms / b.p99_ms if b.p99_ms else float('nan'):7.2f} "
+                      f"{a.non2xx + a.errors:8d}", flush=True)
+
+
+def _big_photo_uri(scale: float) -> str:
+    from emulator.testing.composites import make
+
+    return "data:image/jpeg;base64," + base64.b64encode(make("grass", scale=scale).jpeg(90)
+                                                        ).decode()
+
+
+def phase_busy(wrk: str, duration: float, models_dir: str | None) -> None:
+    """Poll p99 idle vs with 20 jobs processing (u2netp, 4-megapixel photographs)."""
+    port = free_port()
+    env = {"RMBG_EMULATOR_MODELS": models_dir} if models_dir else {}
+    cmd = emulator_cmd(port, "--engine", "auto", "--progression", "time")
+    base = f"http://127.0.0.1:{port}"
+    print("\n== Status polls while the matte pool is busy (16 connections)")
+    with tempfile.TemporaryDirectory() as tmp, serve(cmd, port, env):
+        engine = httpx.get(f"{base}/_emulator/health").json()["engine"]
+        paths = prepare(base)
+        script = scripts(Path(tmp), paths)["pixazo poll"]
+        idle = run_wrk(wrk, base, script, 16, duration)
+        photo = _big_photo_uri(4.0)
+        with httpx.Client(base_url=base, timeout=60) as c:
+            ids = [c.post("/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request",
+                          json={"image_url": photo},
+                          headers={"Ocp-Apim-Subscription-Key": KEY}).json()["request_id"]
+                   for _ in range(20)]
+            busy = run_wrk(wrk, base, script, 16, duration, wait=False)
+            unfinished = sum(1 for j in c.get("/_emulator/jobs").json()["jobs"]
+                             if j["id"] in ids and j["work"] != "done")
+    print(f"engine {engine}; jobs still processing when the busy run ended: {unfinished}/20")
+    print(f"idle: {idle.rps:8.0f} req/s  p50 {idle.p50_ms:6.2f} ms  p99 {idle.p99_ms:6.2f} ms")
+    print(f"busy: {busy.rps:8.0f} req/s  p50 {busy.p50_ms:6.2f} ms  p99 {busy.p99_ms:6.2f} ms")
+    print(f"p99 busy/idle: {busy.p99_ms / idle.p99_ms:.2f} (target <= 2)")
+
+
+def phase_e2e(models_dir: str | None, repeat: int = 5) -> None:
+    """Submit-to-downloadable of a 1-megapixel photograph vs the matte step alone."""
+    from emulator.core.inputs import decode_image
+    from emulator.matte.engine import create_engine
+    from emulator.testing.composites import make
+
+    comp = make("grass", scale=2.0)  # 1200 x 800
+    jpeg = comp.jpeg(92)
+    engine = create_engine("auto", models_dir=models_dir)
+    rgb = decode_image(jpeg, max_pixels=10**8)
+    engine.alpha(rgb)
+    alone = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        engine.alpha(rgb)
+        alone.append(time.perf_counter() - start)
+    port = free_port()
+    env = {"RMBG_EMULATOR_MODELS": models_dir} if models_dir else {}
+    uri = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    total = []
+    with serve(emulator_cmd(port, "--engine", "auto", "--progression", "immediate"), port,
+               env), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+        h = {"Ocp-Apim-Subscription-Key": KEY}
+        for i in range(repeat + 1):
+            start = time.perf_counter()
+            rid = c.post("/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request",
+                         json={"image_url": uri}, headers=h).json()["request_id"]
+            status = c.get(f"/v2/requests/status/{rid}", headers=h).json()
+            png = c.get(status["output"]["media_url"][0]).content
+            if i:  # the first one warms the server's engine up
+                total.append(time.perf_counter() - start)
+            assert png[:4] == b"\x89PNG"
+    a, m = statistics.median(total), statistics.median(alone)
+    print(f"\n== Submit-to-downloadable, 1200x800 photograph, engine {engine.name}")
+    print(f"matte step alone: {m * 1000:7.0f} ms   submit->downloadable: {a * 1000:7.0f} ms   "
+          f"ratio {a / m:.2f} (target <= 1.2)")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def phase_memory(wrk: str, jobs: int) -> None:
+    """RSS after ``jobs`` finished jobs, with the store capped at ``jobs // 2``."""
+    port = free_port()
+    cap = max(1000, jobs // 2)
+    env = {"RMBG_EMULATOR_MAX_JOBS": str(cap), "RMBG_EMULATOR_JOURNAL_SIZE": "10000"}
+    base = f"http://127.0.0.1:{port}"
+    print(f"\n== Memory: {jobs} finished jobs, store capped at {cap}, journal at 10000")
+    with tempfile.TemporaryDirectory() as tmp, serve(
+            emulator_cmd(port, "--engine", "grabcut", "--progression", "immediate"), port,
+            env) as pid:
+        script = scripts(Path(tmp), prepare(base))["pixazo submit"]
+        print(f"{'submitted':>10} {'kept':>8} {'RSS MiB':>8}")
+        print(f"{0:10d} {0:8d} {_rss_mib(pid):8.1f}")
+        submitted = 0
+        while submitted < jobs:
+            result = run_wrk(wrk, base, script, 16, 5)
+            submitted += int(result.rps * 5)
+            kept = httpx.get(f"{base}/_emulator/health").json()["jobs"]
+            print(f"{submitted:10d} {kept:8d} {_rss_mib(pid):8.1f}", flush=True)
+
+
+def main() -> None:
+    """Parse arguments and run the phases asked for."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--phases", default="http,busy,e2e,memory")
+    parser.add_argument("--models-dir", default=os.environ.get("RMBG_EMULATOR_MODELS"))
+    parser.add_argument("--memory-jobs", type=int, default=100_000)
+    args = parser.parse_args()
+    phases = args.phases.split(",")
+    wrk = ensure_wrk() if set(phases) & {"http", "busy", "memory"} else ""
+    if "http" in phases:
+        phase_http(wrk, args.duration, [int(c) for c in args.connections.split(",")])
+    if "busy" in phases:
+        phase_busy(wrk, min(args.duration, 10.0), args.models_dir)
+    if "e2e" in phases:
+        phase_e2e(args.models_dir)
+    if "memory" in phases:
+        phase_memory(wrk, args.memory_jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The request guard: every vendor request is checked against its contract before the adapter.
+
+A request that breaks its operation's contract (:mod:`emulator.contracts`) is recorded as a
+violation, strict or not (``GET /_emulator/violations``). In strict mode (``serve --strict``,
+or a key's ``strict`` setting, ``PUT /_emulator/keys/{key} {"strict": true}``) it is refused
+with the vendor's own 400/422 body, whose message names the field and the rule broken. A
+missing key is left to the adapter, which answers the vendor's 401 itself.
+
+The check is cheap: each operation's schemas are compiled once (a jsonschema validator per
+body and parameter), valid requests take the ``is_valid`` fast path, and the parsed JSON body
+is handed to the adapter so it is parsed once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from emulator import contracts
+from emulator.core.clock import Clock
+from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
+from emulator.settings import Settings
+from emulator.vendors.base import JSON_BODY_LIMIT, JSON_KEY, PREFIX_KEY
+
+if TYPE_CHECKING:
+    from emulator.vendors.base import VendorAdapter
+
+_THREAD_PARSE_BYTES = 256 * 1024
+log = logging.getLogger("emulator.guard")
+
+
+class RequestGuard:
+    """Checks vendor requests against the contracts; holds the strict settings and violations.
+
+    Attributes:
+        strict: refuse every violating request (``serve --strict``).
+    """
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.strict = settings.strict
+        self.clock = clock
+        self._strict_keys: set[str] = set()
+        self._violations: deque[dict[str, Any]] = deque(maxlen=max(1, settings.journal_size))
+        self._lock = threading.Lock()
+        self._ops: dict[tuple[str, str], contracts.Operation | None] = {}
+
+    # -- settings and records ----------------------------------------------------------------
+    def set_strict_key(self, key: str, strict: bool) -> None:
+        """Check ``key``'s requests strictly (or stop doing so)."""
+        with self._lock:
+            if strict:
+                self._strict_keys.add(key)
+            else:
+                self._strict_keys.discard(key)
+
+    def is_strict_key(self, key: str) -> bool:
+        """Whether ``key`` has the per-key strict setting."""
+        return key in self._strict_keys
+
+    def violations(self, *, vendor: str | None = None, api_key: str | None = None
+                   ) -> list[dict[str, Any]]:
+        """Recorded violations, oldest first, optionally of one vendor or key."""
+        with self._lock:
+            found = list(self._violations)
+        return [v for v in found if (vendor is None or v["vendor"] == vendor)
+                and (api_key is None or v["api_key"] == api_key)]
+
+    def clear(self) -> int:
+        """Forget the violations; returns how many there were."""
+        with self._lock:
+            n = len(self._violations)
+            self._violations.clear()
+            return n
+
+    def reset(self) -> None:
+        """Forget violations and per-key strict settings (``serve --strict`` stays)."""
+        with self._lock:
+            self._violations.clear()
+            self._strict_keys.clear()
+
+    # -- the check -----------------------------------------------------------------------------
+    def prepare(self, vendors: Iterable[str]) -> None:
+        """Load and compile the vendors' contracts now (about 0.5 s once per process), so the
+        first request does not wait for it. A vendor without a contract is not checked."""
+        for vendor in vendors:
+            contract = contracts.for_vendor(vendor)
+            if contract is None:
+                log.warning("no contract for vendor %r: its requests are not checked", vendor)
+                continue
+            for op in contract.operations.values():
+                self._ops[(vendor, op.operation_id)] = op
+
+    def operation(self, vendor: str, operation: str) -> contracts.Operation | None:
+        """The contract operation for an adapter's ``(slug, operation)``; cached."""
+        key = (vendor, operation)
+        if key not in self._ops:
+            contract = contracts.for_vendor(vendor)
+            self._ops[key] = contract.operation(operation) if contract is not None else None
+        return self._ops[key]
+
+    async def check(self, adapter: VendorAdapter, operation: str, request: Request) -> None:
+        """Check ``request`` against the contract of ``adapter``'s ``operation``.
+
+        Records every problem; does nothing for an operation without a contract.
+
+        Raises:
+            InvalidInput: strict mode and the request breaks the contract (the status is the
+                contract's ``x-violation-status``, 422 by default, 400 for a body that is not
+                JSON or of another media type); the adapter renders it in its vendor's body.
+        """
+        op = self.operation(adapter.slug, operation)
+        if op is None:
+            return
+        raw = await request.body()
+        present = bool(raw.strip())
+        parsed: Any = None
+        error: str | None = None
+        if present and op.body_media and len(raw) <= JSON_BODY_LIMIT:
+            try:
+                parsed = (await run_in_threadpool(json.loads, raw)
+                          if len(raw) > _THREAD_PARSE_BYTES else json.loads(raw))
+                request.scope[JSON_KEY] = parsed
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                error = str(exc)
+        path = request.url.path
+        prefix = request.scope.get(PREFIX_KEY, "")
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix):] or "/"
+        m = op.regex.match(path)
+        path_params = m.groupdict() if m is not None else dict(request.path_params)
+        problems = op.check_request(
+            headers=request.headers, query=request.query_params, path_params=path_params,
+            content_type=request.headers.get("content-type"), body=parsed,
+            body_present=present, body_error=error)
+        if not problems:
+            return
+        key: str | None
+        try:
+            key = adapter.api_key(request)
+        except EmulatorError:
+            key = None
+        strict = self.strict or (key is not None and key in self._strict_keys)
+        refusing = [p for p in problems if p.location != "security"]
+        refused = strict and bool(refusing)
+        now = self.clock.now()
+        with self._lock:
+            for p in problems:
+                self._violations.append({
+                    "at": now, "vendor": adapter.slug, "operation": operation,
+                    "method": request.method, "path": request.url.path, "api_key": key,
+                    "location": p.location, "field": p.field, "rule": p.rule,
+                    "message": p.message, "refused": refused,
+                })
+        if refused:
+            first = refusing[0]
+            message = first.message
+            if len(refusing) > 1:
+                message += f" (and {len(refusing) - 1} more: GET /_emulator/violations)"
+            cls = ValidationFailed if first.status == 422 else InvalidInput
+            raise cls(message, status=first.status, code=first.code, field=first.field)
+
+
+__all__ = ["RequestGuard"]

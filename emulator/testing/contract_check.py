@@ -1,0 +1,193 @@
+"""The property-based contract suite: schemathesis against any base URL, per contract.
+
+``rmbg-emulator contracts check VENDOR --base-url URL [--api-key KEY]`` and the CI test run
+this same function. It runs ``schemathesis run`` (in a child process, so its global
+registrations stay there) on the contract laid out for the base URL
+(:meth:`emulator.contracts.Contract.flattened`), with:
+
+* a fixed seed and a bounded example count per operation, reproducible run to run;
+* every phase: the contract's own examples, coverage, fuzzing, and a stateful run that
+  follows the contract's ``links`` (submit -> status -> result);
+* every check: no server error, documented status codes, content types, headers and
+  response schemas, negative data rejected with a documented 4xx, valid data accepted,
+  ``ignored_auth``, unsupported methods answered 405 with ``Allow``...;
+* the hooks of :mod:`emulator.testing.schemathesis_hooks`, which keep image and webhook
+  fields on safe values (no run reaches the network).
+
+Against an emulator that accepts any key (no ``--keys``), ``ignored_auth`` cannot pass (an
+invented key is a valid key there), so it is skipped with a note; start the emulator with
+``--keys FILE`` to include it. The report is schemathesis's own, framed by a header and a
+verdict line; the exit status is 0 when every check passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+
+from emulator import contracts
+
+DEFAULT_KEY = "rmbg-contract-check"
+PHASES = ("examples", "coverage", "fuzzing", "stateful")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How the suite runs.
+
+    Attributes:
+        max_examples: test cases per operation and phase (schemathesis ``--max-examples``).
+        seed: the random seed (the same seed gives the same run).
+        phases: schemathesis phases to run.
+        exclude_checks: checks to skip (names as ``schemathesis run --checks`` lists them).
+        image_url: put this URL in every image field (a real vendor may refuse ``data:``).
+        webhook_url: put this URL in every webhook field.
+        request_timeout_s: per request, seconds.
+        report_dir: write a JUnit XML report there.
+        extra_args: more arguments for ``schemathesis run``.
+    """
+
+    max_examples: int = 25
+    seed: int = 42
+    phases: tuple[str, ...] = PHASES
+    exclude_checks: tuple[str, ...] = ()
+    image_url: str | None = None
+    webhook_url: str | None = None
+    request_timeout_s: float = 30.0
+    report_dir: Path | None = None
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def probe(base_url: str) -> dict[str, object] | None:
+    """The target's ``/_emulator/health`` when it is an rmbg-emulator, else ``None``."""
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/_emulator/health", timeout=5.0)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if response.status_code == 200 and isinstance(body, dict) and "engine" in body:
+        return body
+    return None
+
+
+def auth_config(contract: contracts.Contract, api_key: str) -> str:
+    """A ``schemathesis.toml`` giving ``api_key`` to every security scheme of the contract.
+
+    Given per scheme (not as a plain header), so schemathesis knows which header is the key
+    and can leave it out where a check needs it missing (``ignored_auth``,
+    ``missing_required_header``). An ``x-key-prefix`` (``"Key "``) is put before the key.
+    """
+    lines: list[str] = []
+    for name, scheme in contract.security_schemes().items():
+        lines.append(f"[auth.openapi.{json.dumps(name)}]")
+        if scheme.kind == "http" and scheme.prefix.strip().lower() == "bearer":
+            lines.append(f"bearer = {json.dumps(api_key)}")
+        else:
+            lines.append(f"api_key = {json.dumps(scheme.prefix + api_key)}")
+    return "\n".join(lines) + "\n"
+
+
+def command(contract_file: Path, config_file: Path, base_url: str, options: CheckOptions,
+            exclude_checks: Sequence[str]) -> list[str]:
+    """The ``schemathesis run`` command line."""
+    cmd = [
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_file),
+        "run", str(contract_file),
+        "--url", base_url.rstrip("/"),
+        "--checks", "all",
+        "--seed", str(options.seed),
+        "--max-examples", str(options.max_examples),
+        "--phases", ",".join(options.phases),
+        "--workers", "1",
+        "--generation-database", "none",
+        "--request-timeout", str(options.request_timeout_s),
+        "--suppress-health-check", "too_slow,filter_too_much,data_too_large",
+        "--no-color",
+    ]
+    if exclude_checks:
+        cmd += ["--exclude-checks", ",".join(exclude_checks)]
+    if options.report_dir is not None:
+        cmd += ["--report", "junit", "--report-dir", str(options.report_dir.resolve())]
+    cmd += list(options.extra_args)
+    return cmd
+
+
+def run(name: str, base_url: str, *, api_key: str | None = None,
+        options: CheckOptions | None = None, out: TextIO | None = None) -> int:
+    """Run the suite of contract ``name`` against ``base_url``; print the report to ``out``.
+
+    Returns:
+        0 when every check passed, else non-zero (schemathesis's exit status; 2 when the
+        suite could not start).
+
+    Raises:
+        ContractError: no such contract.
+    """
+    out = out or sys.stdout
+    options = options or CheckOptions()
+    contract = contracts.load(name)
+    try:
+        import schemathesis  # noqa: F401
+    except ImportError:
+        print("rmbg-emulator: the contract suite needs schemathesis: "
+              "pip install 'rmbg-emulator[test]'", file=out)
+        return 2
+    key = api_key or DEFAULT_KEY
+    health = probe(base_url)
+    excluded = list(options.exclude_checks)
+    notes: list[str] = []
+    if health is not None and health.get("keys") == "any" and "ignored_auth" not in excluded:
+        excluded.append("ignored_auth")
+        notes.append("ignored_auth skipped: this emulator accepts any key "
+                     "(start it with --keys FILE to include the check)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rmbg-contract-") as tmp:
+        flat = Path(tmp) / f"{name}.json"
+        flat.write_text(json.dumps(contract.flattened(base_url)), encoding="utf-8")
+        config = Path(tmp) / "schemathesis.toml"
+        config.write_text(auth_config(contract, key), encoding="utf-8")
+        cmd = command(flat, config, base_url, options, excluded)
+        env = dict(os.environ)
+        package_root = str(Path(contracts.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        env["SCHEMATHESIS_HOOKS"] = "emulator.testing.schemathesis_hooks"
+        env["RMBG_CHECK_CONTRACT"] = str(flat)
+        env.pop("RMBG_CHECK_IMAGE_URL", None)
+        env.pop("RMBG_CHECK_WEBHOOK_URL", None)
+        if options.image_url:
+            env["RMBG_CHECK_IMAGE_URL"] = options.image_url
+        if options.webhook_url:
+            env["RMBG_CHECK_WEBHOOK_URL"] = options.webhook_url
+        print(f"== contracts check {name}: {contract.title} ({contract.version})", file=out)
+        print(f"   contract: {contract.path}", file=out)
+        print(f"   target:   {base_url}"
+              + (f" (rmbg-emulator {health.get('version')}, engine {health.get('engine')})"
+                 if health else ""), file=out)
+        print(f"   operations: {', '.join(contract.operations)}", file=out)
+        print(f"   seed {options.seed}, at most {options.max_examples} examples per operation, "
+              f"phases {', '.join(options.phases)}", file=out)
+        for note in notes:
+            print(f"   note: {note}", file=out)
+        out.flush()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, check=False)
+    out.write(proc.stdout)
+    elapsed = time.monotonic() - started
+    verdict = "PASSED" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+    print(f"== contracts check {name}: {verdict} in {elapsed:.1f} s", file=out)
+    out.flush()
+    return proc.returncode
+
+
+__all__ = ["DEFAULT_KEY", "PHASES", "CheckOptions", "auth_config", "command", "probe", "run"]

@@ -1,0 +1,182 @@
+"""The contracts themselves: valid OpenAPI 3.1, consistent with the routes the emulator serves,
+examples that obey their own schemas, links and sources that resolve."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+from starlette.routing import Route
+
+from emulator import contracts
+from emulator.app import create_app
+from emulator.settings import Settings
+from emulator.vendors import load_all
+from emulator.vendors.base import VendorAdapter
+from tests.conftest import REPO
+
+NAMES = contracts.names()
+VENDOR_DOCS = REPO.parent / "shared" / "vendor-docs"
+
+
+def shape(path: str) -> str:
+    """``/v2/jobs/{id}`` and ``/v2/jobs/{job_id}`` have the same shape."""
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+def walk(node: Any, at: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = [(at, node)]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += walk(v, f"{at}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += walk(v, f"{at}/{i}")
+    return out
+
+
+def test_the_three_contracts_are_there() -> None:
+    assert {"pixazo", "apiframe", "emulator"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_is_valid_openapi_3_1(name: str) -> None:
+    contract = contracts.load(name)
+    assert contract.document["openapi"].startswith("3.1")
+    validate(contract.document)
+
+
+def test_every_vendor_adapter_has_a_contract() -> None:
+    slugs = {c.vendor for c in contracts.load_all()}
+    missing = sorted(set(load_all()) - slugs)
+    assert not missing, f"vendors without a contract in contracts/: {missing}"
+
+
+def _served(emulator: Any) -> dict[str, set[tuple[str, str, str]]]:
+    """(operation name, method, path shape on the one port) of every route, by vendor slug."""
+    out: dict[str, set[tuple[str, str, str]]] = {}
+    adapter: VendorAdapter
+    for slug, adapter in emulator.adapters.items():
+        per_host = adapter.routes()
+        found: set[tuple[str, str, str]] = set()
+        for spec in adapter.hosts:
+            for route in per_host.get(spec.key, []):
+                assert isinstance(route, Route)
+                operation = (route.name or "").split(".", 1)[1]
+                for method in route.methods or ():
+                    if method != "HEAD":
+                        found.add((operation, method, shape(spec.prefix + route.path)))
+        out[slug] = found
+    return out
+
+
+def test_every_served_vendor_route_is_in_its_contract_and_back() -> None:
+    app = create_app(Settings(engine="grabcut"))
+    for slug, served in _served(app.state.emulator).items():
+        contract = contracts.for_vendor(slug)
+        assert contract is not None
+        documented = {(op.operation_id, op.method, shape(op.prefixes[0] + op.path))
+                      for op in contract.operations.values()}
+        assert served == documented, f"{slug}: served {served} documented {documented}"
+
+
+def test_every_control_plane_route_is_in_the_emulator_contract_and_back() -> None:
+    from emulator.admin import admin_routes, file_route
+
+    app = create_app(Settings(engine="grabcut"))
+    emulator = app.state.emulator
+    served = set()
+    for route in [*admin_routes(emulator), file_route(emulator)]:
+        assert isinstance(route, Route)
+        for method in route.methods or ():
+            if method != "HEAD":
+                served.add((method, shape(route.path)))
+    documented = {(op.method, shape(op.path))
+                  for op in contracts.load("emulator").operations.values()}
+    assert served == documented
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_examples_obey_their_own_schemas(name: str) -> None:
+    resolved = contracts.load(name).resolved
+    checked = 0
+    for at, node in walk(resolved):
+        if not isinstance(node, dict) or "schema" not in node:
+            continue
+        if "/content/" not in at and "/parameters/" not in at:
+            continue
+        validator = contracts.compile_schema(node["schema"])
+        samples = [node["example"]] if "example" in node else []
+        samples += [e["value"] for e in (node.get("examples") or {}).values()
+                    if isinstance(e, dict) and "value" in e]
+        for sample in samples:
+            errors = [e.message for e in validator.iter_errors(sample)]
+            assert not errors, f"{name}{at}: example breaks its schema: {errors}"
+            checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_point_at_operations_and_parameters(name: str) -> None:
+    contract = contracts.load(name)
+    for at, node in walk(contract.resolved):
+        if not at.endswith("/links") or not isinstance(node, dict):
+            continue
+        for link_name, link in node.items():
+            target = contract.operation(link["operationId"])
+            assert target is not None, f"{at}/{link_name}"
+            names = {p.name for p in target.parameters}
+            assert set(link.get("parameters", {})) <= names, f"{at}/{link_name}"
+
+
+@pytest.mark.parametrize("name", ["pixazo", "apiframe"])
+def test_vendor_contract_has_what_the_issue_asks(name: str) -> None:
+    contract = contracts.load(name)
+    doc = contract.document
+    servers = doc["servers"]
+    assert any(s.get("x-emulator") for s in servers)
+    assert any(not s.get("x-emulator") and s["url"].startswith("https://") for s in servers)
+    submit = contract.operation("submit")
+    assert submit is not None and submit.security
+    raw = doc["paths"][submit.path]["post"]
+    assert "links" in raw["responses"]["202"]
+    assert raw["callbacks"], "webhook callback"
+    for code, spec in submit.responses.items():
+        if code.startswith(("4", "5")):
+            assert "application/json" in spec.media, f"{name} {code}: error body"
+
+
+def test_x_sources_name_existing_vendor_docs() -> None:
+    if not VENDOR_DOCS.is_dir():
+        pytest.skip("../shared/vendor-docs is not beside this checkout")
+    for name in NAMES:
+        for at, node in walk(contracts.load(name).document):
+            if at.endswith("/x-source"):
+                path = str(node).split(":", 1)[0].strip()
+                assert (REPO / path).is_file(), f"{name}{at}: {path}"
+
+
+def test_status_words_are_enums() -> None:
+    pixazo = contracts.load("pixazo").resolved["components"]["schemas"]["StatusWord"]
+    assert pixazo["enum"] == ["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "ERROR"]
+    apiframe = contracts.load("apiframe").resolved["components"]["schemas"]["StatusWord"]
+    assert set(apiframe["enum"]) == {"QUEUED", "PROCESSING", "COMPLETED", "FAILED"}
+
+
+def test_contracts_are_found_from_an_env_directory(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "only.yaml").write_text(contracts.text("pixazo").replace(
+        "x-vendor: pixazo", "x-vendor: only"), encoding="utf-8")
+    monkeypatch.setenv(contracts.ENV_DIR, str(tmp_path))
+    assert contracts.contracts_dir() == tmp_path
+    assert contracts.names() == ["only"]
+    assert contracts.load("only").vendor == "only"
+
+
+def test_unknown_contract_names_are_refused() -> None:
+    for name in ("nope", "../pyproject", "PIXAZO"):
+        with pytest.raises(contracts.ContractError):
+            contracts.path_of(name)

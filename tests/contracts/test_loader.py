@@ -1,0 +1,135 @@
+"""The contract machinery on synthetic documents: several hosts, $refs, the fast validator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emulator import contracts
+from emulator.contracts import Contract, ContractError, SchemaValidator
+
+TWO_HOSTS: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Two hosts", "version": "1"},
+    "x-vendor": "twohosts",
+    "servers": [{"url": "https://run.example"}, {"url": "http://{h}:8000", "x-emulator": True,
+                                                   "variables": {"h": {"default": "x"}}}],
+    "components": {"securitySchemes": {"key": {"type": "apiKey", "in": "header",
+                                               "name": "Authorization",
+                                               "x-key-prefix": "Key "}},
+                   "schemas": {"Id": {"type": "string", "minLength": 3}}},
+    "security": [{"key": []}],
+    "paths": {
+        "/run/{id}": {"get": {"operationId": "run", "parameters": [
+            {"name": "id", "in": "path", "required": True,
+             "schema": {"$ref": "#/components/schemas/Id"}}],
+            "responses": {"200": {"description": "ok"}}}},
+        "/requests/{id}": {
+            "servers": [{"url": "https://queue.example"},
+                        {"url": "http://127.0.0.1:8000/queue", "x-emulator": True}],
+            "get": {"operationId": "status", "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "logs", "in": "query", "schema": {"type": "integer", "enum": [0, 1]}}],
+                "responses": {"200": {"description": "ok"}}}},
+    },
+}
+
+
+def test_paths_with_their_own_servers_live_under_their_prefix() -> None:
+    contract = Contract("twohosts", TWO_HOSTS)
+    status = contract.operation("status")
+    assert status is not None and status.prefixes == ("/queue",)
+    assert status.real_servers == ("https://queue.example",)
+    assert contract.match("GET", "/queue/requests/abc") == (status, True)
+    assert contract.match("GET", "/requests/abc") == (None, False)
+    assert contract.match("POST", "/queue/requests/abc") == (None, True)
+    assert status.match("/queue/requests/abc") == {"id": "abc"}
+
+
+def test_flattened_for_the_emulator_and_for_one_real_host() -> None:
+    contract = Contract("twohosts", TWO_HOSTS)
+    flat = contract.flattened("http://127.0.0.1:9000")
+    assert set(flat["paths"]) == {"/run/{id}", "/queue/requests/{id}"}
+    assert flat["servers"] == [{"url": "http://127.0.0.1:9000"}]
+    assert "servers" not in flat["paths"]["/queue/requests/{id}"]
+    real = contract.flattened("https://queue.example")
+    assert set(real["paths"]) == {"/requests/{id}"}
+    assert real["servers"] == [{"url": "https://queue.example"}]
+
+
+def test_key_prefix_and_parameter_checks() -> None:
+    contract = Contract("twohosts", TWO_HOSTS)
+    scheme = contract.security_schemes()["key"]
+    assert scheme.header_value("abc") == ("Authorization", "Key abc")
+    op = contract.operation("run")
+    assert op is not None
+    problems = op.check_request(headers={"authorization": "Key "}, query={},
+                                path_params={"id": "ab"}, content_type=None, body=None,
+                                body_present=False)
+    assert [(p.location, p.field, p.rule) for p in problems] == [
+        ("security", "Authorization", "security"), ("path", "id", "minLength")]
+    status = contract.operation("status")
+    assert status is not None
+    bad = status.check_request(headers={"authorization": "Key k"}, query={"logs": "2"},
+                               path_params={"id": "x"}, content_type=None, body=None,
+                               body_present=False)
+    assert [(p.field, p.rule) for p in bad] == [("logs", "enum")]
+    good = status.check_request(headers={"authorization": "Key k"}, query={"logs": "1"},
+                                path_params={"id": "x"}, content_type=None, body=None,
+                                body_present=False)
+    assert good == []
+
+
+def test_refs_are_resolved_and_bad_ones_refused() -> None:
+    assert contracts.dereference({"a": {"$ref": "#/b"}, "b": {"c": 1}})["a"] == {"c": 1}
+    with pytest.raises(ContractError, match="unresolvable"):
+        contracts.dereference({"a": {"$ref": "#/nope"}})
+    with pytest.raises(ContractError, match="recursive"):
+        contracts.dereference({"a": {"$ref": "#/a"}})
+    with pytest.raises(ContractError, match="only local"):
+        contracts.dereference({"a": {"$ref": "other.yaml#/x"}})
+
+
+def test_formats() -> None:
+    assert contracts.is_image_url("https://example.com/a.png")
+    assert contracts.is_image_url("data:image/png;base64,iVBORw0KGgo=")
+    assert not contracts.is_image_url("data:image/png,raw")
+    assert not contracts.is_image_url("ftp://example.com/a.png")
+    assert not contracts.is_image_url("")
+    assert contracts.is_http_url("http://127.0.0.1:9/x")
+    assert not contracts.is_http_url("http:///nohost")
+
+
+def _schemas() -> list[Any]:
+    found = []
+    for contract in contracts.load_all():
+        for op in contract.operations.values():
+            found += [v.schema for v in op.body_media.values() if v is not None]
+            found += [p.schema for p in op.parameters]
+            for spec in op.responses.values():
+                found += [v.schema for v in spec.media.values() if v is not None]
+    return found
+
+
+SCHEMAS = _schemas()
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=20) | st.sampled_from(["QUEUED", "bria-bg-remove",
+                                              "https://a.example/x.png", "2026-01-01T00:00:00Z"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["image_url", "model", "status", "error", "request_id",
+                                       "briaBgRemoveParams", "image", "jobId", "x"]),
+                      inner, max_size=4),
+    max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(index=st.integers(min_value=0, max_value=len(SCHEMAS) - 1), value=JSON)
+def test_fast_and_slow_validators_agree(index: int, value: Any) -> None:
+    validator = SchemaValidator(SCHEMAS[index])
+    assert validator.fast is not None, "jsonschema-rs is installed in the test environment"
+    assert bool(validator.fast.is_valid(value)) == bool(validator.slow.is_valid(value))
+    assert validator.is_valid(value) == bool(validator.slow.is_valid(value))

@@ -246,19 +246,19 @@ def malformed(body: bytes) -> bytes:
 
 
 def fault_error(rule: FaultRule) -> EmulatorError:
-    """The :class:`EmulatorError` an adapter renders for a status fault."""
+    """The :class:`EmulatorError` an adapter renders for a status fault (with the rule's
+    ``Retry-After``, always present on a 429)."""
     status = rule.status
     assert status is not None
     message = rule.status_message()
-    if status == 402:
-        return PaymentRequired(message)
-    if status == 429:
-        return RateLimited(message, retry_after=rule.retry_after_s())
-    if status == 401:
-        return Unauthorized(message)
-    if status == 404:
-        return NotFound(message)
-    return EmulatorError(message, status=status, code=STATUS_CODES.get(status, "http_error"))
+    retry_after = rule.retry_after_s()
+    kinds: dict[int, type[EmulatorError]] = {402: PaymentRequired, 429: RateLimited,
+                                              401: Unauthorized, 404: NotFound}
+    kind = kinds.get(status)
+    if kind is not None:
+        return kind(message, retry_after=retry_after)
+    return EmulatorError(message, status=status, code=STATUS_CODES.get(status, "http_error"),
+                         retry_after=retry_after)
 
 
 def _error_response(adapter: VendorAdapter | None, exc: EmulatorError) -> Response:

@@ -74,9 +74,8 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             count, minimum, maximum = (_bound(body, name) for name in BOUNDS)
             if count is not None and (minimum is not None or maximum is not None):
                 raise ValueError("give count, or min and/or max, not both")
-            if minimum is not None and maximum is not None and minimum > maximum:
-                raise ValueError("min must be <= max")
-            criteria = parse_criteria({k: v for k, v in body.items() if k not in BOUNDS})
+            criteria = parse_criteria({k: v for k, v in body.items() if k not in BOUNDS},
+                                      typed=True)
         except ValueError as exc:
             return _error(400, str(exc))
         return JSONResponse(journal.verify(criteria, count=count, minimum=minimum,

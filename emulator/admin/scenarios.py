@@ -7,6 +7,7 @@ scenario answers 400 and changes nothing. See :mod:`emulator.core.scenarios` for
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -32,7 +33,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                                 status_code=413)
         try:
             text = raw.decode("utf-8")
-            data = scenarios.read_text(text)
+            try:  # JSON first: YAML 1.1 would read a JSON number such as 1e+16 as a string
+                data = json.loads(text)
+            except ValueError:
+                data = scenarios.read_text(text)
             scenario = scenarios.parse(data, emulator.faults,
                                        default_name=request.query_params.get("name",
                                                                              "scenario"))

@@ -117,8 +117,12 @@ def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
         if value is None:
             values[name] = None
             continue
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value)):
+        try:
+            finite = (not isinstance(value, bool) and isinstance(value, (int, float))
+                      and math.isfinite(value))
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
             raise ValueError(f"{name} must be a finite number, got {value!r}")
         if name != "balance_usd" and value < 0:
             raise ValueError(f"{name} must be >= 0, got {value!r}")

@@ -28,6 +28,7 @@ import io
 import itertools
 import math
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ FIELDS = (*MATCH_FIELDS, *EFFECT_FIELDS, "retry_after", "message", "times", "pro
           "seed")
 
 #: Longest latency a rule may add, seconds.
-MAX_LATENCY_S = 600.0
+MAX_LATENCY_S = 1000.0
 #: Operation every vendor has: downloading a result file from the vendor's storage.
 FILE_OPERATION = "file"
 
@@ -69,7 +70,7 @@ STATUS_MESSAGES: dict[int, str] = {
     408: "request timeout",
     409: "conflict",
     422: "validation error",
-    429: "too many requests; retry after {retry_after} seconds",
+    429: "too many requests; retry after {retry_after:g} seconds",
     500: "internal server error",
     502: "bad gateway",
     503: "service temporarily unavailable",
@@ -129,7 +130,8 @@ class FaultRule:
     Attributes:
         id: ``f1``, ``f2``, ... for stored rules; ``header`` / ``key`` for per-request ones.
         status: HTTP status to answer with (400-599), in the vendor's error body.
-        retry_after: seconds for the ``Retry-After`` of a 429 (default 1).
+        retry_after: seconds for the ``Retry-After`` header of the status answer (a 429 always
+            has one: 1 s unless set).
         message: error message for ``status`` and failed jobs (a default per status).
         latency: seconds added before answering.
         job: one of :data:`JOB_FAULTS`.
@@ -188,10 +190,15 @@ class FaultRule:
         return self.times is not None and self.hits >= self.times
 
     def matches(self, vendor: str | None, operation: str | None, api_key: str | None) -> bool:
-        """True when every match field set on the rule equals the request's."""
-        return ((self.vendor is None or self.vendor == vendor)
-                and (self.operation is None or self.operation == operation)
-                and (self.api_key is None or self.api_key == api_key))
+        """True when every match field set on the rule equals the request's; ``operation``
+        also matches its dotted sub-operations (``submit`` matches ``submit.remove``)."""
+        if self.vendor is not None and self.vendor != vendor:
+            return False
+        if self.api_key is not None and self.api_key != api_key:
+            return False
+        want = self.operation
+        return want is None or (operation is not None and (
+            operation == want or operation.startswith(want + ".")))
 
     def roll(self) -> bool:
         """Draw against ``probability`` (no draw at 1.0, so the sequence stays stable)."""
@@ -207,9 +214,12 @@ class FaultRule:
         text = STATUS_MESSAGES.get(self.status, "error")
         return text.format(retry_after=self.retry_after_s())
 
-    def retry_after_s(self) -> float:
-        """``Retry-After`` seconds of a 429 (1 unless set)."""
-        return 1.0 if self.retry_after is None else self.retry_after
+    def retry_after_s(self) -> float | None:
+        """``Retry-After`` seconds of the status answer: ``retry_after``, else 1 for a 429,
+        else ``None`` (no header)."""
+        if self.retry_after is not None:
+            return self.retry_after
+        return 1.0 if self.status == 429 else None
 
     def effects(self) -> str:
         """The effects as rule text (``status=429,latency=0.5``), for the journal."""
@@ -234,13 +244,30 @@ class FaultRule:
 
 
 # -- parsing -------------------------------------------------------------------------------
-def parse_text(text: str) -> dict[str, str]:
-    """Split ``name=value,name=value`` (the header and ``fault.`` key form) into a dict.
+#: ``uniform:A:B`` (seconds, up to 999.999 each) and ``lognormal:MEDIAN:SIGMA`` (median in
+#: seconds, sigma below 10): the exact strings accepted (the control-plane contract repeats them).
+LATENCY_PATTERN = (r"^(uniform:[0-9]{1,3}(\.[0-9]{1,6})?:[0-9]{1,3}(\.[0-9]{1,6})?"
+                   r"|lognormal:[0-9]{1,3}(\.[0-9]{1,6})?:[0-9](\.[0-9]{1,6})?)$")
+#: ``delay:SECONDS`` for webhooks (up to 9999.999 s).
+WEBHOOK_DELAY_PATTERN = r"^delay:[0-9]{1,4}(\.[0-9]{1,3})?$"
+#: A name (key, message, ...) must contain something other than white space.
+NON_BLANK = re.compile(r"\S")
+#: Integer fields and their bounds; ``None``: unbounded.
+INTEGER_FIELDS: dict[str, tuple[int | None, int | None]] = {
+    "status": (400, 599), "times": (1, None), "seed": (None, None)}
+#: Number fields and their bounds.
+NUMBER_FIELDS: dict[str, tuple[float, float]] = {
+    "retry_after": (0.0, 86400.0), "probability": (0.0, 1.0)}
+
+
+def parse_text(text: str) -> dict[str, Any]:
+    """Split ``name=value,name=value`` (the header and ``fault.`` key form) into a dict, with
+    numbers turned into numbers (``status=429`` -> ``{"status": 429}``).
 
     Raises:
         RuleError: an item without ``=``, an empty name, or a name given twice.
     """
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -251,152 +278,181 @@ def parse_text(text: str) -> dict[str, str]:
             raise RuleError(f"{item!r} is not name=value (expected e.g. status=429,latency=0.5)")
         if name in out:
             raise RuleError(f"{name} is given twice")
-        out[name] = value.strip()
+        out[name] = _text_value(name, value.strip())
     if not out:
         raise RuleError("empty rule (expected e.g. status=429,latency=0.5)")
     return out
 
 
+def _text_value(name: str, value: str) -> Any:
+    if name in INTEGER_FIELDS:
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if name in NUMBER_FIELDS or name == "latency":
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _number(name: str, value: Any, *, minimum: float | None = None,
-            maximum: float | None = None, integer: bool = False) -> float:
-    if isinstance(value, bool):
+            maximum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RuleError(f"{name} must be a number, got {value!r}")
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise RuleError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise RuleError(f"{name} must be finite, got {value!r}")
-    if integer and number != int(number):
-        raise RuleError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and number < minimum:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise RuleError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
         raise RuleError(f"{name} must be >= {minimum:g}, got {value!r}")
-    if maximum is not None and number > maximum:
+    if maximum is not None and value > maximum:
         raise RuleError(f"{name} must be <= {maximum:g}, got {value!r}")
-    return number
+    return float(value)
+
+
+def _integer(name: str, value: Any) -> int:
+    low, high = INTEGER_FIELDS[name]
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RuleError(f"{name} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise RuleError(f"{name} must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise RuleError(f"{name} must be <= {high}, got {value!r}")
+    return value
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    text = value.strip().lower() if isinstance(value, str) else ""
-    if text not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise RuleError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return text
+    return value
 
 
 def parse_latency(value: Any) -> Latency:
-    """A number of seconds, ``uniform:A:B`` or ``lognormal:MEDIAN:SIGMA``.
-
-    Raises:
-        RuleError: anything else, negative or above :data:`MAX_LATENCY_S` seconds.
-    """
-    if isinstance(value, str) and ":" in value:
-        kind, _, rest = value.strip().lower().partition(":")
-        args = rest.split(":")
-        if kind not in ("uniform", "lognormal") or len(args) != 2:
-            raise RuleError(f"latency {value!r}: expected SECONDS, uniform:A:B or "
-                            "lognormal:MEDIAN:SIGMA")
-        a = _number("latency", args[0], minimum=0.0, maximum=MAX_LATENCY_S)
-        b = _number("latency", args[1], minimum=0.0,
-                    maximum=MAX_LATENCY_S if kind == "uniform" else 10.0)
-        if kind == "uniform" and b < a:
-            raise RuleError(f"latency {value!r}: B must be >= A")
-        if kind == "lognormal" and a <= 0:
-            raise RuleError(f"latency {value!r}: MEDIAN must be > 0")
-        return Latency(kind, a, b)
-    return Latency("fixed", _number("latency", value, minimum=0.0, maximum=MAX_LATENCY_S))
-
-
-def parse_webhook(value: Any) -> WebhookFault:
-    """``drop``, ``delay:SECONDS``, ``duplicate``, ``reorder``, ``forged-signature`` or
-    ``stale-timestamp``.
+    """A number of seconds (0 to :data:`MAX_LATENCY_S`), or a string matching
+    :data:`LATENCY_PATTERN`: ``uniform:A:B`` (A and B in either order) or
+    ``lognormal:MEDIAN:SIGMA``.
 
     Raises:
         RuleError: anything else.
     """
-    text = value.strip().lower() if isinstance(value, str) else ""
-    if text.startswith("delay:"):
-        return WebhookFault("delay", _number("webhook delay", text[6:], minimum=0.0,
-                                             maximum=24 * 3600.0))
-    if text == "delay":
-        raise RuleError("webhook delay needs seconds: delay:SECONDS")
+    if isinstance(value, str):
+        if not re.fullmatch(LATENCY_PATTERN, value):
+            raise RuleError(f"latency {value!r}: expected SECONDS, uniform:A:B or "
+                            "lognormal:MEDIAN:SIGMA (e.g. uniform:0.1:0.5)")
+        kind, a, b = value.split(":")
+        low, high = float(a), float(b)
+        if kind == "uniform" and high < low:
+            low, high = high, low
+        return Latency(kind, low, high)
+    return Latency("fixed", _number("latency", value, minimum=0.0, maximum=MAX_LATENCY_S))
+
+
+def parse_webhook(value: Any) -> WebhookFault:
+    """``drop``, ``delay:SECONDS`` (:data:`WEBHOOK_DELAY_PATTERN`), ``duplicate``,
+    ``reorder``, ``forged-signature`` or ``stale-timestamp``.
+
+    Raises:
+        RuleError: anything else.
+    """
+    if isinstance(value, str) and re.fullmatch(WEBHOOK_DELAY_PATTERN, value):
+        return WebhookFault("delay", float(value[6:]))
     allowed = [w for w in WEBHOOK_FAULTS if w != "delay"]
-    if text not in allowed:
-        raise RuleError(f"webhook must be one of {', '.join(allowed)} or delay:SECONDS; "
-                        f"got {value!r}")
-    return WebhookFault(text)
+    if not isinstance(value, str) or value not in allowed:
+        raise RuleError(f"webhook must be one of {', '.join(allowed)} or delay:SECONDS "
+                        f"(e.g. delay:30); got {value!r}")
+    return WebhookFault(value)
 
 
 def _name(name: str, value: Any) -> str:
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
+    if not isinstance(value, str) or not NON_BLANK.search(value):
         raise RuleError(f"{name} must be a non-empty string, got {value!r}")
-    return str(value).strip()
+    return value.strip()
+
+
+def operation_names(operations: Iterable[str]) -> set[str]:
+    """The operation names a rule may use for these operations: each name and its dotted
+    prefixes (``submit.remove`` gives ``submit.remove`` and ``submit``)."""
+    out: set[str] = set()
+    for operation in operations:
+        parts = operation.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
 
 
 def parse_rule(spec: Mapping[str, Any], catalog: Mapping[str, Iterable[str]], *,
                rule_id: str, source: str) -> FaultRule:
-    """Validate ``spec`` (JSON/YAML values or the strings of the text form) into a rule.
+    """Validate ``spec`` (JSON or YAML values, typed; see :func:`parse_text` for the text
+    form) into a rule.
 
     Args:
-        catalog: vendor slug -> its operation names; a rule naming a vendor or an operation
-            not in it is refused.
+        catalog: vendor slug -> its operation names; a rule naming a vendor, or an operation
+            that vendor does not have (a name or a dotted prefix of one: ``submit`` covers
+            fal's ``submit.remove``), is refused.
 
     Raises:
         RuleError: unknown attribute, bad value, unknown vendor or operation, or no effect.
     """
     if not isinstance(spec, Mapping):
         raise RuleError(f"a rule must be an object of attributes, got {type(spec).__name__}")
-    unknown = sorted(str(k) for k in spec if k not in FIELDS and k not in ("id",))
+    unknown = sorted(str(k) for k in spec if k not in FIELDS)
     if unknown:
         raise RuleError(f"unknown rule attribute {unknown[0]!r}; known: {', '.join(FIELDS)}")
     rule = FaultRule(id=rule_id, source=source)
     get = spec.get
-    if get("vendor") is not None:
-        rule.vendor = _name("vendor", get("vendor")).lower()
-        if rule.vendor not in catalog:
-            raise RuleError(f"unknown vendor {rule.vendor!r}; known: "
-                            f"{', '.join(sorted(catalog))}")
-    if get("operation") is not None:
-        rule.operation = _name("operation", get("operation"))
+    if "vendor" in spec:
+        vendor = get("vendor")
+        if not isinstance(vendor, str) or vendor not in catalog:
+            raise RuleError(f"unknown vendor {vendor!r}; known: {', '.join(sorted(catalog))}")
+        rule.vendor = vendor
+    if "operation" in spec:
+        operation = get("operation")
         if rule.vendor is not None:
-            ops = sorted(catalog[rule.vendor])
-            if rule.operation not in ops:
-                raise RuleError(f"vendor {rule.vendor!r} has no operation {rule.operation!r}; "
+            ops = sorted(operation_names(catalog[rule.vendor]))
+            if not isinstance(operation, str) or operation not in ops:
+                raise RuleError(f"vendor {rule.vendor!r} has no operation {operation!r}; "
                                 f"its operations are: {', '.join(ops)}")
-        elif not any(rule.operation in ops for ops in catalog.values()):
-            every = sorted({op for ops in catalog.values() for op in ops})
-            raise RuleError(f"no vendor has an operation {rule.operation!r}; operations: "
-                            f"{', '.join(every)}")
-    if get("api_key") is not None:
+        else:
+            every = sorted(operation_names(op for ops in catalog.values() for op in ops))
+            if not isinstance(operation, str) or operation not in every:
+                raise RuleError(f"no vendor has an operation {operation!r}; operations: "
+                                f"{', '.join(every)}")
+        rule.operation = operation
+    if "api_key" in spec:
         rule.api_key = _name("api_key", get("api_key"))
-    if get("status") is not None:
-        rule.status = int(_number("status", get("status"), minimum=400, maximum=599,
-                                  integer=True))
-    if get("retry_after") is not None:
-        rule.retry_after = _number("retry_after", get("retry_after"), minimum=0.0,
-                                   maximum=86400.0)
-        if rule.status != 429:
-            raise RuleError("retry_after goes with status=429")
-    if get("message") is not None:
+    if "message" in spec:
         rule.message = _name("message", get("message"))
-    if get("latency") is not None:
+    if "status" in spec:
+        rule.status = _integer("status", get("status"))
+    if "times" in spec:
+        rule.times = _integer("times", get("times"))
+    if "seed" in spec:
+        rule.seed = _integer("seed", get("seed"))
+    if "retry_after" in spec:
+        low, high = NUMBER_FIELDS["retry_after"]
+        rule.retry_after = _number("retry_after", get("retry_after"), minimum=low, maximum=high)
+    if "probability" in spec:
+        low, high = NUMBER_FIELDS["probability"]
+        rule.probability = _number("probability", get("probability"), minimum=low,
+                                   maximum=high)
+    if "latency" in spec:
         rule.latency = parse_latency(get("latency"))
-    if get("job") is not None:
+    if "job" in spec:
         rule.job = _choice("job", get("job"), JOB_FAULTS)
-    if get("connection") is not None:
+    if "connection" in spec:
         rule.connection = _choice("connection", get("connection"), CONNECTION_FAULTS)
-    if get("body") is not None:
+    if "body" in spec:
         rule.body = _choice("body", get("body"), BODY_FAULTS)
-    if get("image") is not None:
+    if "image" in spec:
         rule.image = _choice("image", get("image"), IMAGE_FAULTS)
-    if get("webhook") is not None:
+    if "webhook" in spec:
         rule.webhook = parse_webhook(get("webhook"))
-    if get("times") is not None:
-        rule.times = int(_number("times", get("times"), minimum=1, integer=True))
-    if get("probability") is not None:
-        rule.probability = _number("probability", get("probability"), minimum=0.0,
-                                   maximum=1.0)
-    if get("seed") is not None:
-        rule.seed = int(_number("seed", get("seed"), integer=True))
     rule.rng = random.Random(rule.seed)
     if rule.status is not None and rule.connection is not None:
         raise RuleError("status and connection exclude each other (a dropped connection has "
@@ -494,6 +550,14 @@ class FaultRules:
     def _refresh(self) -> None:
         self.live = any((r.request_level or r.job_level) and not r.exhausted
                         for r in self._rules)
+
+    def vendors(self) -> list[str]:
+        """The vendor slugs a rule may name, sorted."""
+        return sorted(self.catalog)
+
+    def operation_names(self) -> list[str]:
+        """Every operation name a rule may use (of some vendor, dotted prefixes included)."""
+        return sorted(operation_names(op for ops in self.catalog.values() for op in ops))
 
     def parse(self, spec: Mapping[str, Any], *, source: str, rule_id: str = "") -> FaultRule:
         """Validate a rule without storing it (``rule_id`` defaults to ``source``).

@@ -89,11 +89,13 @@ class Entry:
         return out
 
 
-def parse_criteria(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Typed criteria from JSON or query-string values; unknown names are refused.
+def parse_criteria(raw: Mapping[str, Any], *, typed: bool = False) -> dict[str, Any]:
+    """Criteria from query-string text (``typed=False``) or JSON values (``typed=True``);
+    unknown names are refused.
 
     ``status`` is an integer; ``early_retry`` a boolean; ``fault`` is ``true`` / ``false``
-    (any fault or none) or a rule id / effect text (``f3``, ``status=429``).
+    (any fault or none) or a rule id / effect text (``f3``, ``status=429``); the others are
+    strings (``method`` is compared upper-case).
 
     Raises:
         ValueError: unknown criterion or a value of the wrong type.
@@ -105,17 +107,29 @@ def parse_criteria(raw: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if name == "status":
+            if typed and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"status must be an integer, got {value!r}")
             try:
                 out[name] = int(value)
             except (TypeError, ValueError):
                 raise ValueError(f"status must be an integer, got {value!r}") from None
-        elif name in ("early_retry", "fault"):
-            flag = _bool(value)
-            if flag is None and name == "early_retry":
+        elif name == "early_retry":
+            flag = value if isinstance(value, bool) else None if typed else _bool(value)
+            if flag is None:
                 raise ValueError(f"early_retry must be true or false, got {value!r}")
-            out[name] = flag if flag is not None else str(value)
+            out[name] = flag
+        elif name == "fault":
+            if isinstance(value, bool):
+                out[name] = value
+            elif not isinstance(value, str):
+                raise ValueError(f"fault must be a boolean or a string, got {value!r}")
+            else:
+                flag = None if typed else _bool(value)
+                out[name] = value if flag is None else flag
+        elif not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
         else:
-            out[name] = value if name != "method" else str(value).upper()
+            out[name] = value.upper() if name == "method" else value
     return out
 
 
@@ -197,6 +211,8 @@ class Journal:
             low = 1 if minimum is None and maximum is None else (minimum or 0)
             ok = n >= low and (maximum is None or n <= maximum)
             expected = f"at least {low}" if maximum is None else f"{low}..{maximum}"
+            if maximum is not None and low > maximum:
+                expected += " (min above max: nothing can pass)"
         result: dict[str, Any] = {"pass": ok, "count": n, "expected": expected,
                                   "criteria": dict(criteria)}
         if not ok:

@@ -75,11 +75,13 @@ def parse(data: Any, faults: FaultRules, *, default_name: str = "scenario") -> S
                             f"{', '.join(TOP_LEVEL)}")
     if "faults" in data and "steps" in data:
         raise ScenarioError("give either faults or steps, not both")
-    name = data.get("name") or default_name
+    name = data.get("name", default_name)
     if not isinstance(name, str):
-        raise ScenarioError("name must be a string")
-    description = data.get("description") or ""
-    scenario = Scenario(name=name, description=str(description))
+        raise ScenarioError(f"name must be a string, got {name!r}")
+    description = data.get("description", "")
+    if description is not None and not isinstance(description, str):
+        raise ScenarioError(f"description must be a string, got {description!r}")
+    scenario = Scenario(name=name.strip() or default_name, description=description or "")
     defaults = data.get("defaults")
     if defaults is not None:
         scenario.defaults = _key_settings("defaults", defaults)

@@ -65,13 +65,67 @@ def safe_webhook(old: str) -> str | None:
     return f"{strategies.WEBHOOK_BASE}/example"
 
 
+#: Fault rules the suite posts (``/_emulator/faults``, ``/_emulator/scenarios``) match only
+#: this key, which no request of the run uses, so they never act on the run itself.
+INERT_KEY = "rmbg-contract-check-inert"
+_RULE_PATHS = {("POST", "/_emulator/faults"), ("POST", "/_emulator/scenarios")}
+_FAULT_CATALOG: dict[str, set[str]] | None = None
+
+
+def _fault_catalog() -> dict[str, set[str]]:
+    """Vendor -> the operation names its rules may use (what the contract cannot express)."""
+    global _FAULT_CATALOG
+    if _FAULT_CATALOG is None:
+        from emulator.app import Emulator
+        from emulator.core.faults import operation_names
+        from emulator.settings import Settings
+
+        rules = Emulator(Settings(engine="grabcut")).faults
+        _FAULT_CATALOG = {vendor: operation_names(ops) for vendor, ops in rules.catalog.items()}
+    return _FAULT_CATALOG
+
+
+def inert_rule(rule: Any) -> None:
+    """Make a well-formed fault rule inert, in place: its ``api_key`` becomes
+    :data:`INERT_KEY`, and an ``operation`` its ``vendor`` lacks (a pairing the contract's
+    schema cannot state) is dropped. Ill-formed values are left alone, so negative data stays
+    negative."""
+    if not isinstance(rule, dict):
+        return
+    key = rule.get("api_key")
+    if "api_key" not in rule or (isinstance(key, str) and key.strip()):
+        rule["api_key"] = INERT_KEY
+    vendor, operation = rule.get("vendor"), rule.get("operation")
+    catalog = _fault_catalog()
+    every = set().union(*catalog.values())
+    if (isinstance(vendor, str) and vendor in catalog and isinstance(operation, str)
+            and operation in every and operation not in catalog[vendor]):
+        del rule["operation"]
+
+
+def _inert_rules(path: tuple[str, str], body: Any) -> None:
+    if path == ("POST", "/_emulator/faults"):
+        for rule in body if isinstance(body, list) else [body]:
+            inert_rule(rule)
+    elif isinstance(body, dict):
+        for name in ("faults", "steps"):
+            if isinstance(body.get(name), list):
+                for rule in body[name]:
+                    inert_rule(rule)
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
-    """Rewrite image and webhook fields of ``case`` to safe values, in place."""
-    op = _OPERATIONS.get((str(case.method).upper(), case.path))
+    """Rewrite image and webhook fields of ``case`` to safe values, and fault rules to inert
+    ones, in place."""
+    from schemathesis.core import NOT_SET
+
+    path = (str(case.method).upper(), case.path)
+    if path in _RULE_PATHS and case.body is not NOT_SET:
+        _inert_rules(path, case.body)
+    op = _OPERATIONS.get(path)
     if op is None:
         return
-    from schemathesis.core import NOT_SET
 
     body = case.body if case.body is not NOT_SET else None
     headers = case.headers if case.headers is not None else {}

@@ -32,8 +32,8 @@ def rules() -> FaultRules:
 
 
 def test_text_form_parses_into_the_same_rule_as_json(rules: FaultRules) -> None:
-    assert parse_text("status=429, retry-after=3 ,latency=uniform:0.1:0.2") == {
-        "status": "429", "retry_after": "3", "latency": "uniform:0.1:0.2"}
+    assert parse_text("status=429, retry-after=3 ,latency=uniform:0.1:0.2,job=failed") == {
+        "status": 429, "retry_after": 3.0, "latency": "uniform:0.1:0.2", "job": "failed"}
     from_text = rules.parse_text("vendor=pixazo,operation=submit,status=429,retry_after=3",
                                  source="header")
     from_json = rules.parse({"vendor": "pixazo", "operation": "submit", "status": 429,
@@ -46,19 +46,27 @@ def test_text_form_parses_into_the_same_rule_as_json(rules: FaultRules) -> None:
     ({"vendor": "nope", "status": 500}, "unknown vendor 'nope'; known: apiframe, pixazo"),
     ({"vendor": "pixazo", "operation": "cancel", "status": 500},
      "vendor 'pixazo' has no operation 'cancel'; its operations are: file, status, submit"),
+    ({"vendor": "pixazo", "operation": "submit.remove", "status": 500},
+     "vendor 'pixazo' has no operation 'submit.remove'"),
     ({"operation": "cancel", "status": 500}, "no vendor has an operation 'cancel'"),
     ({"status": 200}, "status must be >= 400"),
-    ({"status": "abc"}, "status must be a number"),
+    ({"status": "429"}, "status must be an integer"),
     ({"status": 429.5}, "status must be an integer"),
-    ({"retry_after": 3, "status": 500}, "retry_after goes with status=429"),
+    ({"status": True}, "status must be an integer"),
+    ({"retry_after": "3", "status": 429}, "retry_after must be a number"),
     ({"latency": -1}, "latency must be >= 0"),
+    ({"latency": 10**400}, "latency must be a finite number"),
+    ({"latency": "0.5"}, "expected SECONDS, uniform:A:B or lognormal:MEDIAN:SIGMA"),
     ({"latency": "gauss:1:2"}, "expected SECONDS, uniform:A:B or lognormal:MEDIAN:SIGMA"),
-    ({"latency": "uniform:2:1"}, "B must be >= A"),
     ({"job": "exploded"}, "job must be one of failed, error, stuck, expired"),
+    ({"job": "FAILED"}, "job must be one of failed, error, stuck, expired"),
+    ({"vendor": "PIXAZO", "status": 500}, "unknown vendor 'PIXAZO'"),
+    ({"api_key": "  ", "status": 500}, "api_key must be a non-empty string"),
     ({"connection": "hangup"}, "connection must be one of reset, close"),
     ({"body": "huge"}, "body must be one of truncated, malformed, empty"),
     ({"image": "blurry"}, "image must be one of truncated-png, rgb-no-alpha, empty-alpha"),
-    ({"webhook": "delay"}, "webhook delay needs seconds"),
+    ({"webhook": "delay"}, "webhook must be one of drop, duplicate"),
+    ({"webhook": "delay:1e3"}, "or delay:SECONDS"),
     ({"webhook": "eaten"}, "webhook must be one of drop, duplicate"),
     ({"status": 500, "times": 0}, "times must be >= 1"),
     ({"status": 500, "probability": 1.5}, "probability must be <= 1"),
@@ -72,6 +80,26 @@ def test_bad_rules_are_refused_with_what_is_wrong(rules: FaultRules, spec: dict[
         rules.add(spec)
     assert message in str(caught.value)
     assert rules.rules() == [] and not rules.live
+
+
+def test_operations_match_their_dotted_sub_operations() -> None:
+    rules = FaultRules({"fal": ["submit.remove", "status", "status.stream"], "pixazo": ["submit"]})
+    rule = rules.add({"operation": "submit", "status": 503})
+    assert rule.matches("fal", "submit.remove", "k") and rule.matches("pixazo", "submit", "k")
+    assert not rule.matches("fal", "submitted", "k") and not rule.matches("fal", None, "k")
+    rules.add({"vendor": "fal", "operation": "status.stream", "status": 500})
+    with pytest.raises(RuleError) as caught:
+        rules.add({"vendor": "fal", "operation": "stream", "status": 500})
+    assert "its operations are: file, status, status.stream, submit, submit.remove" in str(
+        caught.value)
+
+
+def test_retry_after_goes_on_any_status(rules: FaultRules) -> None:
+    assert rules.parse({"status": 503, "retry_after": 30}, source="t").retry_after_s() == 30
+    assert rules.parse({"status": 503}, source="t").retry_after_s() is None
+    assert rules.parse({"status": 429}, source="t").retry_after_s() == 1.0
+    assert rules.parse({"status": 429}, source="t").status_message() == (
+        "too many requests; retry after 1 seconds")
 
 
 @pytest.mark.parametrize("text", ["", "status", "=3", "status=1,status=2"])
@@ -160,7 +188,8 @@ def test_probability_with_a_seed_is_reproducible(rules: FaultRules) -> None:
 
 def test_latency_distributions_are_seeded_and_bounded() -> None:
     assert parse_latency(0.25) == Latency("fixed", 0.25)
-    assert parse_latency("0.25").sample(random.Random(1)) == 0.25
+    assert parse_latency(0.25).sample(random.Random(1)) == 0.25
+    assert parse_latency("uniform:0.3:0.1") == Latency("uniform", 0.1, 0.3)
     uniform = parse_latency("uniform:0.1:0.3")
     draws = [uniform.sample(random.Random(7)) for _ in range(3)]
     assert draws[0] == draws[1] == draws[2] and 0.1 <= draws[0] <= 0.3

@@ -54,9 +54,9 @@ class Driver:
     def poll(self, client: httpx.Client, url: str, key: str | None = KEY) -> httpx.Response:
         return client.get(url, headers=self.headers(key))
 
-    def outcome(self, client: httpx.Client, url: str) -> dict[str, Any]:
+    def outcome(self, client: httpx.Client, url: str, key: str | None = KEY) -> dict[str, Any]:
         """One status read, plus whatever else the vendor needs to show the outcome."""
-        response = self.poll(client, url)
+        response = self.poll(client, url, key=key)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -169,10 +169,10 @@ class FalDriver(Driver):
     def poll_url(self, client: httpx.Client, response: httpx.Response) -> str:
         return str(response.json()["status_url"])
 
-    def outcome(self, client: httpx.Client, url: str) -> dict[str, Any]:
-        body = super().outcome(client, url)
+    def outcome(self, client: httpx.Client, url: str, key: str | None = KEY) -> dict[str, Any]:
+        body = super().outcome(client, url, key=key)
         if body["status"] == "COMPLETED":
-            result = client.get(body["response_url"], headers=self.headers())
+            result = client.get(body["response_url"], headers=self.headers(key))
             body = {**body, "result": result.json(), "result_status": result.status_code}
         return body
 

@@ -1,4 +1,5 @@
-"""Scenario files from the command line, and connection faults in process."""
+"""Scenario files from the command line, connection faults in process, and the fault rule
+schema of the control-plane contract."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from emulator.cli import main
 from emulator.testing.plugin import InProcessEmulator
@@ -49,8 +51,11 @@ def test_serve_with_a_scenario(tmp_path: Path) -> None:
          scenario], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         assert proc.stdout is not None
-        banner = "".join(proc.stdout.readline() for _ in range(5))
-        assert "scenario: flaky-submits (1 fault rules, 0 keys)" in banner
+        banner = []
+        while not banner or "health:" not in banner[-1]:
+            banner.append(proc.stdout.readline())
+            assert banner[-1], "".join(banner)
+        assert "  scenario: flaky-submits (1 fault rules, 0 keys)\n" in banner
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
         while True:
@@ -83,3 +88,19 @@ def test_connection_fault_in_process_raises(kind: str, error: type[Exception]) -
 
     entries = asyncio.run(scenario())
     assert [(e["operation"], e["status"]) for e in entries] == [("submit", None)]
+
+
+def test_the_contract_lists_the_vendors_and_operations_rules_may_name() -> None:
+    from emulator.app import Emulator
+    from emulator.contracts import contracts_dir
+    from emulator.core import faults
+    from emulator.settings import Settings
+
+    rules = Emulator(Settings(engine="grabcut")).faults
+    document = yaml.safe_load((contracts_dir() / "emulator.yaml").read_text(encoding="utf-8"))
+    spec = document["components"]["schemas"]["FaultRuleSpec"]["properties"]
+    assert spec["vendor"]["enum"] == rules.vendors()
+    assert spec["operation"]["enum"] == rules.operation_names()
+    assert spec["latency"]["oneOf"][1]["pattern"] == faults.LATENCY_PATTERN
+    assert spec["webhook"]["oneOf"][1]["pattern"] == faults.WEBHOOK_DELAY_PATTERN
+    assert set(spec) == set(faults.FIELDS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -60,6 +61,20 @@ def _number(body: dict[str, Any], key: str, *, minimum: float = 0.0) -> float | 
     if value < minimum:
         return f"{key} must be >= {minimum:g}"
     return float(value)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(handlers: dict[str, Handler]) -> Handler:
+    """One endpoint for several methods on a path (one route, so a 405 lists them all in
+    ``Allow``); ``HEAD`` goes to ``GET``."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return endpoint
 
 
 def file_route(emulator: Emulator) -> Route:

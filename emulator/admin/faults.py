@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.admin.core import by_method
 from emulator.core.faults import RuleError
 
 if TYPE_CHECKING:
@@ -73,9 +74,8 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         return JSONResponse({"deleted": ids})
 
     return [
-        Route(PREFIX, add, methods=["POST"]),
-        Route(PREFIX, listing, methods=["GET"]),
-        Route(PREFIX, delete_all, methods=["DELETE"]),
-        Route(PREFIX + "/{rule_id}", one, methods=["GET"]),
-        Route(PREFIX + "/{rule_id}", delete_one, methods=["DELETE"]),
+        Route(PREFIX, by_method({"GET": listing, "POST": add, "DELETE": delete_all}),
+              methods=["GET", "POST", "DELETE"]),
+        Route(PREFIX + "/{rule_id}", by_method({"GET": one, "DELETE": delete_one}),
+              methods=["GET", "DELETE"]),
     ]

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.admin.core import by_method
 from emulator.core.journal import parse_criteria
 
 if TYPE_CHECKING:
@@ -30,9 +31,11 @@ def _error(status: int, detail: str) -> JSONResponse:
 
 
 def _bound(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
+    if name not in body:
         return None
+    value = body[name]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return value
@@ -82,7 +85,6 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                                            maximum=maximum))
 
     return [
-        Route(PREFIX, listing, methods=["GET"]),
-        Route(PREFIX, clear, methods=["DELETE"]),
+        Route(PREFIX, by_method({"GET": listing, "DELETE": clear}), methods=["GET", "DELETE"]),
         Route(PREFIX + "/verify", verify, methods=["POST"]),
     ]

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.admin.core import by_method
 from emulator.core import scenarios
 
 if TYPE_CHECKING:
@@ -49,7 +50,4 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def listing(request: Request) -> Response:
         return JSONResponse({"scenarios": list(emulator.scenarios)})
 
-    return [
-        Route(PREFIX, load, methods=["POST"]),
-        Route(PREFIX, listing, methods=["GET"]),
-    ]
+    return [Route(PREFIX, by_method({"GET": listing, "POST": load}), methods=["GET", "POST"])]

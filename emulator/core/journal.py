@@ -105,8 +105,12 @@ def parse_criteria(raw: Mapping[str, Any], *, typed: bool = False) -> dict[str, 
         if name not in CRITERIA:
             raise ValueError(f"unknown criterion {name!r}; known: {', '.join(CRITERIA)}")
         if value is None:
+            if typed:
+                raise ValueError(f"{name} must not be null")
             continue
         if name == "status":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
             if typed and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"status must be an integer, got {value!r}")
             try:

@@ -85,14 +85,16 @@ def parse(data: Any, faults: FaultRules, *, default_name: str = "scenario") -> S
     defaults = data.get("defaults")
     if defaults is not None:
         scenario.defaults = _key_settings("defaults", defaults)
-    keys = data.get("keys") or {}
+    keys = data.get("keys")
+    keys = {} if keys is None else keys
     if not isinstance(keys, Mapping):
         raise ScenarioError("keys must map each API key to its settings")
     for key, settings in keys.items():
         if not isinstance(key, str) or not key.strip():
             raise ScenarioError(f"keys: {key!r} is not an API key")
-        scenario.keys[key] = _key_settings(f"keys.{key}", settings or {})
-    rules = data.get("faults", data.get("steps")) or []
+        scenario.keys[key] = _key_settings(f"keys.{key}", {} if settings is None else settings)
+    rules = data.get("faults", data.get("steps"))
+    rules = [] if rules is None else rules
     if not isinstance(rules, list):
         raise ScenarioError("faults must be a list of rules")
     for i, rule in enumerate(rules):

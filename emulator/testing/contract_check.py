@@ -80,21 +80,71 @@ def probe(base_url: str) -> dict[str, object] | None:
     return None
 
 
-def auth_config(contract: contracts.Contract, api_key: str) -> str:
+def auth_config(contract: contracts.Contract, api_key: str,
+                tokens: dict[str, str] | None = None) -> str:
     """A ``schemathesis.toml`` giving ``api_key`` to every security scheme of the contract.
 
     Given per scheme (not as a plain header), so schemathesis knows which header is the key
     and can leave it out where a check needs it missing (``ignored_auth``,
     ``missing_required_header``). An ``x-key-prefix`` (``"Key "``) is put before the key.
+    A scheme found in ``tokens`` (see :func:`fetch_tokens`) gets its token instead.
     """
+    tokens = tokens or {}
     lines: list[str] = []
     for name, scheme in contract.security_schemes().items():
+        value = tokens.get(name, api_key)
         lines.append(f"[auth.openapi.{json.dumps(name)}]")
         if scheme.kind == "http" and scheme.prefix.strip().lower() == "bearer":
-            lines.append(f"bearer = {json.dumps(api_key)}")
+            lines.append(f"bearer = {json.dumps(value)}")
         else:
-            lines.append(f"api_key = {json.dumps(scheme.prefix + api_key)}")
+            lines.append(f"api_key = {json.dumps(scheme.prefix + value)}")
     return "\n".join(lines) + "\n"
+
+
+def fetch_tokens(contract: contracts.Contract, base_url: str, api_key: str, *,
+                 timeout_s: float = 30.0) -> tuple[dict[str, str], list[str]]:
+    """Tokens for the security schemes whose credential an operation issues.
+
+    A scheme says so with ``x-token-from: {operationId, pointer, query?, body?}`` (fal's
+    CDN upload takes ``Authorization: Bearer <token>`` from ``POST
+    rest.fal.ai/storage/auth/token``): that operation is called once with ``api_key`` at its
+    URL for ``base_url`` (:meth:`emulator.contracts.Contract.url_for`), and the JSON pointer
+    picks the token out of the reply.
+
+    Returns:
+        ``({scheme: token}, notes)``; a token that could not be had is left out (the scheme
+        then gets ``api_key``) and a note says why.
+    """
+    tokens: dict[str, str] = {}
+    notes: list[str] = []
+    raw_schemes = (contract.resolved.get("components") or {}).get("securitySchemes") or {}
+    for name, raw in raw_schemes.items():
+        spec = raw.get("x-token-from") if isinstance(raw, dict) else None
+        if not isinstance(spec, dict):
+            continue
+        op = contract.operation(str(spec.get("operationId", "")))
+        if op is None:
+            notes.append(f"{name}: x-token-from names no operation of the contract")
+            continue
+        headers = dict(s.header_value(api_key) for s in (op.security[0] if op.security
+                                                          else []) if s.location == "header")
+        body = spec.get("body")
+        try:
+            response = httpx.request(op.method, contract.url_for(op, base_url),
+                                     headers=headers, params=spec.get("query") or None,
+                                     json=body, timeout=timeout_s)
+            value: object = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            notes.append(f"{name}: no token from {op.operation_id}: {exc}")
+            continue
+        for part in str(spec.get("pointer", "/token")).strip("/").split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+        if response.status_code >= 400 or not isinstance(value, str) or not value:
+            notes.append(f"{name}: no token from {op.operation_id} "
+                         f"(HTTP {response.status_code}); the API key stands in")
+            continue
+        tokens[name] = value
+    return tokens, notes
 
 
 def command(contract_file: Path, config_file: Path, base_url: str, options: CheckOptions,
@@ -151,11 +201,14 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
         notes.append("ignored_auth skipped: this emulator accepts any key "
                      "(start it with --keys FILE to include the check)")
     started = time.monotonic()
+    tokens, token_notes = fetch_tokens(contract, base_url, key,
+                                       timeout_s=options.request_timeout_s)
+    notes += token_notes
     with tempfile.TemporaryDirectory(prefix="rmbg-contract-") as tmp:
         flat = Path(tmp) / f"{name}.json"
         flat.write_text(json.dumps(contract.flattened(base_url)), encoding="utf-8")
         config = Path(tmp) / "schemathesis.toml"
-        config.write_text(auth_config(contract, key), encoding="utf-8")
+        config.write_text(auth_config(contract, key, tokens), encoding="utf-8")
         cmd = command(flat, config, base_url, options, excluded)
         env = dict(os.environ)
         package_root = str(Path(contracts.__file__).resolve().parent.parent)
@@ -190,4 +243,5 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
     return proc.returncode
 
 
-__all__ = ["DEFAULT_KEY", "PHASES", "CheckOptions", "auth_config", "command", "probe", "run"]
+__all__ = ["DEFAULT_KEY", "PHASES", "CheckOptions", "auth_config", "command", "fetch_tokens",
+           "probe", "run"]

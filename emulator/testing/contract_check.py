@@ -101,6 +101,40 @@ def auth_config(contract: contracts.Contract, api_key: str,
     return "\n".join(lines) + "\n"
 
 
+#: schemathesis's own default for ``positive_data_acceptance`` (``config/_checks.py``).
+POSITIVE_STATUSES = ("2xx", "3xx", "401", "403", "404", "409", "429", "5xx")
+
+
+def state_statuses(contract: contracts.Contract) -> dict[str, list[str]]:
+    """Statuses marked ``x-state-dependent: true``, by operation id.
+
+    Such a status answers a *valid* request because of the state of what it names: fal's
+    result of a request that is not done (400), failed (422) or was cancelled (499), a
+    cancel once the request runs (400). Valid data getting one is no failure.
+    """
+    out: dict[str, list[str]] = {}
+    for op in contract.operations.values():
+        raw = ((contract.resolved.get("paths") or {}).get(op.path) or {}).get(op.method.lower())
+        responses = (raw or {}).get("responses") or {}
+        marked = [str(code) for code, spec in responses.items()
+                  if isinstance(spec, dict) and spec.get("x-state-dependent") is True]
+        if marked:
+            out[op.operation_id] = marked
+    return out
+
+
+def operations_config(contract: contracts.Contract) -> str:
+    """``[[operations]]`` tables letting valid requests get their ``x-state-dependent``
+    statuses (:func:`state_statuses`) in ``positive_data_acceptance``."""
+    lines: list[str] = []
+    for operation_id, statuses in state_statuses(contract).items():
+        allowed = [*POSITIVE_STATUSES, *statuses]
+        lines += ["[[operations]]", f"include-operation-id = {json.dumps(operation_id)}",
+                  f"checks.positive_data_acceptance.expected-statuses = {json.dumps(allowed)}",
+                  ""]
+    return "\n".join(lines)
+
+
 def fetch_tokens(contract: contracts.Contract, base_url: str, api_key: str, *,
                  timeout_s: float = 30.0) -> tuple[dict[str, str], list[str]]:
     """Tokens for the security schemes whose credential an operation issues.
@@ -208,7 +242,8 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
         flat = Path(tmp) / f"{name}.json"
         flat.write_text(json.dumps(contract.flattened(base_url)), encoding="utf-8")
         config = Path(tmp) / "schemathesis.toml"
-        config.write_text(auth_config(contract, key, tokens), encoding="utf-8")
+        config.write_text(auth_config(contract, key, tokens) + operations_config(contract),
+                          encoding="utf-8")
         cmd = command(flat, config, base_url, options, excluded)
         env = dict(os.environ)
         package_root = str(Path(contracts.__file__).resolve().parent.parent)
@@ -243,5 +278,5 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
     return proc.returncode
 
 
-__all__ = ["DEFAULT_KEY", "PHASES", "CheckOptions", "auth_config", "command", "fetch_tokens",
-           "probe", "run"]
+__all__ = ["DEFAULT_KEY", "PHASES", "POSITIVE_STATUSES", "CheckOptions", "auth_config", "command",
+           "fetch_tokens", "operations_config", "probe", "run", "state_statuses"]

@@ -209,6 +209,32 @@ class Emulator:
         return None
 
 
+    def allowed_methods(self, scope: Scope, adapter: VendorAdapter) -> list[str]:
+        """Methods the vendor host a request reached accepts on its path (a 405's ``Allow``).
+
+        Starlette answers 405 with the methods of the first route whose path matches; a host
+        that serves one path with several routes (GMI Cloud: ``POST`` submit and ``GET`` list
+        of ``.../requests``) must list them all.
+        """
+        prefix = scope.get(PREFIX_KEY, "")
+        named = self._vendor_hosts.get((Request(scope).url.hostname or "").lower())
+        if prefix:
+            specs = [s for s in adapter.hosts if s.prefix == prefix]
+        elif named is not None and named[0] is adapter:
+            specs = [named[1]]
+        else:
+            specs = [s for s in adapter.hosts if not s.prefix]
+        per_host = adapter.routes()
+        methods: set[str] = set()
+        for spec in specs:
+            for route in per_host.get(spec.key, []):
+                if isinstance(route, Route) and route.methods:
+                    match, _ = route.matches({**scope, "type": "http"})
+                    if match is not Match.NONE:
+                        methods |= route.methods
+        return sorted(methods)
+
+
 class _Prefixed:
     """ASGI wrapper recording the prefix a vendor host was reached under, and its vendor.
 
@@ -301,6 +327,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                    or emulator.adapter_for_path(request.scope))
         headers = dict(exc.headers or {})
         if adapter is not None:
+            allowed = (emulator.allowed_methods(request.scope, adapter)
+                       if exc.status_code == 405 else [])
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
             response = adapter.error_response(
                 EmulatorError(str(exc.detail), status=exc.status_code, code="http_error"))
             response.headers.update(headers)

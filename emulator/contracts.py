@@ -809,31 +809,76 @@ class Contract:
     def flattened(self, base_url: str) -> dict[str, Any]:
         """The document laid out for one base URL, for tools that take a single server.
 
-        With ``base_url`` on one of the vendor's real hosts, only that host's paths are kept.
-        Otherwise (the emulator or another mock on one port) every path is prefixed with its
-        ``x-emulator`` server's path and the servers become ``[base_url]``.
+        With ``base_url`` on one of the vendor's real hosts, only that host's paths are kept,
+        each under the path part of its real server (``https://queue.fal.run/fal-ai/bria``
+        puts ``/requests/{id}`` at ``/fal-ai/bria/requests/{id}``). Otherwise (the emulator
+        or another mock on one port) every path is prefixed with its ``x-emulator`` server's
+        path. The servers become ``[base_url]``.
+
+        A server URL with a path is how a contract gives two hosts the same path: fal's
+        ``fal.run`` and ``queue.fal.run`` both serve ``/fal-ai/bria/background/remove``, so
+        the queue's paths are written relative to ``https://queue.fal.run/fal-ai/bria``.
+
+        Raises:
+            ContractError: two paths land on the same place.
         """
         doc = copy.deepcopy(self.document)
-        host = (urlsplit(base_url).hostname or "").lower()
-        real_hosts = {(urlsplit(u).hostname or "").lower()
-                      for op in self.operations.values() for u in op.real_servers}
         new_paths: dict[str, Any] = {}
         for path, item in (doc.get("paths") or {}).items():
             ops = [op for op in self.operations.values() if op.path == path]
-            if host in real_hosts:
-                if any(host in {(urlsplit(u).hostname or "").lower() for u in op.real_servers}
-                       for op in ops):
-                    new_paths[path] = item
+            laid = self.path_at(ops[0], base_url) if ops else path
+            if laid is None:
                 continue
-            prefix = ops[0].prefixes[0] if ops else ""
             item.pop("servers", None)
             for method in HTTP_METHODS:
                 if isinstance(item.get(method), dict):
                     item[method].pop("servers", None)
-            new_paths[prefix + path] = item
+            if laid in new_paths:
+                raise ContractError(f"{self.name}: {path} and another path both land on "
+                                    f"{laid} for {base_url}")
+            new_paths[laid] = item
         doc["paths"] = new_paths
         doc["servers"] = [{"url": base_url.rstrip("/")}]
         return doc
+
+    def real_hosts(self) -> set[str]:
+        """Host names of the vendor's real servers (lower case)."""
+        return {(urlsplit(u).hostname or "").lower()
+                for op in self.operations.values() for u in op.real_servers}
+
+    def path_at(self, op: Operation, base_url: str) -> str | None:
+        """Where ``op``'s path template lies below ``base_url`` (see :meth:`flattened`).
+
+        ``None`` when ``base_url`` is one of the vendor's real hosts and ``op`` lives on
+        another of them.
+        """
+        parts = urlsplit(base_url)
+        host = (parts.hostname or "").lower()
+        if host not in self.real_hosts():
+            return op.prefixes[0] + op.path
+        base_path = parts.path.rstrip("/")
+        for url in op.real_servers:
+            server = urlsplit(url)
+            if (server.hostname or "").lower() != host:
+                continue
+            server_path = server.path.rstrip("/")
+            if server_path.startswith(base_path):
+                return server_path[len(base_path):] + op.path
+        return None
+
+    def url_for(self, op: Operation, base_url: str) -> str:
+        """Absolute URL of ``op``'s path template for a run against ``base_url``.
+
+        On the emulator (or a mock on one port): ``base_url`` + prefix + path. When
+        ``base_url`` is one of the vendor's real hosts: the operation's own real server (which
+        may be another host of the vendor, e.g. ``rest.fal.ai`` for fal's storage token).
+        """
+        if (urlsplit(base_url).hostname or "").lower() not in self.real_hosts():
+            return base_url.rstrip("/") + op.prefixes[0] + op.path
+        at = self.path_at(op, base_url)
+        if at is not None:
+            return base_url.rstrip("/") + at
+        return op.real_servers[0] + op.path
 
 
 class ContractSet:

@@ -88,7 +88,9 @@ def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
-def test_serve_refuses_bad_flags() -> None:
+def test_serve_refuses_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["serve", "--progression", "sometimes"]) == 2
-    assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2 or (
-        MODELS_DIR is not None)
+    # no weights anywhere (RMBG_EMULATOR_MODELS would find them and serve for ever)
+    monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2

@@ -80,21 +80,105 @@ def probe(base_url: str) -> dict[str, object] | None:
     return None
 
 
-def auth_config(contract: contracts.Contract, api_key: str) -> str:
+def auth_config(contract: contracts.Contract, api_key: str,
+                tokens: dict[str, str] | None = None) -> str:
     """A ``schemathesis.toml`` giving ``api_key`` to every security scheme of the contract.
 
     Given per scheme (not as a plain header), so schemathesis knows which header is the key
     and can leave it out where a check needs it missing (``ignored_auth``,
     ``missing_required_header``). An ``x-key-prefix`` (``"Key "``) is put before the key.
+    A scheme found in ``tokens`` (see :func:`fetch_tokens`) gets its token instead.
     """
+    tokens = tokens or {}
     lines: list[str] = []
     for name, scheme in contract.security_schemes().items():
+        value = tokens.get(name, api_key)
         lines.append(f"[auth.openapi.{json.dumps(name)}]")
         if scheme.kind == "http" and scheme.prefix.strip().lower() == "bearer":
-            lines.append(f"bearer = {json.dumps(api_key)}")
+            lines.append(f"bearer = {json.dumps(value)}")
         else:
-            lines.append(f"api_key = {json.dumps(scheme.prefix + api_key)}")
+            lines.append(f"api_key = {json.dumps(scheme.prefix + value)}")
     return "\n".join(lines) + "\n"
+
+
+#: schemathesis's own default for ``positive_data_acceptance`` (``config/_checks.py``).
+POSITIVE_STATUSES = ("2xx", "3xx", "401", "403", "404", "409", "429", "5xx")
+
+
+def state_statuses(contract: contracts.Contract) -> dict[str, list[str]]:
+    """Statuses marked ``x-state-dependent: true``, by operation id.
+
+    Such a status answers a *valid* request because of the state of what it names: fal's
+    result of a request that is not done (400), failed (422) or was cancelled (499), a
+    cancel once the request runs (400). Valid data getting one is no failure.
+    """
+    out: dict[str, list[str]] = {}
+    for op in contract.operations.values():
+        raw = ((contract.resolved.get("paths") or {}).get(op.path) or {}).get(op.method.lower())
+        responses = (raw or {}).get("responses") or {}
+        marked = [str(code) for code, spec in responses.items()
+                  if isinstance(spec, dict) and spec.get("x-state-dependent") is True]
+        if marked:
+            out[op.operation_id] = marked
+    return out
+
+
+def operations_config(contract: contracts.Contract) -> str:
+    """``[[operations]]`` tables letting valid requests get their ``x-state-dependent``
+    statuses (:func:`state_statuses`) in ``positive_data_acceptance``."""
+    lines: list[str] = []
+    for operation_id, statuses in state_statuses(contract).items():
+        allowed = [*POSITIVE_STATUSES, *statuses]
+        lines += ["[[operations]]", f"include-operation-id = {json.dumps(operation_id)}",
+                  f"checks.positive_data_acceptance.expected-statuses = {json.dumps(allowed)}",
+                  ""]
+    return "\n".join(lines)
+
+
+def fetch_tokens(contract: contracts.Contract, base_url: str, api_key: str, *,
+                 timeout_s: float = 30.0) -> tuple[dict[str, str], list[str]]:
+    """Tokens for the security schemes whose credential an operation issues.
+
+    A scheme says so with ``x-token-from: {operationId, pointer, query?, body?}`` (fal's
+    CDN upload takes ``Authorization: Bearer <token>`` from ``POST
+    rest.fal.ai/storage/auth/token``): that operation is called once with ``api_key`` at its
+    URL for ``base_url`` (:meth:`emulator.contracts.Contract.url_for`), and the JSON pointer
+    picks the token out of the reply.
+
+    Returns:
+        ``({scheme: token}, notes)``; a token that could not be had is left out (the scheme
+        then gets ``api_key``) and a note says why.
+    """
+    tokens: dict[str, str] = {}
+    notes: list[str] = []
+    raw_schemes = (contract.resolved.get("components") or {}).get("securitySchemes") or {}
+    for name, raw in raw_schemes.items():
+        spec = raw.get("x-token-from") if isinstance(raw, dict) else None
+        if not isinstance(spec, dict):
+            continue
+        op = contract.operation(str(spec.get("operationId", "")))
+        if op is None:
+            notes.append(f"{name}: x-token-from names no operation of the contract")
+            continue
+        headers = dict(s.header_value(api_key) for s in (op.security[0] if op.security
+                                                          else []) if s.location == "header")
+        body = spec.get("body")
+        try:
+            response = httpx.request(op.method, contract.url_for(op, base_url),
+                                     headers=headers, params=spec.get("query") or None,
+                                     json=body, timeout=timeout_s)
+            value: object = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            notes.append(f"{name}: no token from {op.operation_id}: {exc}")
+            continue
+        for part in str(spec.get("pointer", "/token")).strip("/").split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+        if response.status_code >= 400 or not isinstance(value, str) or not value:
+            notes.append(f"{name}: no token from {op.operation_id} "
+                         f"(HTTP {response.status_code}); the API key stands in")
+            continue
+        tokens[name] = value
+    return tokens, notes
 
 
 def command(contract_file: Path, config_file: Path, base_url: str, options: CheckOptions,
@@ -151,11 +235,15 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
         notes.append("ignored_auth skipped: this emulator accepts any key "
                      "(start it with --keys FILE to include the check)")
     started = time.monotonic()
+    tokens, token_notes = fetch_tokens(contract, base_url, key,
+                                       timeout_s=options.request_timeout_s)
+    notes += token_notes
     with tempfile.TemporaryDirectory(prefix="rmbg-contract-") as tmp:
         flat = Path(tmp) / f"{name}.json"
         flat.write_text(json.dumps(contract.flattened(base_url)), encoding="utf-8")
         config = Path(tmp) / "schemathesis.toml"
-        config.write_text(auth_config(contract, key), encoding="utf-8")
+        config.write_text(auth_config(contract, key, tokens) + operations_config(contract),
+                          encoding="utf-8")
         cmd = command(flat, config, base_url, options, excluded)
         env = dict(os.environ)
         package_root = str(Path(contracts.__file__).resolve().parent.parent)
@@ -190,4 +278,5 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
     return proc.returncode
 
 
-__all__ = ["DEFAULT_KEY", "PHASES", "CheckOptions", "auth_config", "command", "probe", "run"]
+__all__ = ["DEFAULT_KEY", "PHASES", "POSITIVE_STATUSES", "CheckOptions", "auth_config", "command",
+           "fetch_tokens", "operations_config", "probe", "run", "state_statuses"]

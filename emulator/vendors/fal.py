@@ -226,17 +226,14 @@ class FalAdapter(VendorAdapter):
         if endpoint == "remove":
             return Task("remove", (source,)), metadata, None
         ref = body.get("ref_image_url", "")
-        if ref is None:
-            ref = ""
-        if not isinstance(ref, str):
+        if not isinstance(ref, str):  # null too: the page gives a string with a default
             raise ValidationFailed("Input should be a valid string", field="ref_image_url",
                                    code="string_type")
         prompt = body.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
             raise ValidationFailed("Input should be a valid string", field="prompt",
                                    code="string_type")
-        if body.get("negative_prompt") is not None and not isinstance(body["negative_prompt"],
-                                                                      str):
+        if not isinstance(body.get("negative_prompt", ""), str):
             raise ValidationFailed("Input should be a valid string", field="negative_prompt",
                                    code="string_type")
         _boolean(body, "refine_prompt", True)
@@ -607,9 +604,15 @@ class FalAdapter(VendorAdapter):
 
 
 def _boolean(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
+    """``body[name]`` or ``default`` when absent; an explicit null is refused, as fal's
+    models (a boolean with a default, fal.txt Input Schema) refuse it.
+
+    Raises:
+        ValidationFailed: not a boolean.
+    """
+    if name not in body:
         return default
+    value = body[name]
     if not isinstance(value, bool):
         raise ValidationFailed("Input should be a valid boolean", field=name,
                                code="bool_type")
@@ -617,9 +620,16 @@ def _boolean(body: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = body.get(name)
-    if value is None:
+    """``body[name]`` or ``default`` when absent (null refused, as :func:`_boolean`).
+
+    Raises:
+        ValidationFailed: not an integer, or outside ``[low, high]``.
+    """
+    if name not in body:
         return default
+    value = body[name]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 is an integer, to JSON Schema and to fal's (pydantic) models
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed("Input should be a valid integer", field=name, code="int_type")
     if not low <= value <= high:

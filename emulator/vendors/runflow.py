@@ -115,9 +115,7 @@ class RunflowAdapter(VendorAdapter):
             raise ValidationFailed("Field required", field="input.image_url")
         source = parse_source(payload["image_url"], field="input.image_url")
         sync_mode = payload.get("sync_mode", False)
-        if sync_mode is None:
-            sync_mode = False
-        if not isinstance(sync_mode, bool):
+        if not isinstance(sync_mode, bool):  # null too: the page types it boolean, not "| null"
             raise ValidationFailed("Input should be a valid boolean", field="input.sync_mode")
         callback = body.get("callback_url")
         if callback is not None:

@@ -30,7 +30,7 @@ from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
-from emulator.core.webhooks import Secrets, WebhookOutbox
+from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
 from emulator.errors import EmulatorError
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
@@ -57,6 +57,7 @@ class Emulator:
         self.jobs.local_resolver = self.resolve_local
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
         self.secrets = Secrets()
+        self.webhooks.hooks.append(self._webhook_fault)
         self.jobs.final_listeners.append(self._on_final)
         self.guard = RequestGuard(settings, self.clock)
         self.adapters: dict[str, VendorAdapter] = {
@@ -111,6 +112,34 @@ class Emulator:
         """Absolute URLs of ``job``'s outputs under ``origin`` (``scheme://host:port``)."""
         base = origin or f"http://{self.settings.host}:{self.settings.port}"
         return [f"{base}{FILES_PATH}/{job.vendor}/{f.name}" for f in job.outputs]
+
+    def _webhook_fault(self, delivery: Delivery) -> list[Delivery]:
+        """Apply the first matching ``webhook`` fault rule to a delivery being queued.
+
+        ``drop`` (journaled as dropped, never sent), ``delay:S`` (S seconds later on the
+        emulator's clock), ``duplicate`` (sent twice), ``reorder`` (held until the next
+        delivery is queued, then sent after it), ``forged-signature`` (signature headers
+        replaced by random hex of the same length), ``stale-timestamp`` (timestamp and its
+        signature made one hour old: the signature still verifies).
+        """
+        taken = self.faults.take_webhook_fault(delivery.vendor, delivery.api_key)
+        if taken is None:
+            return [delivery]
+        _, fault = taken
+        delivery.faults.append(str(fault))
+        if fault.kind == "drop":
+            delivery.state, delivery.next_at = "dropped", None
+        elif fault.kind == "delay":
+            delivery.next_at = (delivery.next_at or self.clock.now()) + fault.delay_s
+        elif fault.kind == "duplicate":
+            return [delivery, self.webhooks.copy(delivery)]
+        elif fault.kind == "reorder":
+            self.webhooks.hold(delivery)
+        elif fault.kind == "forged-signature":
+            delivery.forge_signature = True
+        elif fault.kind == "stale-timestamp":
+            delivery.time_shift_s = -3600.0
+        return [delivery]
 
     async def _on_final(self, job: Job) -> None:
         adapter = self.adapters.get(job.vendor)

@@ -111,6 +111,8 @@ class Delivery:
     faults: list[str] = field(default_factory=list)
     resend_of: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    forge_signature: bool = False
+    time_shift_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """JSON view for ``GET /_emulator/webhooks``."""
@@ -198,6 +200,8 @@ class WebhookOutbox:
         self._loop_task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._held: list[Delivery] = []
+        self._waiting: dict[str, list[Delivery]] = {}
 
     async def start(self) -> None:
         """Create the HTTP client and the delivery loop."""
@@ -236,6 +240,7 @@ class WebhookOutbox:
             batch = [out for d in batch for out in hook(d)]
         for item in batch:
             self._keep(item)
+        self._release_held([d for d in batch if d.next_at is not None])
         self._wake.set()
         return batch
 
@@ -254,6 +259,8 @@ class WebhookOutbox:
         new.resend_of = old.id
         new.faults = []
         new.extra_headers = {}
+        new.forge_signature = False
+        new.time_shift_s = 0.0
         self._keep(new)
         self._wake.set()
         return new
@@ -266,6 +273,19 @@ class WebhookOutbox:
                 self._deliveries.move_to_end(oldest_id)
                 break
             del self._deliveries[oldest_id]
+
+    def hold(self, delivery: Delivery) -> None:
+        """Keep ``delivery`` back until the next delivery is queued, then send it after that
+        one (the ``reorder`` fault)."""
+        delivery.next_at = None
+        self._held.append(delivery)
+
+    def _release_held(self, after: list[Delivery]) -> None:
+        """Held deliveries go out once the first attempt of ``after[-1]`` has ended."""
+        if not self._held or not after:
+            return
+        self._waiting.setdefault(after[-1].id, []).extend(self._held)
+        self._held.clear()
 
     def get(self, delivery_id: str) -> Delivery | None:
         """The delivery with ``delivery_id``, or ``None``."""
@@ -282,6 +302,8 @@ class WebhookOutbox:
     def clear(self) -> None:
         """Forget every delivery (attempts in flight finish unseen)."""
         self._deliveries.clear()
+        self._held.clear()
+        self._waiting.clear()
 
     def pending(self) -> int:
         """Deliveries still waiting for an attempt."""
@@ -307,8 +329,12 @@ class WebhookOutbox:
         at = self.clock.now()
         headers = {"Content-Type": "application/json", **message.headers}
         if message.sign is not None:
-            headers.update(message.sign(message.body, at))
+            headers.update(message.sign(message.body, at + delivery.time_shift_s))
         headers.update(delivery.extra_headers)
+        if delivery.forge_signature:
+            for name, value in list(headers.items()):
+                if "signature" in name.lower():
+                    headers[name] = secrets.token_hex(max(1, len(value) // 2))
         status: int | None = None
         error: str | None = None
         started = time.perf_counter()
@@ -328,6 +354,9 @@ class WebhookOutbox:
         number = len(delivery.attempts) + 1
         shown = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         delivery.attempts.append(Attempt(number, at, status, round(latency, 2), error, shown))
+        for held in self._waiting.pop(delivery.id, []):
+            held.next_at = self.clock.now()
+            self._wake.set()
         if status is not None and 200 <= status < 300:
             delivery.state = "delivered"
         elif number < message.policy.attempts and message.policy.should_retry(status):

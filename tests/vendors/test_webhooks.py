@@ -216,3 +216,82 @@ def test_webhooks_fire_under_time_progression(origin: OriginServer, sink: Webhoo
         client.post("/_emulator/clock/advance", json={"seconds": 5}).raise_for_status()
         payload = sink.wait_for(1)[0].json()
     assert payload["status"] == "COMPLETED"
+
+
+def inject(client: httpx.Client, **rule: Any) -> None:
+    response = client.post("/_emulator/faults", json=rule)
+    assert response.status_code in (200, 201), response.text
+
+
+def test_fault_forged_signature_fails_verification(
+        client: httpx.Client, origin: OriginServer, sink: WebhookSink) -> None:
+    inject(client, vendor="fal", webhook="forged-signature", times=1)
+    FAL.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/f")
+    got = sink.wait_for(1)[0]
+    with pytest.raises(InvalidSignature):
+        verify_fal(client, got)
+    FAL.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/f")
+    verify_fal(client, sink.wait_for(2)[1])  # times=1: the next one is genuine
+
+
+def test_fault_stale_timestamp_is_validly_signed_but_an_hour_old(
+        client: httpx.Client, origin: OriginServer, sink: WebhookSink) -> None:
+    inject(client, vendor="fal", webhook="stale-timestamp")
+    FAL.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/f")
+    got = sink.wait_for(1)[0]
+    verify_fal(client, got)
+    assert time.time() - int(got.headers["x-fal-webhook-timestamp"]) >= 3500
+
+
+def test_fault_forged_runflow_signature(client: httpx.Client, origin: OriginServer,
+                                        sink: WebhookSink) -> None:
+    secret = client.post("/v1/callback-secrets", json={"label": "x"},
+                         headers=RUNFLOW.headers()).json()["plain_secret"]
+    inject(client, vendor="runflow", webhook="forged-signature")
+    RUNFLOW.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/r")
+    got = sink.wait_for(1)[0]
+    expected = hmac.new(secret.encode(), got.body, hashlib.sha256).hexdigest()
+    assert len(got.headers["runflow-signature"]) == 64
+    assert got.headers["runflow-signature"] != expected
+
+
+def test_fault_drop_and_duplicate(client: httpx.Client, origin: OriginServer,
+                                  sink: WebhookSink) -> None:
+    inject(client, vendor="apiframe", webhook="drop", times=1)
+    dropped = APIFRAME.job_id(APIFRAME.submit_with_webhook(
+        client, f"{origin.url}/small.png", f"{sink.url}/a"))
+    assert wait_deliveries(client, dropped, state="dropped")[0]["faults"] == ["drop"]
+    inject(client, vendor="apiframe", webhook="duplicate", times=1)
+    twice = APIFRAME.job_id(APIFRAME.submit_with_webhook(
+        client, f"{origin.url}/small.png", f"{sink.url}/a"))
+    got = sink.wait_for(2)
+    assert len(got) == 2 and got[0].body == got[1].body
+    assert got[0].json()["jobId"] == twice
+    assert len(wait_deliveries(client, twice, state="delivered")) == 2
+
+
+def test_fault_delay_on_the_virtual_clock(virtual: EmulatorServer, origin: OriginServer) -> None:
+    with WebhookSink() as sink, httpx.Client(base_url=virtual.url) as client:
+        client.post("/_emulator/reset")
+        inject(client, vendor="pixazo", webhook="delay:30")
+        job_id = PIXAZO.job_id(PIXAZO.submit_with_webhook(client, f"{origin.url}/small.png",
+                                                          f"{sink.url}/p"))
+        queued = wait_deliveries(client, job_id)[0]
+        assert queued["faults"] == ["delay:30"]
+        assert queued["next_at"] - queued["created_at"] == pytest.approx(30)
+        assert sink.wait_for(1, timeout_s=0.5) == []
+        client.post("/_emulator/clock/advance", json={"seconds": 30})
+        assert len(sink.wait_for(1)) == 1
+
+
+def test_fault_reorder_sends_the_held_delivery_after_the_next(
+        client: httpx.Client, origin: OriginServer, sink: WebhookSink) -> None:
+    inject(client, vendor="pixazo", webhook="reorder", times=1)
+    first = PIXAZO.job_id(PIXAZO.submit_with_webhook(client, f"{origin.url}/small.png",
+                                                     f"{sink.url}/1"))
+    wait_deliveries(client, first)
+    assert sink.wait_for(1, timeout_s=0.5) == []
+    second = PIXAZO.job_id(PIXAZO.submit_with_webhook(client, f"{origin.url}/small.png",
+                                                      f"{sink.url}/2"))
+    got = sink.wait_for(2)
+    assert [g.json()["request_id"] for g in got] == [second, first]

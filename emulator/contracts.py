@@ -21,12 +21,21 @@ Conventions the machinery relies on (a new vendor needs only a new contract file
   (``VendorAdapter.route(..., operation="submit")``).
 * Servers marked ``x-emulator: true`` give where the emulator serves a path: the path part of
   their URL is the prefix on the one port (``""`` for a vendor's main host, ``/queue``...). A
-  path or operation may have its own ``servers`` (a vendor with several hosts).
+  path or operation may have its own ``servers`` (a vendor with several hosts). A real server
+  URL may carry a path too (``https://queue.fal.run/fal-ai/bria``): its paths are written
+  below it, which is how two hosts serve the same path (fal's ``fal.run`` and
+  ``queue.fal.run`` both have ``/fal-ai/bria/background/remove``); :meth:`Contract.flattened`
+  puts the server's path back for a run against that host.
 * ``format: image-url`` (an http(s) URL or a ``data:`` URI of an image) and
   ``format: webhook-url`` (an http(s) URL) mark the fields that property-based runs fill with
   safe values, so no run reaches the network.
 * ``x-violation-status`` / ``x-violation-code`` on a schema: the status and code a strict-mode
   violation of that schema gets (default 422, ``contract_violation``).
+* ``x-state-dependent: true`` on a response: a *valid* request may get this status because of
+  the state of what it names (fal's result of a request not done yet: 400); the property-based
+  suite accepts it for valid data (:mod:`emulator.testing.contract_check`).
+* ``x-token-from: {operationId, pointer, query?, body?}`` on a security scheme: its credential
+  is a token that operation issues (fal's CDN upload token); the suite fetches one.
 """
 
 from __future__ import annotations

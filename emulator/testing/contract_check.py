@@ -12,7 +12,10 @@ registrations stay there) on the contract laid out for the base URL
   response schemas, negative data rejected with a documented 4xx, valid data accepted,
   ``ignored_auth``, unsupported methods answered 405 with ``Allow``...;
 * the hooks of :mod:`emulator.testing.schemathesis_hooks`, which keep image and webhook
-  fields on safe values (no run reaches the network).
+  fields on safe values (no run reaches the network);
+* statuses a contract marks ``x-state-dependent`` accepted for valid data of their operation
+  (a result that is not ready, a cancel too late), and a token fetched for every security
+  scheme with ``x-token-from`` (fal's CDN upload), so uploads run with a real credential.
 
 Against an emulator that accepts any key (no ``--keys``), ``ignored_auth`` cannot pass (an
 invented key is a valid key there), so it is skipped with a note; start the emulator with

@@ -155,7 +155,9 @@ class ContractRequest:
         path: the path on the emulator, parameters filled in.
         headers: headers, the vendor's auth header included.
         query: query parameters.
-        body: the JSON body, or ``None`` when the operation takes none (``has_body`` False).
+        body: the JSON body, the raw bytes for a body of another media type (fal's CDN
+            upload), or ``None`` when the operation takes none (``has_body`` False).
+        media_type: the body's media type (``application/json``, ``image/png``...).
     """
 
     vendor: str
@@ -166,11 +168,16 @@ class ContractRequest:
     query: Mapping[str, Any] = field(default_factory=dict)
     body: Any = None
     has_body: bool = False
+    media_type: str | None = None
 
     def send(self, client: httpx.Client) -> httpx.Response:
         """Send it with ``client`` (whose ``base_url`` is the emulator's)."""
         kwargs: dict[str, Any] = {"headers": dict(self.headers), "params": dict(self.query)}
-        if self.has_body:
+        if self.has_body and isinstance(self.body, bytes):
+            kwargs["content"] = self.body
+            kwargs["headers"].setdefault("Content-Type",
+                                         self.media_type or "application/octet-stream")
+        elif self.has_body:
             kwargs["json"] = self.body
         return client.request(self.method, self.path, **kwargs)
 
@@ -246,6 +253,12 @@ def _for_operation(contract: contracts.Contract, op: contracts.Operation, schema
         query = dict(case.query or {})
         has_body = case.body is not NOT_SET
         body = copy.deepcopy(case.body) if has_body else None
+        media_type = case.media_type if has_body else None
+        raw = getattr(body, "data", None)
+        if isinstance(body, str) and isinstance(raw, bytes):
+            body = raw  # schemathesis's Binary: a binary body (format: binary)
+        if has_body and media_type and "*" in media_type:
+            media_type = "application/octet-stream"
         for fmt, strategy in ((contracts.IMAGE_URL, images),
                               (contracts.WEBHOOK_URL, webhooks)):
 
@@ -256,7 +269,8 @@ def _for_operation(contract: contracts.Contract, op: contracts.Operation, schema
         headers.update(auth)
         return ContractRequest(vendor=contract.name, operation=op.operation_id,
                                method=op.method, path=case.formatted_path, headers=headers,
-                               query=query, body=body, has_body=has_body)
+                               query=query, body=body, has_body=has_body,
+                               media_type=media_type)
 
     return build()
 

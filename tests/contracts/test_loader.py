@@ -60,6 +60,51 @@ def test_flattened_for_the_emulator_and_for_one_real_host() -> None:
     assert real["servers"] == [{"url": "https://queue.example"}]
 
 
+SAME_PATH: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "One path on two hosts", "version": "1"},
+    "servers": [{"url": "https://run.example"}, {"url": "http://x:8000", "x-emulator": True}],
+    "paths": {
+        "/app/go": {"post": {"operationId": "run", "responses": {"200": {"description": "ok"}}}},
+        "/go": {
+            "servers": [{"url": "https://queue.example/app"},
+                        {"url": "http://x:8000/queue/app", "x-emulator": True}],
+            "post": {"operationId": "submit", "responses": {"200": {"description": "ok"}}}},
+    },
+}
+
+
+def test_a_server_path_lets_two_hosts_serve_the_same_path() -> None:
+    """fal's run and queue hosts both serve /fal-ai/bria/background/remove: the queue's
+    paths are written below its server's path, and every layout puts them back."""
+    contract = Contract("samepath", SAME_PATH)
+    run, submit = contract.operation("run"), contract.operation("submit")
+    assert run is not None and submit is not None
+    assert submit.prefixes == ("/queue/app",)
+    assert contract.match("POST", "/queue/app/go") == (submit, True)
+    assert contract.match("POST", "/app/go") == (run, True)
+    assert set(contract.flattened("http://127.0.0.1:9")["paths"]) == {"/app/go",
+                                                                      "/queue/app/go"}
+    queue = contract.flattened("https://queue.example")
+    assert set(queue["paths"]) == {"/app/go"}
+    assert "servers" not in queue["paths"]["/app/go"]
+    assert queue["paths"]["/app/go"]["post"]["operationId"] == "submit"
+    assert set(contract.flattened("https://queue.example/app")["paths"]) == {"/go"}
+    assert contract.flattened("https://run.example")["paths"]["/app/go"]["post"][
+        "operationId"] == "run"
+    assert contract.url_for(submit, "http://127.0.0.1:9/") == "http://127.0.0.1:9/queue/app/go"
+    assert contract.url_for(submit, "https://queue.example") == "https://queue.example/app/go"
+    assert contract.url_for(submit, "https://run.example") == "https://queue.example/app/go"
+    assert contract.url_for(run, "https://queue.example") == "https://run.example/app/go"
+
+
+def test_two_paths_landing_on_one_place_are_refused() -> None:
+    clash = {**SAME_PATH, "paths": {**SAME_PATH["paths"], "/queue/app/go": {
+        "get": {"operationId": "other", "responses": {"200": {"description": "ok"}}}}}}
+    with pytest.raises(ContractError, match="both land on /queue/app/go"):
+        Contract("clash", clash).flattened("http://127.0.0.1:9")
+
+
 def test_key_prefix_and_parameter_checks() -> None:
     contract = Contract("twohosts", TWO_HOSTS)
     scheme = contract.security_schemes()["key"]

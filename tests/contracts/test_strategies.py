@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,19 +26,36 @@ FAST = settings(max_examples=8, deadline=None, derandomize=True,
                                        HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("vendor", ["pixazo", "apiframe"])
+#: vendor -> (submit operation, its status, where the status is, where the image is)
+SUBMITS: dict[str, tuple[str, int, Callable[[dict[str, Any]], str],
+                         Callable[[dict[str, Any]], Any]]] = {
+    "pixazo": ("submit", 202, lambda b: httpx.URL(b["polling_url"]).path,
+               lambda body: body["image_url"]),
+    "apiframe": ("submit", 202, lambda b: f"/v2/jobs/{b['jobId']}",
+                 lambda body: body["briaBgRemoveParams"]["image"]),
+    "gmicloud": ("submit", 200,
+                 lambda b: f"/api/v1/ie/requestqueue/apikey/requests/{b['request_id']}",
+                 lambda body: body["payload"]["image"]),
+    "fal": ("submit.remove", 200, lambda b: httpx.URL(b["status_url"]).path,
+            lambda body: body["image_url"]),
+    "runflow": ("submit", 201, lambda b: f"/v1/runs/{b['id']}",
+                lambda body: body["input"]["image_url"]),
+}
+
+
+@pytest.mark.parametrize("vendor", list(SUBMITS))
 def test_drawn_submits_are_accepted_and_break_nothing(fast_emulator: EmulatorServer,
                                                       vendor: str) -> None:
+    operation, status, status_path, image_of = SUBMITS[vendor]
     seen: list[ContractRequest] = []
 
     @FAST
-    @given(request=requests(vendor, "submit", api_key=KEY))
+    @given(request=requests(vendor, operation, api_key=KEY))
     def run(request: ContractRequest) -> None:
         with checked_client(fast_emulator.url) as client:
             response = request.send(client)
-            assert response.status_code == 202, response.text
-            polled = client.get(_status_path(vendor, response.json()),
-                                headers=dict(request.headers))
+            assert response.status_code == status, response.text
+            polled = client.get(status_path(response.json()), headers=dict(request.headers))
             assert polled.status_code == 200
         seen.append(request)
 
@@ -44,21 +64,31 @@ def test_drawn_submits_are_accepted_and_break_nothing(fast_emulator: EmulatorSer
         run()
         assert client.get("/_emulator/violations").json()["violations"] == []
     assert len(seen) >= 4
-    images = [_image_of(r) for r in seen]
-    assert all(i in tiny_images() for i in images)
+    assert all(image_of(r.body) in tiny_images() for r in seen)
 
 
-def _status_path(vendor: str, body: dict[str, str]) -> str:
-    if vendor == "pixazo":
-        return httpx.URL(body["polling_url"]).path
-    return f"/v2/jobs/{body['jobId']}"
+def test_drawn_uploads_carry_their_bytes(fast_emulator: EmulatorServer) -> None:
+    """fal's CDN upload has a binary body: drawn requests send it raw (the token is the key)."""
+    with checked_client(fast_emulator.url) as client:
+        token = client.post("/rest/storage/auth/token", headers={"Authorization": f"Key {KEY}"},
+                            json={}).json()["token"]
+        sent: list[bytes] = []
+
+        @FAST
+        @given(request=requests("fal", "cdn.upload", api_key=token))
+        def run(request: ContractRequest) -> None:
+            assert isinstance(request.body, bytes) and request.media_type
+            response = request.send(client)
+            assert response.status_code == 200, response.text
+            assert client.get(response.json()["access_url"]).content == request.body
+            sent.append(request.body)
+
+        run()
+    assert len(sent) >= 4
 
 
 def _image_of(request: ContractRequest) -> str:
-    body = request.body
-    assert isinstance(body, dict)
-    return str(body["image_url"] if request.vendor == "pixazo"
-               else body["briaBgRemoveParams"]["image"])
+    return str(SUBMITS[request.vendor][3](request.body))
 
 
 @pytest.mark.parametrize("name", contracts.names())

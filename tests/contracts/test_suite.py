@@ -5,10 +5,12 @@ contract must fail the check."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -18,9 +20,15 @@ from starlette.routing import Route
 
 from emulator import contracts
 from emulator.cli import main
+from emulator.testing import contract_check
 from emulator.testing.server import EmulatorServer, free_port
 from tests.conftest import emulator_settings
 from tests.contracts.conftest import KEY
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # schemathesis needs tomli on 3.10
+    import tomli as tomllib
 
 pytest.importorskip("schemathesis")
 
@@ -45,9 +53,39 @@ def test_contract_suite_passes(fast_emulator: EmulatorServer, name: str,
     assert f"== contracts check {name}: PASSED" in out
     assert "Seed: 42" in out and "Stateful" in out
     assert "ignored_auth skipped" not in out  # this emulator accepts listed keys only
+    assert "no token" not in out  # fal's CDN upload ran with a real token
     fails = [j for j in fast_emulator.emulator.jobs.jobs() if j.error
              and "fetching the input image failed" in j.error]
     assert not fails, "a job tried the network"
+
+
+def test_tokens_are_fetched_for_schemes_that_an_operation_issues(
+        fast_emulator: EmulatorServer) -> None:
+    fal = contracts.load("fal")
+    tokens, notes = contract_check.fetch_tokens(fal, fast_emulator.url, KEY)
+    assert set(tokens) == {"cdnToken"} and notes == []
+    upload = httpx.post(f"{fast_emulator.url}/cdn/files/upload", content=b"bytes",
+                        headers={"Authorization": f"Bearer {tokens['cdnToken']}"})
+    assert upload.status_code == 200, upload.text
+    config = tomllib.loads(contract_check.auth_config(fal, KEY, tokens))
+    assert config["auth"]["openapi"] == {"falKey": {"api_key": f"Key {KEY}"},
+                                         "cdnToken": {"bearer": tokens["cdnToken"]}}
+    refused, notes = contract_check.fetch_tokens(fal, fast_emulator.url, "not-a-listed-key")
+    assert refused == {} and "HTTP 401" in notes[0]
+    assert contract_check.fetch_tokens(contracts.load("pixazo"), fast_emulator.url, KEY) == (
+        {}, [])
+
+
+def test_state_dependent_statuses_are_valid_answers_to_valid_requests() -> None:
+    fal = contracts.load("fal")
+    assert contract_check.state_statuses(fal) == {
+        "run.remove": ["499"], "run.replace": ["499"], "cancel": ["400"],
+        "result": ["400", "422", "499"]}
+    config = tomllib.loads(contract_check.operations_config(fal))
+    result = next(o for o in config["operations"] if o["include-operation-id"] == "result")
+    assert result["checks"]["positive_data_acceptance"]["expected-statuses"] == [
+        *contract_check.POSITIVE_STATUSES, "400", "422", "499"]
+    assert contract_check.operations_config(contracts.load("pixazo")) == ""
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,13 @@ def test_replace_from_a_prompt_is_deterministic(client: httpx.Client,
     ({"prompt": 3}, ["body", "prompt"]),
     ({"ref_image_url": 3}, ["body", "ref_image_url"]),
     ({"ref_image_url": "nope"}, ["body", "ref_image_url"]),
+    ({"prompt": "x", "num_images": 2.5}, ["body", "num_images"]),
+    # a field with a default is typed without null on the page: null is refused
+    ({"prompt": "x", "num_images": None}, ["body", "num_images"]),
+    ({"prompt": "x", "sync_mode": None}, ["body", "sync_mode"]),
+    ({"prompt": "x", "fast": None}, ["body", "fast"]),
+    ({"prompt": "x", "ref_image_url": None}, ["body", "ref_image_url"]),
+    ({"prompt": "x", "negative_prompt": None}, ["body", "negative_prompt"]),
 ])
 def test_replace_validation(client: httpx.Client, extra: dict[str, Any],
                             loc: list[str]) -> None:
@@ -174,6 +181,16 @@ def test_replace_validation(client: httpx.Client, extra: dict[str, Any],
                            headers=AUTH)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == loc
+
+
+def test_integral_floats_are_integers_and_null_seed_draws_one(client: httpx.Client) -> None:
+    """3.0 is an integer to JSON Schema and to fal's models; the optional seed may be null."""
+    for extra in ({"num_images": 2.0, "seed": 7.0}, {"seed": None, "prompt": None}):
+        body = {"image_url": "data:image/png;base64,AAAA", "prompt": "a beach", **extra}
+        if body["prompt"] is None:
+            body["ref_image_url"] = "https://example.com/ref.png"
+        queued = client.post(f"/queue{REPLACE}", json=body, headers=AUTH)
+        assert queued.status_code == 200, queued.text
 
 
 def test_replace_through_the_queue(client: httpx.Client, origin: OriginServer) -> None:

@@ -101,3 +101,14 @@ def test_failed_request_has_an_error_message(client: httpx.Client,
     record = client.get(f"{BASE}/{body['request_id']}", headers=auth()).json()
     assert record["status"] == "failed"
     assert "404" in record["error_message"] and record["outcome"] == {}
+
+
+def test_an_unsupported_method_lists_both_methods_of_the_path(client: httpx.Client) -> None:
+    """Submit (POST) and list (GET) share a path: a 405's Allow names both."""
+    for path in (BASE, f"{BASE}/x"):
+        response = client.delete(path, headers=auth())
+        assert response.status_code == 405 and response.json()["error"]
+    allowed = {m.strip() for m in client.put(BASE, headers=auth()).headers["allow"].split(",")}
+    assert {"GET", "POST"} <= allowed
+    one = client.post(f"{BASE}/x", headers=auth()).headers["allow"]
+    assert "POST" not in one and "GET" in one

@@ -164,6 +164,31 @@ class EmulatorHandle:
             "deliveries"]
         return deliveries
 
+    def wait_for_webhooks(self, count: int = 1, *, timeout_s: float = 10.0,
+                          **filters: Any) -> list[dict[str, Any]]:
+        """Deliveries matching ``filters`` once at least ``count`` exist and none is being
+        sent: each has ended (``delivered``, ``failed``, ``dropped``) or made an attempt and
+        waits for its next one. Deliveries go out in the background, so use this before
+        asserting on their attempts (a receiver has the request a moment before the emulator
+        records its answer).
+
+        Raises:
+            AssertionError: not so after ``timeout_s`` seconds (real time).
+        """
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.webhooks(**filters)
+            settled = all(d["state"] != "pending" or (d["attempts"] and d["next_at"] is not None)
+                          for d in found)
+            if len(found) >= count and settled:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {count} webhook deliveries settled "
+                                     f"after {timeout_s:g} s: {found}")
+            time.sleep(0.01)
+
     def resend_webhook(self, delivery_id: str) -> dict[str, Any]:
         """Deliver a recorded webhook again, as a new delivery
         (``POST /_emulator/webhooks/{id}/resend``); returns the new delivery."""

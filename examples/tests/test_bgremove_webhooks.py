@@ -156,6 +156,8 @@ def test_a_retried_delivery_is_deduplicated(
     fal.submit(image_uri, webhook_url=f"{webhook_sink.url}/hooks/fal")
     first = webhook_sink.wait_for(1)[0]
     assert receiver.handle("fal", first.headers, first.body).duplicate is False
+    (delivery,) = rmbg_emulator.wait_for_webhooks(1, vendor="fal")
+    assert [a["status"] for a in delivery["attempts"]] == [500]   # the retry: due in 7 s
     rmbg_emulator.advance(7)
     second = webhook_sink.wait_for(2)[1]
 
@@ -163,7 +165,7 @@ def test_a_retried_delivery_is_deduplicated(
 
     assert event.duplicate and event.signed
     assert first.json()["request_id"] == second.json()["request_id"]
-    (delivery,) = rmbg_emulator.webhooks(vendor="fal")
+    (delivery,) = rmbg_emulator.wait_for_webhooks(1, vendor="fal", state="delivered")
     assert [a["status"] for a in delivery["attempts"]] == [500, 200]
 
 

@@ -156,7 +156,7 @@ def test_plugin_fixtures_in_an_inner_session(pytester: pytest.Pytester) -> None:
 
 def test_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_off="def test_x(rmbg_emulator):\n    pass\n")
-    result = pytester.runpytest("-q")
+    result = pytester.runpytest("-q", "-p", "no:rmbg_emulator")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'rmbg_emulator' not found*"])
 

@@ -115,6 +115,10 @@ class RetryPolicy:
     max_retry_after_s: float = 120.0
     retry_submit_on_5xx: bool = True
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.max_retry_after_s < 0:
+            raise ValueError("a retry policy needs attempts >= 1 and max_retry_after_s >= 0")
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -127,6 +131,10 @@ class PollPolicy:
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, factor=1.5,
                                                              max_s=10.0))
     timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.timeout_s < 0:
+            raise ValueError("timeout_s must be >= 0")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

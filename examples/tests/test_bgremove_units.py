@@ -15,6 +15,8 @@ from bgremove import (
     Backoff,
     FailoverRemover,
     InvalidResult,
+    PollPolicy,
+    RetryPolicy,
     create_remover,
     data_uri,
     parse_retry_after,
@@ -100,3 +102,7 @@ def test_construction_errors() -> None:
         create_remover("pixazo", "")
     with pytest.raises(ValueError):
         FailoverRemover([])
+    with pytest.raises(ValueError, match="attempts >= 1"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError):
+        PollPolicy(timeout_s=-1)

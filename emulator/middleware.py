@@ -399,7 +399,7 @@ class FaultMiddleware:
                 operation=operation, api_key=key, key_lookup=lookup, status=recorder.status,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
                 faults=plan.journal_json() if plan is not None else None,
-                retry_after=recorder.retry_after,
+                retry_after=recorder.retry_after, ended=self.clock.now(),
             )
         except Exception:  # the journal must never break an answer
             log.exception("journal: could not record %s", scope.get("path"))

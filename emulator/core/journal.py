@@ -161,8 +161,14 @@ class Journal:
                operation: str | None, api_key: str | None, status: int | None,
                latency_ms: float, faults: list[dict[str, str]] | None = None,
                retry_after: float | None = None,
-               key_lookup: Callable[[], str | None] | None = None) -> Entry:
+               key_lookup: Callable[[], str | None] | None = None,
+               ended: float | None = None) -> Entry:
         """Add an entry (``at``: arrival on the emulator's clock, seconds).
+
+        ``ended`` is when the answer was sent, on the emulator's clock (default: ``at`` plus
+        ``latency_ms``); a 429's ``Retry-After`` counts from then. Under a virtual clock the
+        answer ends at ``at`` (the clock stands still), so a client that waits exactly
+        ``Retry-After`` on that clock is on time.
 
         ``key_lookup``, when ``api_key`` is not known yet, finds it later: when the journal is
         read, or at once when a ``Retry-After`` is pending or the answer is a 429.
@@ -171,7 +177,7 @@ class Journal:
             api_key, key_lookup = key_lookup(), None
         early = False
         if api_key is not None:
-            now = at + latency_ms / 1000.0
+            now = ended if ended is not None else at + latency_ms / 1000.0
             slot = (vendor, operation, api_key)
             deadline = self._retry_after.get(slot)
             if deadline is not None:

@@ -19,7 +19,7 @@ test's own event loop (``httpx.ASGITransport``), no port at all.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -71,8 +71,9 @@ class EmulatorHandle:
     def __init__(self, server: EmulatorServer) -> None:
         self.server = server
         self.url = server.url
-        ca = getattr(server, "ca_file", None)
-        self.ca_file: str | None = str(ca) if ca else None
+        ca = server.ca_bundle
+        self.ca_file: str | None = str(ca) if ca is not None else None
+        self._http: httpx.Client | None = None
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An httpx client on :attr:`url` (trusting the CA when TLS is on)."""
@@ -84,12 +85,20 @@ class EmulatorHandle:
         return httpx.Client(base_url=self.url, **kwargs)
 
     def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        with self.client() as c:
-            response = c.request(method, f"/_emulator{path}", **kwargs)
+        # One client per handle: making an httpx.Client (its TLS context) costs tens of ms.
+        if self._http is None:
+            self._http = self.client()
+        response = self._http.request(method, f"/_emulator{path}", **kwargs)
         if response.status_code >= 400:
             raise AssertionError(f"{method} /_emulator{path}: {response.status_code} "
                                  f"{response.text}")
         return response.json()
+
+    def close(self) -> None:
+        """Close the control-plane client (the fixture does it after each test)."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def url_for(self, vendor: str, host: str | None = None) -> str:
         """Base URL of a vendor host on the one port, prefix included.
@@ -114,11 +123,15 @@ class EmulatorHandle:
         result: dict[str, Any] = self._admin("POST", "/faults", json=rule)
         return result
 
-    def scenario(self, path: str | Path) -> dict[str, Any]:
-        """Load a scenario YAML file (``POST /_emulator/scenarios``)."""
-        text = Path(path).read_text(encoding="utf-8")
-        result: dict[str, Any] = self._admin(
-            "POST", "/scenarios", content=text, headers={"Content-Type": "application/yaml"})
+    def scenario(self, scenario: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+        """Load a scenario (``POST /_emulator/scenarios``): a YAML/JSON file's path, or the
+        scenario itself as a mapping. Returns its summary (name, keys, rules with ids)."""
+        if isinstance(scenario, Mapping):
+            result: dict[str, Any] = self._admin("POST", "/scenarios", json=dict(scenario))
+            return result
+        text = Path(scenario).read_text(encoding="utf-8")
+        result = self._admin("POST", "/scenarios", content=text.encode("utf-8"),
+                             headers={"Content-Type": "application/yaml"})
         return result
 
     def advance(self, seconds: float) -> float:
@@ -138,8 +151,11 @@ class EmulatorHandle:
             AssertionError: the journal does not match, with the near misses.
         """
         result: dict[str, Any] = self._admin("POST", "/journal/verify", json=criteria)
-        if not result.get("pass", result.get("passed", False)):
-            raise AssertionError(f"journal verify failed: {result}")
+        if not result["pass"]:
+            raise AssertionError(
+                f"journal verify failed: {result['count']} matching, expected "
+                f"{result['expected']}; criteria {result['criteria']}; near misses: "
+                f"{result.get('near_misses', [])}")
         return result
 
     def webhooks(self, **filters: Any) -> list[dict[str, Any]]:
@@ -147,6 +163,37 @@ class EmulatorHandle:
         deliveries: list[dict[str, Any]] = self._admin("GET", "/webhooks", params=filters)[
             "deliveries"]
         return deliveries
+
+    def wait_for_webhooks(self, count: int = 1, *, timeout_s: float = 10.0,
+                          **filters: Any) -> list[dict[str, Any]]:
+        """Deliveries matching ``filters`` once at least ``count`` exist and none is being
+        sent: each has ended (``delivered``, ``failed``, ``dropped``) or made an attempt and
+        waits for its next one. Deliveries go out in the background, so use this before
+        asserting on their attempts (a receiver has the request a moment before the emulator
+        records its answer).
+
+        Raises:
+            AssertionError: not so after ``timeout_s`` seconds (real time).
+        """
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.webhooks(**filters)
+            settled = all(d["state"] != "pending" or (d["attempts"] and d["next_at"] is not None)
+                          for d in found)
+            if len(found) >= count and settled:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {count} webhook deliveries settled "
+                                     f"after {timeout_s:g} s: {found}")
+            time.sleep(0.01)
+
+    def resend_webhook(self, delivery_id: str) -> dict[str, Any]:
+        """Deliver a recorded webhook again, as a new delivery
+        (``POST /_emulator/webhooks/{id}/resend``); returns the new delivery."""
+        result: dict[str, Any] = self._admin("POST", f"/webhooks/{delivery_id}/resend")
+        return result
 
     def set_balance(self, key: str, usd: float) -> dict[str, Any]:
         """Set an API key's balance in USD."""
@@ -199,6 +246,7 @@ def rmbg_emulator(request: pytest.FixtureRequest,
     for rule in kwargs.get("faults") or []:
         handle.inject(**rule)
     yield handle
+    handle.close()
 
 
 @pytest.fixture()

@@ -69,6 +69,20 @@ def test_early_retry_before_retry_after_passes() -> None:
     assert [e.early_retry for e in journal.entries()] == [False, True, False, False, False]
 
 
+def test_retry_after_counts_from_the_end_of_the_answer() -> None:
+    """Under a virtual clock the answer ends when it arrived (``ended``): a client that waits
+    exactly Retry-After on that clock is on time; by default the real latency is added."""
+    journal = Journal(10)
+    journal.record(at=100.0, method="POST", path="/x", vendor="pixazo", operation="submit",
+                   api_key="k", status=429, latency_ms=5.0, retry_after=3.0, ended=100.0)
+    _add(journal, 103.0, 202)
+    assert [e.early_retry for e in journal.entries()] == [False, False]
+    journal.clear()
+    _add(journal, 100.0, 429, retry_after=3.0)          # ended: 100.005
+    _add(journal, 103.0, 202)
+    assert [e.early_retry for e in journal.entries()] == [False, True]
+
+
 def test_key_looked_up_lazily() -> None:
     journal = Journal(10)
     calls = []

@@ -237,7 +237,6 @@ class Emulator:
                         return adapter
         return None
 
-
     def allowed_methods(self, scope: Scope, adapter: VendorAdapter) -> list[str]:
         """Methods the vendor host a request reached accepts on its path (a 405's ``Allow``).
 

@@ -87,10 +87,6 @@ def test_forged_fal_deliveries_are_rejected(
     assert receiver.handle("fal", headers, body).signed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "webhook fault rules are parsed and stored but not applied by the webhook outbox in this "
-    "branch (emulator/core/faults.py: rules_for_webhook / take_webhook_fault have no caller); "
-    "remove this marker once they are"))
 @pytest.mark.parametrize("vendor", ["fal", "runflow"])
 def test_fault_rule_forged_signature_is_rejected(
         vendor: str, make_remover: MakeRemover, rmbg_emulator: EmulatorHandle,
@@ -184,9 +180,6 @@ def test_a_resent_delivery_is_deduplicated(
     assert receiver.handle("apiframe", second.headers, second.body).duplicate
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "webhook fault rules are not applied by the webhook outbox in this branch; remove this "
-    "marker once they are"))
 def test_fault_rule_duplicate_is_deduplicated(
         make_remover: MakeRemover, rmbg_emulator: EmulatorHandle, receiver: WebhookReceiver,
         webhook_sink: WebhookSink, image_uri: str) -> None:

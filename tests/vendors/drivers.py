@@ -152,6 +152,11 @@ class GmiCloudDriver(Driver):
         return "insufficient balance" in str(body["error"])
 
 
+def detail_message(detail: Any) -> str:
+    """The message of a ``{"detail": str | [{msg, ...}]}`` error body (fal, Runflow)."""
+    return str(detail[0]["msg"]) if isinstance(detail, list) else str(detail)
+
+
 class FalDriver(Driver):
     """fal's queue: the status read says COMPLETED; the result is a second GET."""
 
@@ -182,15 +187,11 @@ class FalDriver(Driver):
 
     def error(self, body: dict[str, Any]) -> str:
         assert body["result_status"] >= 400, body
-        detail = body["result"]["detail"]
-        assert body["error"] == (detail[0]["msg"] if isinstance(detail, list) else detail), body
+        assert body["error"] == detail_message(body["result"]["detail"]), body
         return str(body["error"])
 
     def error_message(self, body: dict[str, Any]) -> str:
-        detail = body["detail"]
-        if isinstance(detail, list):
-            return str(detail[0]["msg"])
-        return str(detail)
+        return detail_message(body["detail"])
 
     def is_payment_required(self, body: dict[str, Any]) -> bool:
         return "Exhausted balance" in str(body["detail"])
@@ -222,10 +223,7 @@ class RunflowDriver(Driver):
         return str(body["failure_message"])
 
     def error_message(self, body: dict[str, Any]) -> str:
-        detail = body["detail"]
-        if isinstance(detail, list):
-            return str(detail[0]["msg"])
-        return str(detail)
+        return detail_message(body["detail"])
 
     def is_payment_required(self, body: dict[str, Any]) -> bool:
         return "Insufficient credits" in str(body["detail"])

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute
 from emulator.core.ids import iso_ms
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
-from emulator.core.webhooks import RetryPolicy, WebhookMessage
+from emulator.core.webhooks import WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, ValidationFailed
 from emulator.vendors.base import HostSpec, VendorAdapter
 
@@ -151,9 +151,8 @@ class ApiframeAdapter(VendorAdapter):
         url = job.metadata.get("webhook_url")
         if not url:
             return None
-        body = self.render_job(job, self.emulator.file_urls_at(job.origin, job))
-        return WebhookMessage(url=url, body=self.json_bytes(body), headers={},
-                              policy=RetryPolicy(source=self.source))
+        return self.unsigned_webhook(
+            url, self.render_job(job, self.emulator.file_urls_at(job.origin, job)))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The job body; also the webhook payload."""

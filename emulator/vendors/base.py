@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from emulator.core.files import StoredFile
-from emulator.core.webhooks import WebhookMessage
+from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, Unauthorized
 
 if TYPE_CHECKING:
@@ -120,6 +120,12 @@ class VendorAdapter:
                 '<Message>The specified key does not exist.</Message>'
                 f"<Key>{xml_escape(name)}</Key></Error>")
         return Response(body, status_code=404, media_type="application/xml")
+
+    def unsigned_webhook(self, url: str, body: Any) -> WebhookMessage:
+        """A JSON callback with no signature and one attempt (what a vendor page that
+        documents a callback URL but no signature or retries promises)."""
+        return WebhookMessage(url=url, body=self.json_bytes(body), headers={},
+                              policy=RetryPolicy(source=self.source))
 
     @staticmethod
     def json_bytes(content: Any) -> bytes:

@@ -34,6 +34,7 @@ from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
 from emulator.errors import EmulatorError
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
+from emulator.routing import DispatchRouter
 from emulator.settings import Settings
 from emulator.vendors import load_all
 from emulator.vendors.base import PREFIX_KEY, VENDOR_KEY, HostSpec, VendorAdapter
@@ -289,8 +290,14 @@ class EmulatorApp(Starlette):
     """The Starlette app with the fault/journal middleware outermost.
 
     Outside Starlette's own error middleware, the middleware sees the server's ``send`` (to
-    drop connections) and journals even the answers of unhandled errors.
+    drop connections) and journals even the answers of unhandled errors. Its router is a
+    :class:`~emulator.routing.DispatchRouter` (Starlette's routing, minus the routes that
+    cannot match).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.router = DispatchRouter(self.router.routes, lifespan=self.router.lifespan_context)
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack wrapped in :class:`~emulator.middleware.FaultMiddleware`."""

@@ -9,6 +9,7 @@ property-based suite against any base URL).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -182,6 +183,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
     print(f"  docs: {DOCS_URL}", flush=True)
+    # What start-up built (contracts and their compiled schemas, adapters, samples: ~50,000
+    # objects) lives as long as the process: keep it out of the garbage collector's full
+    # passes, which otherwise stall the event loop for tens of milliseconds under load
+    # (docs/PERFORMANCE.md).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
                 ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0

@@ -21,7 +21,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
+from starlette.types import Scope
 
 from emulator import contracts
 from emulator.core.clock import Clock
@@ -33,6 +35,18 @@ if TYPE_CHECKING:
     from emulator.vendors.base import VendorAdapter
 
 _THREAD_PARSE_BYTES = 256 * 1024
+_NO_QUERY = QueryParams()
+
+
+def _may_have_body(scope: Scope) -> bool:
+    """Whether the request announces a body: a non-zero ``Content-Length`` or any
+    ``Transfer-Encoding``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
 log = logging.getLogger("emulator.guard")
 
 
@@ -118,7 +132,10 @@ class RequestGuard:
         op = self.operation(adapter.slug, operation)
         if op is None:
             return
-        raw = await request.body()
+        scope = request.scope
+        # A request without Content-Length or Transfer-Encoding has no body (RFC 9112, 6.3):
+        # a status poll skips reading it.
+        raw = await request.body() if _may_have_body(scope) else b""
         present = bool(raw.strip())
         parsed: Any = None
         error: str | None = None
@@ -129,14 +146,17 @@ class RequestGuard:
                 request.scope[JSON_KEY] = parsed
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 error = str(exc)
-        path = request.url.path
-        prefix = request.scope.get(PREFIX_KEY, "")
+        # request.url.path without building the URL (Starlette escapes these three).
+        full_path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+        path = full_path
+        prefix = scope.get(PREFIX_KEY, "")
         if prefix and path.startswith(prefix):
             path = path[len(prefix):] or "/"
         m = op.regex.match(path)
         path_params = m.groupdict() if m is not None else dict(request.path_params)
+        query = request.query_params if scope.get("query_string") else _NO_QUERY
         problems = op.check_request(
-            headers=request.headers, query=request.query_params, path_params=path_params,
+            headers=request.headers, query=query, path_params=path_params,
             content_type=request.headers.get("content-type"), body=parsed,
             body_present=present, body_error=error)
         if not problems:
@@ -154,7 +174,7 @@ class RequestGuard:
             for p in problems:
                 self._violations.append({
                     "at": now, "vendor": adapter.slug, "operation": operation,
-                    "method": request.method, "path": request.url.path, "api_key": key,
+                    "method": request.method, "path": full_path, "api_key": key,
                     "location": p.location, "field": p.field, "rule": p.rule,
                     "message": p.message, "refused": refused,
                 })

@@ -56,7 +56,7 @@ from emulator.errors import (
     RateLimited,
     Unauthorized,
 )
-from emulator.vendors.base import OPERATION_KEY, VENDOR_KEY, VendorAdapter
+from emulator.vendors.base import API_KEY_KEY, OPERATION_KEY, VENDOR_KEY, VendorAdapter
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -385,9 +385,9 @@ class FaultMiddleware:
                 if operation is None:
                     named, _ = self.resolver.split(getattr(scope.get("route"), "name", None))
                     vendor = vendor or named
-                key = None
+                key = scope.get(API_KEY_KEY)
                 adapter = self.adapters.get(vendor) if vendor else None
-                if adapter is not None:
+                if key is None and adapter is not None:
                     # Resolved when the journal is read (or at once where Retry-After needs it).
                     mini = {"type": "http", "method": scope["method"], "path": scope["path"],
                             "headers": scope["headers"], "scheme": scope.get("scheme", "http"),

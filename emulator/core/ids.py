@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from datetime import datetime, timezone
@@ -20,8 +21,17 @@ def uuid7(now_s: float) -> uuid.UUID:
 
 
 def iso_ms(ts: float | None) -> str | None:
-    """``2026-03-31T10:00:00.000Z`` (UTC, milliseconds) from unix seconds; ``None`` stays."""
+    """``2026-03-31T10:00:00.000Z`` (UTC, milliseconds) from unix seconds; ``None`` stays.
+
+    Memoised (a job's times are rendered again on every status poll; ``strftime`` was 8% of
+    a poll's CPU).
+    """
     if ts is None:
         return None
+    return _iso_ms(ts)
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso_ms(ts: float) -> str:
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

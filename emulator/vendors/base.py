@@ -8,6 +8,7 @@ vendor is one new module.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -41,6 +43,8 @@ VENDOR_KEY = "rmbg.vendor"
 OPERATION_KEY = "rmbg.operation"
 #: scope key holding the JSON body the request guard already parsed (parsed once).
 JSON_KEY = "rmbg.json"
+#: scope key holding the API key an adapter's ``api_key`` found, for the journal.
+API_KEY_KEY = "rmbg.api_key"
 
 JSON_BODY_LIMIT = 64 * 1024 * 1024
 
@@ -77,6 +81,8 @@ class VendorAdapter:
         super().__init_subclass__(**kwargs)
         if cls.slug:
             VendorAdapter.registry[cls.slug] = cls
+        if "api_key" in cls.__dict__:
+            cls.api_key = _noting_key(cls.__dict__["api_key"])  # type: ignore[method-assign,assignment]
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
@@ -227,9 +233,17 @@ class VendorAdapter:
 
     @staticmethod
     def origin(request: Request) -> str:
-        """``scheme://host[:port]`` as the client addressed the emulator."""
-        url = request.url
-        return f"{url.scheme}://{url.netloc}"
+        """``scheme://host[:port]`` as the client addressed the emulator (as
+        ``request.url`` has it, without building the whole URL on every request)."""
+        scope = request.scope
+        host: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        server = scope.get("server")
+        return _origin(scope.get("scheme", "http"), host,
+                       tuple(server) if server is not None else None)
 
     def public_url(self, request: Request, path: str, *, host_key: str | None = None) -> str:
         """Absolute URL of ``path`` on the host the client used.
@@ -285,6 +299,29 @@ class VendorAdapter:
         relative to the host (no prefix). Default: nothing.
         """
         return None
+
+
+def _noting_key(api_key: Callable[[Any, Request], str]) -> Callable[[Any, Request], str]:
+    """Wrap an adapter's ``api_key`` so the key it finds is kept in the request's scope
+    (:data:`API_KEY_KEY`): the journal then reads it there instead of parsing the auth header
+    again, and keeps no reference to the request."""
+
+    @functools.wraps(api_key)
+    def wrapper(self: Any, request: Request) -> str:
+        key = api_key(self, request)
+        request.scope[API_KEY_KEY] = key
+        return key
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(scheme: str, host: str | None, server: tuple[str, int] | None) -> str:
+    """``scheme://netloc`` exactly as Starlette's ``URL(scope=...)`` works it out."""
+    url = URL(scope={"type": "http", "scheme": scheme, "server": server, "path": "/",
+                     "query_string": b"",
+                     "headers": [] if host is None else [(b"host", host.encode("latin-1"))]})
+    return f"{url.scheme}://{url.netloc}"
 
 
 def _dump_json(content: Any) -> bytes:

@@ -93,6 +93,7 @@ class Settings:
     max_file_bytes: int = 1024 * 1024 * 1024
     result_ttl_s: float = 7 * 24 * 3600.0
     journal_size: int = 10_000
+    ledger_size: int = 10_000
     tls: bool = False
     tls_dir: str | None = None
     strict: bool = False
@@ -108,6 +109,8 @@ class Settings:
             raise ValueError("workers must be >= 1")
         if not 0 <= self.png_compress_level <= 9:
             raise ValueError("png_compress_level must be 0..9")
+        if self.ledger_size < 0:
+            raise ValueError("ledger_size must be >= 0")
 
     @property
     def latency_profile(self) -> LatencyProfile:

@@ -4,17 +4,25 @@ Pricing: $0.018 per successful image at all five vendors (NOTES.md, "All five");
 are not charged (Pixazo's ERROR status, pixazo.txt). A job's price is held at submit, charged
 when it succeeds and released when it fails, so a balance that runs out in the middle of a
 batch answers 402 at the first submit it cannot cover.
+
+Memory: each account keeps only its newest ``ledger_size`` ledger entries (``Settings.ledger_size``,
+10,000 by default); the oldest are dropped first. Balances and holds are running totals kept
+on the account, never recomputed from the ledger, so dropping entries leaves them exact.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.errors import PaymentRequired, RateLimited
+
+#: Ledger entries kept per key unless told otherwise (``Settings.ledger_size``).
+DEFAULT_LEDGER_SIZE = 10_000
 
 
 @dataclass
@@ -49,14 +57,27 @@ class RateLimit:
     concurrent: int | None = None
 
 
+def _new_ledger(size: int = DEFAULT_LEDGER_SIZE) -> deque[LedgerEntry]:
+    return deque(maxlen=size)
+
+
 @dataclass
 class Account:
-    """A key's balance (USD), holds, ledger, rate limit and live-job count."""
+    """A key's balance (USD), holds, ledger, rate limit and live-job count.
+
+    Attributes:
+        ledger: the newest entries, oldest first; a bounded deque (its ``maxlen`` is the
+            :class:`Billing`'s ``ledger_size``), so the oldest entry is dropped when a new one
+            would exceed it.
+        ledger_dropped: entries dropped from the front of ``ledger`` since the account was
+            made (0 while the ledger is complete).
+    """
 
     key: str
     balance_usd: float
     held_usd: float = 0.0
-    ledger: list[LedgerEntry] = field(default_factory=list)
+    ledger: deque[LedgerEntry] = field(default_factory=_new_ledger)
+    ledger_dropped: int = 0
     limit: RateLimit = field(default_factory=RateLimit)
     tokens: float = math.inf
     tokens_at: float = 0.0
@@ -66,6 +87,12 @@ class Account:
     def available_usd(self) -> float:
         """Balance less holds for unfinished jobs."""
         return self.balance_usd - self.held_usd
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Append ``entry`` to the ledger, dropping (and counting) the oldest past its size."""
+        if self.ledger.maxlen is not None and len(self.ledger) >= self.ledger.maxlen:
+            self.ledger_dropped += 1
+        self.ledger.append(entry)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready view for ``GET /_emulator/keys/{key}``."""
@@ -77,6 +104,7 @@ class Account:
             "active_jobs": self.active_jobs,
             "limits": dict(self.limit.__dict__),
             "ledger": [e.to_json() for e in self.ledger],
+            "ledger_dropped": self.ledger_dropped,
         }
 
 
@@ -141,9 +169,20 @@ def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
 
 
 class Billing:
-    """All accounts, created on first use with ``default_balance_usd``. Thread-safe."""
+    """All accounts, created on first use with ``default_balance_usd``. Thread-safe.
 
-    def __init__(self, default_balance_usd: float) -> None:
+    Each account's ledger keeps at most ``ledger_size`` entries (0: none), the oldest dropped
+    first; balances (USD) do not depend on it.
+
+    Raises:
+        ValueError: ``ledger_size`` is negative.
+    """
+
+    def __init__(self, default_balance_usd: float, *,
+                 ledger_size: int = DEFAULT_LEDGER_SIZE) -> None:
+        if ledger_size < 0:
+            raise ValueError(f"ledger_size must be >= 0, got {ledger_size!r}")
+        self.ledger_size = ledger_size
         self.default_balance_usd = default_balance_usd
         self._initial_balance_usd = default_balance_usd
         self.default_limit = RateLimit()
@@ -159,6 +198,7 @@ class Billing:
         acct = self._accounts.get(key)
         if acct is None:
             acct = Account(key=key, balance_usd=self.default_balance_usd,
+                           ledger=_new_ledger(self.ledger_size),
                            limit=RateLimit(**self.default_limit.__dict__))
             self._accounts[key] = acct
         return acct
@@ -169,7 +209,7 @@ class Billing:
             acct = self._get(key)
             delta = usd - acct.balance_usd
             acct.balance_usd = usd
-            acct.ledger.append(LedgerEntry(now, "adjust", delta, usd, note="balance set"))
+            acct.record(LedgerEntry(now, "adjust", delta, usd, note="balance set"))
             return acct
 
     def set_limit(self, key: str, limit: RateLimit) -> Account:
@@ -225,7 +265,7 @@ class Billing:
                 )
             acct.held_usd += price_usd
             acct.active_jobs += 1
-            acct.ledger.append(LedgerEntry(now, "hold", 0.0, acct.balance_usd, job_id, vendor,
+            acct.record(LedgerEntry(now, "hold", 0.0, acct.balance_usd, job_id, vendor,
                                            f"held {price_usd:.4f} USD"))
 
     def close_job(self, key: str, price_usd: float, now: float, job_id: str, vendor: str,
@@ -237,10 +277,10 @@ class Billing:
             acct.active_jobs = max(0, acct.active_jobs - 1)
             if charge:
                 acct.balance_usd -= price_usd
-                acct.ledger.append(LedgerEntry(now, "charge", -price_usd, acct.balance_usd,
+                acct.record(LedgerEntry(now, "charge", -price_usd, acct.balance_usd,
                                                job_id, vendor, "successful image"))
             else:
-                acct.ledger.append(LedgerEntry(now, "release", 0.0, acct.balance_usd, job_id,
+                acct.record(LedgerEntry(now, "release", 0.0, acct.balance_usd, job_id,
                                                vendor, "not charged"))
 
     def refund(self, key: str, amount_usd: float, now: float, job_id: str, vendor: str,
@@ -249,7 +289,7 @@ class Billing:
         with self._lock:
             acct = self._get(key)
             acct.balance_usd += amount_usd
-            acct.ledger.append(LedgerEntry(now, "refund", amount_usd, acct.balance_usd, job_id,
+            acct.record(LedgerEntry(now, "refund", amount_usd, acct.balance_usd, job_id,
                                            vendor, note))
 
     def configure(self, key: str, settings: KeySettings, now: float) -> Account:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.core.billing import Billing, RateLimit
+from emulator.core.billing import DEFAULT_LEDGER_SIZE, Billing, RateLimit
 from emulator.errors import PaymentRequired, RateLimited
+from emulator.settings import Settings
 
 
 def test_hold_then_charge_and_release() -> None:
@@ -41,3 +42,78 @@ def test_concurrency_cap() -> None:
         billing.open_job("k", 0.018, 0.0, "b", "v")
     billing.close_job("k", 0.018, 0.0, "a", "v", charge=True)
     billing.open_job("k", 0.018, 0.0, "b", "v")
+
+
+def _run_jobs(billing: Billing, n: int, key: str = "k") -> None:
+    """``n`` jobs on ``key``: every other one charged, the rest released (two entries each)."""
+    for i in range(n):
+        billing.open_job(key, 0.018, float(i), f"j{i}", "pixazo")
+        billing.close_job(key, 0.018, float(i), f"j{i}", "pixazo", charge=i % 2 == 0)
+
+
+def test_ledger_keeps_only_the_newest_entries_and_balances_stay_exact() -> None:
+    billing = Billing(default_balance_usd=10.0, ledger_size=10)
+    billing.set_balance("k", 100.0, 0.0)  # an "adjust" entry, soon dropped
+    _run_jobs(billing, 100)
+    acct = billing.account("k")
+    assert len(acct.ledger) == 10
+    assert acct.ledger_dropped == 1 + 2 * 100 - 10
+    assert [e.job_id for e in acct.ledger][-2:] == ["j99", "j99"]
+    assert [e.kind for e in acct.ledger][-2:] == ["hold", "release"]
+    # Balances are running totals, not sums of the (truncated) ledger.
+    assert acct.balance_usd == pytest.approx(100.0 - 50 * 0.018)
+    assert acct.held_usd == pytest.approx(0.0)
+    assert acct.active_jobs == 0
+    assert acct.ledger[-1].balance_usd == pytest.approx(acct.balance_usd)
+    view = acct.to_json()
+    assert len(view["ledger"]) == 10 and view["ledger_dropped"] == acct.ledger_dropped
+
+
+def test_ledger_is_bounded_by_default() -> None:
+    billing = Billing(default_balance_usd=1e6)
+    _run_jobs(billing, DEFAULT_LEDGER_SIZE // 2 + 500)
+    acct = billing.account("k")
+    assert DEFAULT_LEDGER_SIZE == Settings().ledger_size == 10_000
+    assert len(acct.ledger) == DEFAULT_LEDGER_SIZE
+    assert acct.ledger_dropped == 1000
+
+
+def test_ledger_size_is_per_key_survives_reset_and_zero_keeps_none() -> None:
+    billing = Billing(default_balance_usd=10.0, ledger_size=4)
+    _run_jobs(billing, 5, key="a")
+    _run_jobs(billing, 1, key="b")
+    assert len(billing.account("a").ledger) == 4
+    assert len(billing.account("b").ledger) == 2
+    billing.reset()
+    _run_jobs(billing, 5, key="a")
+    assert len(billing.account("a").ledger) == 4
+    none = Billing(default_balance_usd=10.0, ledger_size=0)
+    _run_jobs(none, 3)
+    acct = none.account("k")
+    assert list(acct.ledger) == [] and acct.ledger_dropped == 6
+    assert acct.balance_usd == pytest.approx(10.0 - 2 * 0.018)
+    with pytest.raises(ValueError):
+        Billing(default_balance_usd=10.0, ledger_size=-1)
+
+
+def test_ledger_size_from_the_environment() -> None:
+    assert Settings.from_env({}).ledger_size == 10_000
+    assert Settings.from_env({"RMBG_EMULATOR_LEDGER_SIZE": "250"}).ledger_size == 250
+    assert Settings.from_env({"RMBG_EMULATOR_LEDGER_SIZE": "0"}).ledger_size == 0
+    with pytest.raises(ValueError):
+        Settings.from_env({"RMBG_EMULATOR_LEDGER_SIZE": "-1"})
+    with pytest.raises(ValueError):
+        Settings.from_env({"RMBG_EMULATOR_LEDGER_SIZE": "many"})
+
+
+@pytest.mark.xfail(strict=True, reason="emulator/core/jobs.py builds Billing without "
+                   "ledger_size=settings.ledger_size; remove this mark once it does")
+def test_engine_billing_takes_ledger_size_from_settings() -> None:
+    from emulator.core.clock import Clock
+    from emulator.core.jobs import JobEngine
+    from emulator.matte.grabcut import GrabCutEngine
+
+    settings = Settings.from_env({"RMBG_EMULATOR_LEDGER_SIZE": "3"})
+    engine = JobEngine(settings, clock=Clock(), matte=GrabCutEngine)
+    _run_jobs(engine.billing, 5)
+    assert len(engine.billing.account("k").ledger) == 3

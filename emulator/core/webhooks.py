@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +26,9 @@ import httpx
 from emulator.core.clock import Clock
 
 log = logging.getLogger("emulator.webhooks")
+
+#: HMAC secrets kept per (vendor, API key); only the newest signs, older ones are dropped.
+MAX_SECRETS_PER_KEY = 16
 
 #: ``fault`` hooks: called with a delivery about to be sent; may change or drop it.
 DeliveryHook = Callable[["Delivery"], "list[Delivery]"]
@@ -147,7 +150,8 @@ class Secrets:
     """Per (vendor, API key) signing secrets, and the emulator's own ED25519 key.
 
     The ED25519 key is made once per process (fal signs its webhooks with one and serves the
-    public half as JWKS, NOTES.md); HMAC secrets are made on request and kept until reset.
+    public half as JWKS, NOTES.md); HMAC secrets are made on request and kept until reset,
+    at most :data:`MAX_SECRETS_PER_KEY` per (vendor, key), the oldest dropped first.
     """
 
     def __init__(self) -> None:
@@ -155,13 +159,16 @@ class Secrets:
 
         self.ed25519 = Ed25519PrivateKey.generate()
         self.ed25519_kid = secrets.token_hex(8)
-        self._hmac: dict[tuple[str, str], list[SigningSecret]] = {}
+        self._hmac: dict[tuple[str, str], deque[SigningSecret]] = {}
 
     def create(self, vendor: str, api_key: str, label: str, now: float) -> SigningSecret:
         """A new ``whsec_`` secret for the key; the newest one signs from now on."""
         secret = SigningSecret(id=f"cs_{secrets.token_hex(8)}", label=label,
                                value="whsec_" + secrets.token_urlsafe(24), created_at=now)
-        self._hmac.setdefault((vendor, api_key), []).append(secret)
+        kept = self._hmac.get((vendor, api_key))
+        if kept is None:
+            kept = self._hmac[(vendor, api_key)] = deque(maxlen=MAX_SECRETS_PER_KEY)
+        kept.append(secret)
         return secret
 
     def current(self, vendor: str, api_key: str) -> SigningSecret | None:

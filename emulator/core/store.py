@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from emulator.core.jobs import Job
 
+#: Unfinished jobs one :meth:`InMemoryJobStore.put` moves past at most while looking for a
+#: finished one to evict (keeps a put O(1) when the oldest jobs are all unfinished).
+EVICT_SCAN = 64
+
 
 class JobStore(Protocol):
     """Where jobs live. Implementations must be safe to call from the event loop."""
@@ -34,7 +38,10 @@ class JobStore(Protocol):
 class InMemoryJobStore:
     """An ordered dict bounded to ``max_jobs``: past it, the oldest finished jobs are evicted.
 
-    Unfinished jobs are never evicted (a job is never lost while it runs).
+    Unfinished jobs are never evicted (a job is never lost while it runs): one met at the front
+    is moved to the back. A put moves at most :data:`EVICT_SCAN` of them, so it stays cheap when
+    many jobs are unfinished; the store then holds more than ``max_jobs`` until later puts meet
+    finished ones (every finished one they meet is evicted, however many).
     """
 
     def __init__(self, max_jobs: int, is_finished: Callable[[Job], bool]) -> None:
@@ -51,15 +58,15 @@ class InMemoryJobStore:
                 self._evict()
 
     def _evict(self) -> None:
-        scanned = 0
-        limit = len(self._jobs)
-        while len(self._jobs) > self._max and scanned < limit:
+        moved = 0
+        limit = min(EVICT_SCAN, len(self._jobs))
+        while len(self._jobs) > self._max and moved < limit:
             job_id, job = next(iter(self._jobs.items()))
-            scanned += 1
             if self._is_finished(job):
                 del self._jobs[job_id]
             else:
                 self._jobs.move_to_end(job_id)
+                moved += 1
 
     def get(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or ``None``."""

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from emulator.core.clock import Clock
+from emulator.core.files import FILE_OVERHEAD_BYTES, FileStore
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs import JobEngine, Task
 from emulator.core.store import EVICT_SCAN, InMemoryJobStore
@@ -68,6 +69,16 @@ def test_secrets_per_key_are_capped_and_the_newest_signs() -> None:
     assert secrets.current("runflow", "k") == made[-1]
     assert len(secrets._hmac[("runflow", "k")]) == MAX_SECRETS_PER_KEY
     assert secrets.current("runflow", "other") is None
+
+
+def test_file_store_counts_per_file_overhead_so_tiny_files_stay_bounded() -> None:
+    budget = 100 * (FILE_OVERHEAD_BYTES + 10)
+    files = FileStore(budget)
+    for _ in range(10_000):
+        files.put(b"0123456789", content_type="image/png", width=1, height=1, now=0.0,
+                  ttl_s=None)
+    assert len(files) == 100
+    assert files.total_bytes == 1000
 
 
 def _data_uri() -> ImageSource:

@@ -31,7 +31,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -327,6 +327,14 @@ class FaultMiddleware:
             except RuleError as exc:
                 problem = f"fault API key: {exc}"
         plan: Plan | None = None
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._record(scope, at, started, recorder, plan, (vendor, operation, key))
+
         try:
             if problem is not None:
                 response = _error_response(adapter, EmulatorError(
@@ -337,16 +345,20 @@ class FaultMiddleware:
             if plan.empty:
                 await self.app(scope, receive, recorder)
                 return
-            await self._apply(plan, adapter, scope, receive, send, recorder)
+            await self._apply(plan, adapter, scope, receive, send, recorder, record)
         finally:
-            self._record(scope, at, started, recorder, plan, (vendor, operation, key))
+            record()
 
     async def _apply(self, plan: Plan, adapter: VendorAdapter | None, scope: Scope,
-                     receive: Receive, send: Send, recorder: _Recorder) -> None:
+                     receive: Receive, send: Send, recorder: _Recorder,
+                     record: Callable[[], None]) -> None:
         rule = plan.rule
         if plan.latency_s > 0:
             await asyncio.sleep(plan.latency_s)
         if rule is not None and rule.connection is not None:
+            # Journaled before the drop: a client that sees the drop may read the journal
+            # at once, before the server has noticed the connection is gone.
+            record()
             await drop_connection(send, receive, reset=rule.connection == "reset")
             return
         out: Send = recorder

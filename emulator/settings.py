@@ -91,6 +91,7 @@ class Settings:
     price_usd: float = 0.018
     max_jobs: int = 100_000
     max_file_bytes: int = 1024 * 1024 * 1024
+    result_cache_bytes: int = 64 * 1024 * 1024
     result_ttl_s: float = 7 * 24 * 3600.0
     journal_size: int = 10_000
     ledger_size: int = 10_000
@@ -109,6 +110,8 @@ class Settings:
             raise ValueError("workers must be >= 1")
         if not 0 <= self.png_compress_level <= 9:
             raise ValueError("png_compress_level must be 0..9")
+        if self.result_cache_bytes < 0:
+            raise ValueError("result_cache_bytes must be >= 0")
         if self.ledger_size < 0:
             raise ValueError("ledger_size must be >= 0")
 

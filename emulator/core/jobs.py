@@ -117,7 +117,17 @@ class Job:
     faults: dict[str, str] = field(default_factory=dict)
     planned: tuple[JobStatus, str, str] | None = None
     output_ttl_s: float | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _done: asyncio.Event | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> asyncio.Event:
+        """Set once the image work has ended. Made on first use: a job nobody waits for
+        costs no event (two fewer objects for the garbage collector per job kept)."""
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self.work_done:
+                self._done.set()
+        return self._done
 
     @property
     def work_done(self) -> bool:
@@ -186,11 +196,14 @@ class JobEngine:
         self.settings = settings
         self.clock = clock
         self._matte = matte
-        self.store: JobStore = store or InMemoryJobStore(
-            settings.max_jobs, lambda j: j.status.terminal and j.work_done
+        # Past max_jobs the oldest jobs whose work has ended go, shown final or not (a job
+        # never polled would otherwise stay "queued" and be kept for ever).
+        self.store: JobStore = store if store is not None else InMemoryJobStore(
+            settings.max_jobs, lambda j: j.work_done
         )
-        self.files = files or FileStore(settings.max_file_bytes)
-        self.billing = billing or Billing(settings.default_balance_usd)
+        self.files = files if files is not None else FileStore(settings.max_file_bytes)
+        self.billing = billing if billing is not None else Billing(
+            settings.default_balance_usd, ledger_size=settings.ledger_size)
         #: Outputs by input (see :mod:`emulator.core.results`); kept across :meth:`reset`
         #: since no client can see it.
         self.results = ResultCache(settings.result_cache_bytes)
@@ -399,6 +412,7 @@ class JobEngine:
         if rendered is None:
             return False
         job.work_started_at = self.clock.now()
+        _forget_inline(job)
         self._keep(job, rendered)
         self._finish_work(job, JobStatus.SUCCEEDED)
         return True
@@ -412,6 +426,7 @@ class JobEngine:
             return
         try:
             payloads = [await self._load(src, job.origin) for src in job.task.sources]
+            _forget_inline(job)
             ctx = TaskContext(
                 engine=self._matte(),
                 max_pixels=self.settings.max_input_pixels,
@@ -439,7 +454,8 @@ class JobEngine:
             self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,
                                    job.vendor, charge=charge)
             job.charged_usd = job.price_usd if charge else 0.0
-        job.done.set()
+        if job._done is not None:
+            job._done.set()
 
     # -- what clients see -------------------------------------------------------------------
     def _due_stage(self, job: Job, *, ticker: bool) -> int:
@@ -613,6 +629,13 @@ class JobEngine:
             if ok:
                 out.append(job)
         return out
+
+
+def _forget_inline(job: Job) -> None:
+    """Drop a loaded job's inline inputs (base64 text, up to ~33 MB each), keeping a short
+    description: a finished job stays in the store long after its work."""
+    job.task.sources = tuple(
+        s if s.kind == "url" else ImageSource(s.kind, s.describe()) for s in job.task.sources)
 
 
 def default_threads() -> int:

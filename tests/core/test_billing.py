@@ -106,8 +106,6 @@ def test_ledger_size_from_the_environment() -> None:
         Settings.from_env({"RMBG_EMULATOR_LEDGER_SIZE": "many"})
 
 
-@pytest.mark.xfail(strict=True, reason="emulator/core/jobs.py builds Billing without "
-                   "ledger_size=settings.ledger_size; remove this mark once it does")
 def test_engine_billing_takes_ledger_size_from_settings() -> None:
     from emulator.core.clock import Clock
     from emulator.core.jobs import JobEngine

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pytest
 
 from emulator.core.clock import Clock
 from emulator.core.files import FILE_OVERHEAD_BYTES, FileStore
@@ -88,9 +87,6 @@ def _data_uri() -> ImageSource:
         png_bytes(rgb)).decode())
 
 
-@pytest.mark.xfail(strict=True, reason="emulator/core/jobs.py evicts only jobs whose status a "
-                   "client has seen final (status.terminal); a job never polled stays "
-                   "queued and is kept for ever. Remove this mark once it evicts on work_done")
 def test_engine_store_is_bounded_when_jobs_are_never_polled() -> None:
     async def scenario() -> int:
         engine = JobEngine(Settings(max_jobs=5, progression="immediate"), clock=Clock(),

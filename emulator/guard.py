@@ -36,6 +36,22 @@ if TYPE_CHECKING:
 
 _THREAD_PARSE_BYTES = 256 * 1024
 _NO_QUERY = QueryParams()
+#: Body-less requests remembered as obeying their contract (forgotten all at once past it).
+_CLEAN_LIMIT = 8192
+
+
+def _header_names(op: contracts.Operation) -> dict[bytes, int]:
+    """The lower-case header names ``op``'s request check reads, numbered."""
+    names: list[str] = []
+    for alternative in op.security:
+        for scheme in alternative:
+            if scheme.location == "cookie":
+                names.append("cookie")
+            elif scheme.location != "query":
+                names.append("authorization" if scheme.kind == "http" else scheme.parameter)
+    names += [p.name for p in op.parameters if p.location == "header"]
+    unique = dict.fromkeys(n.lower().encode("latin-1") for n in names)
+    return {name: i for i, name in enumerate(unique)}
 
 
 def _may_have_body(scope: Scope) -> bool:
@@ -64,6 +80,9 @@ class RequestGuard:
         self._violations: deque[dict[str, Any]] = deque(maxlen=max(1, settings.journal_size))
         self._lock = threading.Lock()
         self._ops: dict[tuple[str, str], contracts.Operation | None] = {}
+        #: Memo keys of body-less requests found to obey (see :meth:`check`); bounded.
+        self._clean: set[tuple[Any, ...]] = set()
+        self._header_names: dict[int, dict[bytes, int]] = {}
 
     # -- settings and records ----------------------------------------------------------------
     def set_strict_key(self, key: str, strict: bool) -> None:
@@ -119,6 +138,20 @@ class RequestGuard:
             self._ops[key] = contract.operation(operation) if contract is not None else None
         return self._ops[key]
 
+    def _memo_key(self, op: contracts.Operation, scope: Scope) -> tuple[Any, ...]:
+        """What a body-less request's verdict depends on: the operation, path, query string
+        and the first value of each header the operation's contract reads."""
+        names = self._header_names.get(id(op))
+        if names is None:
+            names = self._header_names[id(op)] = _header_names(op)
+        values: list[bytes | None] = [None] * len(names)
+        for name, value in scope["headers"]:
+            i = names.get(name)
+            if i is not None and values[i] is None:
+                values[i] = value
+        return (id(op), scope["path"], scope.get("query_string", b""),
+                scope.get(PREFIX_KEY, ""), *values)
+
     async def check(self, adapter: VendorAdapter, operation: str, request: Request) -> None:
         """Check ``request`` against the contract of ``adapter``'s ``operation``.
 
@@ -134,8 +167,17 @@ class RequestGuard:
             return
         scope = request.scope
         # A request without Content-Length or Transfer-Encoding has no body (RFC 9112, 6.3):
-        # a status poll skips reading it.
-        raw = await request.body() if _may_have_body(scope) else b""
+        # a status poll skips reading it, and its verdict depends only on its path, query
+        # and the headers the contract reads, so a request seen before to obey is not
+        # checked again.
+        memo: tuple[Any, ...] | None = None
+        if _may_have_body(scope):
+            raw = await request.body()
+        else:
+            raw = b""
+            memo = self._memo_key(op, scope)
+            if memo in self._clean:
+                return
         present = bool(raw.strip())
         parsed: Any = None
         error: str | None = None
@@ -157,9 +199,13 @@ class RequestGuard:
         query = request.query_params if scope.get("query_string") else _NO_QUERY
         problems = op.check_request(
             headers=request.headers, query=query, path_params=path_params,
-            content_type=request.headers.get("content-type"), body=parsed,
-            body_present=present, body_error=error)
+            content_type=request.headers.get("content-type") if present else None,
+            body=parsed, body_present=present, body_error=error)
         if not problems:
+            if memo is not None:
+                if len(self._clean) >= _CLEAN_LIMIT:
+                    self._clean.clear()
+                self._clean.add(memo)
             return
         key: str | None
         try:

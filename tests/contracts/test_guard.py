@@ -181,3 +181,23 @@ def test_malformed_json_is_still_the_adapters_answer(fast_client: httpx.Client) 
 def test_serve_has_a_strict_flag() -> None:
     assert build_parser().parse_args(["serve", "--strict"]).strict is True
     assert build_parser().parse_args(["serve"]).strict is None
+
+
+def test_a_bodyless_request_seen_to_obey_is_not_taken_for_another(
+        fast_client: httpx.Client) -> None:
+    """The guard remembers body-less requests that obeyed; the same poll without its key,
+    or with another header set, is still checked and recorded every time."""
+    fast_client.delete("/_emulator/violations")
+    rid = pixazo(fast_client, {"image_url": IMAGE}).json()["request_id"]
+    path = f"/v2/requests/status/{rid}"
+    for _ in range(3):
+        assert fast_client.get(path, headers={"Ocp-Apim-Subscription-Key": KEY}
+                               ).status_code == 200
+    assert violations(fast_client) == []
+    for _ in range(2):
+        assert fast_client.get(path).status_code == 401
+    found = violations(fast_client, vendor="pixazo")
+    assert [v["location"] for v in found] == ["security", "security"]
+    assert all(v["path"] == path for v in found)
+    assert fast_client.get(path, headers={"Ocp-Apim-Subscription-Key": ""}).status_code == 401
+    assert len(violations(fast_client, vendor="pixazo")) == 3

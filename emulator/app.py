@@ -348,10 +348,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         for spec in adapter.hosts:
             routes = per_host.get(spec.key, [])
             host_routes.append(Host(spec.name, app=_Prefixed(
-                Router([*routes, files], default=vendor_default(adapter)), "", adapter.slug)))
+                DispatchRouter([*routes, files], default=vendor_default(adapter)), "",
+                adapter.slug)))
             if spec.prefix:
                 mounts.append(Mount(spec.prefix, app=_Prefixed(
-                    Router(routes, default=vendor_default(adapter)), spec.prefix,
+                    DispatchRouter(routes, default=vendor_default(adapter)), spec.prefix,
                     adapter.slug)))
             else:
                 root_routes.extend(routes)

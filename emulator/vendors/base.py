@@ -264,12 +264,25 @@ class VendorAdapter:
         request at hand (webhooks). Real host names stay real names; otherwise the host's
         prefix on the one port is used.
         """
+        return self._host_base(origin, host_key) + path
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (adapters live as long as the process)
+    def _host_base(self, origin: str, host_key: str) -> str:
+        """``scheme://host[:port][prefix]`` of host ``host_key`` for a client at ``origin``."""
         target = next(h for h in self.hosts if h.key == host_key)
         parts = urlsplit(origin)
         if any(h.name == parts.hostname for h in self.hosts):
             port = f":{parts.port}" if parts.port else ""
-            return f"{parts.scheme}://{target.name}{port}{path}"
-        return f"{origin}{target.prefix}{path}"
+            return f"{parts.scheme}://{target.name}{port}"
+        return f"{origin}{target.prefix}"
+
+    @staticmethod
+    def query_value(request: Request, name: str) -> str | None:
+        """Query parameter ``name`` (the first), or ``None``; no parsing when there is no
+        query string (a status poll)."""
+        if not request.scope.get("query_string"):
+            return None
+        return request.query_params.get(name)
 
     def json(self, content: Any, status: int = 200, headers: dict[str, str] | None = None
              ) -> JSONResponse:

@@ -273,7 +273,7 @@ class FalAdapter(VendorAdapter):
         key = self.api_key(request)
         body = await self.json_object(request)
         task, metadata, price = self._parse(endpoint, body)
-        webhook = request.query_params.get("fal_webhook")
+        webhook = self.query_value(request, "fal_webhook")
         if webhook is not None:
             metadata["fal_webhook"] = _http_url(webhook, "fal_webhook")
         engine = self.emulator.jobs
@@ -305,14 +305,14 @@ class FalAdapter(VendorAdapter):
         self.api_key(request)
         job = self._job(request)
         await self.emulator.jobs.observe(job)
-        logs = _truthy(request.query_params.get("logs"))
+        logs = _truthy(self.query_value(request, "logs"))
         return self.json(self.render_status(request, job, logs=logs))
 
     async def status_stream(self, request: Request) -> Response:
         """Server-sent events, one per status change, ending with ``COMPLETED``."""
         self.api_key(request)
         job = self._job(request)
-        logs = _truthy(request.query_params.get("logs"))
+        logs = _truthy(self.query_value(request, "logs"))
         engine = self.emulator.jobs
 
         async def events() -> AsyncIterator[str]:

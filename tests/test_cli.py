@@ -94,3 +94,29 @@ def test_serve_refuses_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2
+
+
+def test_serve_freezes_start_up_objects_and_sets_the_gc_thresholds(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    import uvicorn
+
+    from emulator.cli import GC_THRESHOLDS
+
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **kwargs: object) -> None:
+        seen["thresholds"] = gc.get_threshold()
+        seen["frozen"] = gc.get_freeze_count()
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    try:
+        assert main(["serve", "--engine", "grabcut", "--port", str(free_port())]) == 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert seen["thresholds"] == GC_THRESHOLDS
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
+    assert "rmbg-emulator" in capsys.readouterr().out

@@ -175,6 +175,8 @@ OutputHook = Callable[[Job, list[Rendered]], list[Rendered]]
 #: Inline sources (base64 text) up to this many characters are decoded on the event loop
 #: when the job's outputs may come from the result cache (about 10 us; no pool hop).
 INLINE_NOW_CHARS = 16 * 1024
+#: Inline inputs up to this many characters stay on a finished job (100,000 jobs: 50 MB).
+KEEP_INLINE_CHARS = 512
 
 
 class JobEngine:
@@ -633,9 +635,13 @@ class JobEngine:
 
 def _forget_inline(job: Job) -> None:
     """Drop a loaded job's inline inputs (base64 text, up to ~33 MB each), keeping a short
-    description: a finished job stays in the store long after its work."""
-    job.task.sources = tuple(
-        s if s.kind == "url" else ImageSource(s.kind, s.describe()) for s in job.task.sources)
+    description: a finished job stays in the store long after its work. Inputs of up to
+    :data:`KEEP_INLINE_CHARS` characters are kept as they are (no new object per job)."""
+    sources = job.task.sources
+    if any(s.kind != "url" and len(s.value) > KEEP_INLINE_CHARS for s in sources):
+        job.task.sources = tuple(
+            s if s.kind == "url" or len(s.value) <= KEEP_INLINE_CHARS
+            else ImageSource(s.kind, s.describe()) for s in sources)
 
 
 def default_threads() -> int:

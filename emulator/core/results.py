@@ -26,9 +26,10 @@ def result_key(kind: str, params: dict[str, Any], payloads: Sequence[bytes], *,
     """Hex sha256 of everything a task's outputs depend on (blocking for large payloads:
     about 1.5 ms per MB)."""
     digest = hashlib.sha256()
-    head = json.dumps([kind, params, engine, compress_level, max_pixels,
-                       [len(p) for p in payloads]], sort_keys=True, default=str)
-    digest.update(head.encode())
+    sizes = ",".join(str(len(p)) for p in payloads)
+    options = json.dumps(params, sort_keys=True, default=str) if params else "{}"
+    digest.update(f"{kind}\0{engine}\0{compress_level}\0{max_pixels}\0{sizes}\0{options}\0"
+                  .encode())
     for payload in payloads:
         digest.update(payload)
     return digest.hexdigest()

@@ -22,9 +22,9 @@ import json
 import time
 from typing import Any
 
+import bare_app  # benchmarks/bare_app.py (this script's directory is on sys.path)
 from PIL import Image
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from emulator.app import create_app
@@ -87,10 +87,9 @@ async def main_async(n: int, repeat: int) -> None:
         bare_stack = Starlette.build_middleware_stack(app)
         full_stack = app.build_middleware_stack()
 
-        async def static(request: Any) -> JSONResponse:
-            return JSONResponse({"status": "COMPLETED"})
-
-        ceiling = Starlette(routes=[Route("/v2/requests/status/{rid}", static)])
+        # bare_app.py's status answer: the same JSON body the bare app of http_load.py sends
+        ceiling = Starlette(routes=[Route("/v2/requests/status/{request_id}",
+                                          bare_app.pixazo_status)])
         stacks = [("bare Starlette, static JSON", ceiling),
                   ("emulator, no middleware", bare_stack),
                   ("emulator + middleware, no rules", full_stack)]

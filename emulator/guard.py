@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 _THREAD_PARSE_BYTES = 256 * 1024
 _NO_QUERY = QueryParams()
-#: Body-less requests remembered as obeying their contract (forgotten all at once past it).
+#: Requests remembered as obeying their contract (forgotten all at once past it).
 _CLEAN_LIMIT = 8192
+#: Requests with larger bodies are always checked (the memo keeps the body bytes).
+_MEMO_BODY_BYTES = 4096
 
 
 def _header_names(op: contracts.Operation) -> dict[bytes, int]:
@@ -50,6 +52,7 @@ def _header_names(op: contracts.Operation) -> dict[bytes, int]:
             elif scheme.location != "query":
                 names.append("authorization" if scheme.kind == "http" else scheme.parameter)
     names += [p.name for p in op.parameters if p.location == "header"]
+    names.append("content-type")
     unique = dict.fromkeys(n.lower().encode("latin-1") for n in names)
     return {name: i for i, name in enumerate(unique)}
 
@@ -80,7 +83,7 @@ class RequestGuard:
         self._violations: deque[dict[str, Any]] = deque(maxlen=max(1, settings.journal_size))
         self._lock = threading.Lock()
         self._ops: dict[tuple[str, str], contracts.Operation | None] = {}
-        #: Memo keys of body-less requests found to obey (see :meth:`check`); bounded.
+        #: Memo keys of requests found to obey (see :meth:`check`); bounded.
         self._clean: set[tuple[Any, ...]] = set()
         self._header_names: dict[int, dict[bytes, int]] = {}
 
@@ -138,9 +141,10 @@ class RequestGuard:
             self._ops[key] = contract.operation(operation) if contract is not None else None
         return self._ops[key]
 
-    def _memo_key(self, op: contracts.Operation, scope: Scope) -> tuple[Any, ...]:
-        """What a body-less request's verdict depends on: the operation, path, query string
-        and the first value of each header the operation's contract reads."""
+    def _memo_key(self, op: contracts.Operation, scope: Scope, body: bytes) -> tuple[Any, ...]:
+        """What a request's verdict depends on: the operation, path, query string, the first
+        value of each header the operation's contract reads (``Content-Type`` too) and the
+        body."""
         names = self._header_names.get(id(op))
         if names is None:
             names = self._header_names[id(op)] = _header_names(op)
@@ -150,7 +154,7 @@ class RequestGuard:
             if i is not None and values[i] is None:
                 values[i] = value
         return (id(op), scope["path"], scope.get("query_string", b""),
-                scope.get(PREFIX_KEY, ""), *values)
+                scope.get(PREFIX_KEY, ""), body, *values)
 
     async def check(self, adapter: VendorAdapter, operation: str, request: Request) -> None:
         """Check ``request`` against the contract of ``adapter``'s ``operation``.
@@ -167,15 +171,13 @@ class RequestGuard:
             return
         scope = request.scope
         # A request without Content-Length or Transfer-Encoding has no body (RFC 9112, 6.3):
-        # a status poll skips reading it, and its verdict depends only on its path, query
-        # and the headers the contract reads, so a request seen before to obey is not
-        # checked again.
+        # a status poll skips reading it. A verdict depends only on the path, query, the
+        # headers the contract reads and the body, so a request (with a body of up to
+        # _MEMO_BODY_BYTES) seen before to obey is not checked again.
+        raw = await request.body() if _may_have_body(scope) else b""
         memo: tuple[Any, ...] | None = None
-        if _may_have_body(scope):
-            raw = await request.body()
-        else:
-            raw = b""
-            memo = self._memo_key(op, scope)
+        if len(raw) <= _MEMO_BODY_BYTES:
+            memo = self._memo_key(op, scope, raw)
             if memo in self._clean:
                 return
         present = bool(raw.strip())

@@ -201,3 +201,15 @@ def test_a_bodyless_request_seen_to_obey_is_not_taken_for_another(
     assert all(v["path"] == path for v in found)
     assert fast_client.get(path, headers={"Ocp-Apim-Subscription-Key": ""}).status_code == 401
     assert len(violations(fast_client, vendor="pixazo")) == 3
+
+
+def test_a_body_seen_to_obey_is_checked_again_under_another_content_type(
+        fast_client: httpx.Client) -> None:
+    fast_client.delete("/_emulator/violations")
+    for _ in range(2):
+        assert pixazo(fast_client, {"image_url": IMAGE}).status_code == 202
+    assert violations(fast_client) == []
+    for _ in range(2):
+        assert pixazo(fast_client, {"image_url": IMAGE},
+                      content_type="text/plain").status_code == 202
+    assert [v["rule"] for v in violations(fast_client)] == ["content-type", "content-type"]

@@ -8,7 +8,6 @@ renders the reply.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -381,7 +380,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await emulator.jobs.start()
         await emulator.webhooks.start()
-        await asyncio.get_running_loop().run_in_executor(None, emulator.matte)
+        # Built in the worker pool, so the engine's own threads (onnxruntime's intra-op pool)
+        # inherit the workers' lower priority (JobEngine.start).
+        await emulator.jobs.run_blocking(emulator.matte)
         try:
             yield
         finally:

@@ -81,6 +81,7 @@ class Settings:
     latency: str = "fast"
     virtual_clock: bool = False
     workers: int = 2
+    worker_nice: int = 10
     matte_threads: int = 0
     max_input_bytes: int = 25 * 1024 * 1024
     max_input_pixels: int = 50_000_000
@@ -108,6 +109,8 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if not 0 <= self.worker_nice <= 19:
+            raise ValueError("worker_nice must be 0..19")
         if not 0 <= self.png_compress_level <= 9:
             raise ValueError("png_compress_level must be 0..9")
         if self.result_cache_bytes < 0:

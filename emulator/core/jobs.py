@@ -20,6 +20,8 @@ import contextlib
 import enum
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -227,7 +229,9 @@ class JobEngine:
     async def start(self) -> None:
         """Create the worker pool, the HTTP client for inputs and the final-status ticker."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="matte")
+            self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="matte",
+                                            initializer=lower_priority,
+                                            initargs=(self.settings.worker_nice,))
         if self._client is None:
             self._client = httpx.AsyncClient(
                 headers={"User-Agent": "rmbg-emulator (input fetch)"},
@@ -642,6 +646,23 @@ def _forget_inline(job: Job) -> None:
         job.task.sources = tuple(
             s if s.kind == "url" or len(s.value) <= KEEP_INLINE_CHARS
             else ImageSource(s.kind, s.describe()) for s in sources)
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux; elsewhere nothing).
+
+    The worker threads run at a lower priority than the event loop's thread: on a machine
+    with fewer cores than busy threads (the 2-core CI machine, a load generator, two matte
+    workers and their onnxruntime threads), the scheduler then gives the loop the CPU it
+    needs to answer polls while images are matted (docs/PERFORMANCE.md, "busy pool").
+    Threads a worker starts (onnxruntime's intra-op pool, built in the pool) inherit it.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        # On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice)
 
 
 def default_threads() -> int:

@@ -78,6 +78,9 @@ class OnnxMatteEngine:
         if threads > 0:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Idle intra-op threads sleep instead of spinning: a spinning pool burns the cores
+        # the event loop needs to answer polls while images are matted.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]

@@ -80,6 +80,18 @@ def test_cutout_zeroes_rgb_under_transparent_pixels() -> None:
         cutout(rgb, np.zeros((3, 3), np.uint8))
 
 
+def test_cutout_keeps_rgb_wherever_alpha_is_not_zero() -> None:
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    alpha = rng.choice(np.array([0, 1, 128, 255], np.uint8), size=(31, 45))
+    expected = np.dstack([np.where(alpha[:, :, None] > 0, rgb, 0), alpha]).astype(np.uint8)
+    assert np.array_equal(cutout(rgb, alpha), expected)
+    # views that are not contiguous (a crop, a channel flip) work as well
+    view = rgb[:, ::-1]
+    assert np.array_equal(cutout(view, alpha), np.dstack(
+        [np.where(alpha[:, :, None] > 0, view, 0), alpha]).astype(np.uint8))
+
+
 def test_composite_blends_over_a_covering_background() -> None:
     rgb = np.full((10, 20, 3), 200, np.uint8)
     alpha = np.zeros((10, 20), np.uint8)

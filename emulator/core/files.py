@@ -100,6 +100,13 @@ class FileStore:
                 self._bytes -= old.size
         return record
 
+    def discard(self, file_id: str) -> None:
+        """Forget a file (its URL then answers as expired); nothing if there is none."""
+        with self._lock:
+            old = self._files.pop(file_id, None)
+            if old is not None:
+                self._bytes -= old.size
+
     def get(self, file_id: str) -> StoredFile | None:
         """The file with ``file_id``, or ``None`` (never stored, or evicted)."""
         with self._lock:

@@ -202,10 +202,10 @@ class JobEngine:
         self._matte = matte
         # Past max_jobs the oldest jobs whose work has ended go, shown final or not (a job
         # never polled would otherwise stay "queued" and be kept for ever).
-        self.store: JobStore = store if store is not None else InMemoryJobStore(
-            settings.max_jobs, lambda j: j.work_done
-        )
         self.files = files if files is not None else FileStore(settings.max_file_bytes)
+        self.store: JobStore = store if store is not None else InMemoryJobStore(
+            settings.max_jobs, lambda j: j.work_done, on_evict=self._drop_files
+        )
         self.billing = billing if billing is not None else Billing(
             settings.default_balance_usd, ledger_size=settings.ledger_size)
         #: Outputs by input (see :mod:`emulator.core.results`); kept across :meth:`reset`
@@ -388,6 +388,12 @@ class JobEngine:
             for hook in self.output_hooks:
                 rendered = hook(job, rendered)
         return rendered
+
+    def _drop_files(self, job: Job) -> None:
+        """An evicted job's result files go with it (else they would outlive it until the
+        file store's byte bound: about 450 bytes each, for ever)."""
+        for f in job.outputs:
+            self.files.discard(f.id)
 
     def _keep(self, job: Job, rendered: list[Rendered]) -> None:
         """Store ``rendered`` as ``job``'s output files (with the job's result TTL)."""

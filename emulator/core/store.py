@@ -44,10 +44,13 @@ class InMemoryJobStore:
     finished ones (every finished one they meet is evicted, however many).
     """
 
-    def __init__(self, max_jobs: int, is_finished: Callable[[Job], bool]) -> None:
+    def __init__(self, max_jobs: int, is_finished: Callable[[Job], bool],
+                 on_evict: Callable[[Job], None] | None = None) -> None:
         self._max = max_jobs
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._is_finished = is_finished
+        #: Called (under the store's lock) with each job evicted: the engine drops its files.
+        self._on_evict = on_evict
         self._lock = threading.Lock()
 
     def put(self, job: Job) -> None:
@@ -64,6 +67,8 @@ class InMemoryJobStore:
             job_id, job = next(iter(self._jobs.items()))
             if self._is_finished(job):
                 del self._jobs[job_id]
+                if self._on_evict is not None:
+                    self._on_evict(job)
             else:
                 self._jobs.move_to_end(job_id)
                 moved += 1

@@ -102,3 +102,26 @@ def test_engine_store_is_bounded_when_jobs_are_never_polled() -> None:
         return len(engine.store)
 
     assert asyncio.run(scenario()) <= 5
+
+
+def test_evicted_jobs_take_their_files_with_them() -> None:
+    async def scenario() -> tuple[int, int, bool]:
+        engine = JobEngine(Settings(max_jobs=5, progression="immediate"), clock=Clock(),
+                           matte=GrabCutEngine)
+        await engine.start()
+        source = _data_uri()
+        first: list[str] = []
+        for i in range(20):
+            job = engine.submit(job_id=f"j{i}", vendor="v", operation="submit", api_key="k",
+                                task=Task("remove", (source,)))
+            while engine.busy:
+                await asyncio.sleep(0.01)
+            if i == 0:
+                first = [f.id for f in job.outputs]
+        await engine.stop()
+        gone = bool(first) and all(engine.files.get(f) is None for f in first)
+        return len(engine.store), len(engine.files), gone
+
+    kept, files, gone = asyncio.run(scenario())
+    assert kept == 5 and files == 5
+    assert gone  # the first job's result file left with it

@@ -8,6 +8,7 @@ renders the reply.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -31,6 +32,7 @@ from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
 from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
 from emulator.errors import EmulatorError
+from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.routing import DispatchRouter
@@ -70,6 +72,10 @@ class Emulator:
         }
         self.faults = FaultRules({slug: a.operations() for slug, a in self.adapters.items()})
         self.journal = Journal(settings.journal_size)
+        #: Requests in flight (kept by the fault middleware), for the idle collector.
+        self.traffic = Traffic()
+        #: Full garbage-collection passes while idle; ``serve`` sets it (emulator.gcpolicy).
+        self.idle_gc: IdleCollector | None = None
         self.jobs.submit_hooks.append(apply_to_job)
         self.jobs.output_hooks.append(corrupt_outputs)
         #: Scenarios loaded since the last reset (summaries, for ``GET /_emulator/scenarios``).
@@ -383,9 +389,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Built in the worker pool, so the engine's own threads (onnxruntime's intra-op pool)
         # inherit the workers' lower priority (JobEngine.start).
         await emulator.jobs.run_blocking(emulator.matte)
+        collector = (asyncio.create_task(emulator.idle_gc.run())
+                     if emulator.idle_gc is not None else None)
         try:
             yield
         finally:
+            if collector is not None:
+                collector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await collector
             await emulator.jobs.stop()
             await emulator.webhooks.stop()
 

@@ -9,7 +9,6 @@ property-based suite against any base URL).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -121,14 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: ``gc.set_threshold`` for the server process (docs/PERFORMANCE.md, "Garbage collector").
-GC_THRESHOLDS = (50_000, 20, 20)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start uvicorn with every vendor; prints the base URL and the engine in use."""
     import uvicorn
 
+    from emulator import gcpolicy
     from emulator.app import create_app
     from emulator.matte.engine import EngineUnavailable
     from emulator.settings import Settings, load_keys_file
@@ -187,15 +183,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
     print(f"  docs: {DOCS_URL}", flush=True)
-    # What start-up built (contracts and their compiled schemas, adapters, samples: ~50,000
-    # objects) lives as long as the process: keep it out of the garbage collector's passes.
-    # And collect less often: every job keeps ~10 container objects until evicted, so with
-    # the default thresholds (700, 10, 10) a run of submits triggered full passes over
-    # hundreds of thousands of objects (pauses of 0.2 s, 8% of the CPU); with these, 1.3%
-    # and 24 ms at most (docs/PERFORMANCE.md).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # Full garbage-collection passes while idle, not in the middle of a run of requests
+    # (emulator.gcpolicy; docs/PERFORMANCE.md, "Garbage collector").
+    gcpolicy.install()
+    emulator.idle_gc = gcpolicy.IdleCollector(emulator.traffic)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
                 ssl_certfile=certfile, ssl_keyfile=keyfile)
     return 0

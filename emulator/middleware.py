@@ -278,6 +278,7 @@ class FaultMiddleware:
         self.faults = emulator.faults
         self.journal = emulator.journal
         self.clock = emulator.clock
+        self.traffic = emulator.traffic
         self.adapters = emulator.adapters
         self.resolver = RouteResolver(routes, list(emulator.adapters))
 
@@ -285,6 +286,16 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        traffic = self.traffic
+        traffic.in_flight += 1
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            traffic.in_flight -= 1
+            traffic.served += 1
+            traffic.last_end = time.monotonic()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path.startswith(ADMIN_PREFIX) and not path.startswith(FILES_PREFIX):
             await self.app(scope, receive, send)

@@ -96,19 +96,20 @@ def test_serve_refuses_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2
 
 
-def test_serve_freezes_start_up_objects_and_sets_the_gc_thresholds(
+def test_serve_freezes_start_up_objects_and_collects_while_idle(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import gc
 
     import uvicorn
 
-    from emulator.cli import GC_THRESHOLDS
+    from emulator.gcpolicy import THRESHOLDS, IdleCollector
 
     seen: dict[str, object] = {}
 
     def fake_run(app: object, **kwargs: object) -> None:
         seen["thresholds"] = gc.get_threshold()
         seen["frozen"] = gc.get_freeze_count()
+        seen["collector"] = app.state.emulator.idle_gc  # type: ignore[attr-defined]
 
     before = gc.get_threshold()
     monkeypatch.setattr(uvicorn, "run", fake_run)
@@ -117,6 +118,7 @@ def test_serve_freezes_start_up_objects_and_sets_the_gc_thresholds(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
-    assert seen["thresholds"] == GC_THRESHOLDS
+    assert seen["thresholds"] == THRESHOLDS
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
+    assert isinstance(seen["collector"], IdleCollector)
     assert "rmbg-emulator" in capsys.readouterr().out

@@ -49,6 +49,17 @@ def request_host(scope: Scope) -> str | None:
     return None
 
 
+_Candidates = tuple[tuple[BaseRoute, "str | None"], ...]
+
+
+def _literal(route: BaseRoute) -> str | None:
+    """A plain ``Route``'s path when it has no parameter (it matches that path only), else
+    ``None``."""
+    if type(route) is Route and "{" not in route.path:
+        return route.path
+    return None
+
+
 class DispatchRouter(Router):
     """A :class:`~starlette.routing.Router` that tries only the routes that can match.
 
@@ -62,7 +73,7 @@ class DispatchRouter(Router):
         self._built_for: tuple[int, int] = (0, -1)
         self._hosts: dict[str, Host] = {}
         self._keys: list[tuple[BaseRoute, str | None, str | None, bool]] = []
-        self._candidates: dict[tuple[str | None, str | None], tuple[BaseRoute, ...]] = {}
+        self._candidates: dict[tuple[str | None, str | None], _Candidates] = {}
         self._segments: frozenset[str] = frozenset()
 
     def _build(self) -> None:
@@ -89,12 +100,16 @@ class DispatchRouter(Router):
 
     def candidates(self, scope: Scope) -> tuple[BaseRoute, ...]:
         """The routes, in order, that may match ``scope`` (an ``http`` or ``websocket`` one)."""
+        return tuple(route for route, _ in self._lookup(scope, get_route_path(scope)))
+
+    def _lookup(self, scope: Scope, path: str) -> _Candidates:
+        """:meth:`candidates`, each with its path when the path has no parameter (such a
+        route can only match that very path: a string comparison, not a regex)."""
         if self._built_for != (id(self.routes), len(self.routes)):
             self._build()
         host = request_host(scope)
         if host not in self._hosts:
             host = None
-        path = get_route_path(scope)
         segment = path[1:].split("/", 1)[0] if path.startswith("/") else None
         if segment not in self._segments:
             segment = None
@@ -102,7 +117,7 @@ class DispatchRouter(Router):
         found = self._candidates.get(key)
         if found is None:
             found = tuple(
-                route for route, need_host, need_segment, is_host in self._keys
+                (route, _literal(route)) for route, need_host, need_segment, is_host in self._keys
                 if (need_host == host if is_host and need_host is not None else True)
                 and (need_segment is None or need_segment == segment)
             )
@@ -117,7 +132,10 @@ class DispatchRouter(Router):
         if scope["type"] == "http":
             if "router" not in scope:
                 scope["router"] = self
-            for route in self.candidates(scope):
+            path = get_route_path(scope)
+            for route, literal in self._lookup(scope, path):
+                if literal is not None and literal != path:
+                    continue
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
                     scope["route"] = route

@@ -327,8 +327,9 @@ class JobEngine:
             self._watched[job.id] = job
         for hook in self.submit_hooks:
             hook(job)
-        if not self._work_now(job):
-            self._spawn(self._work(job))
+        done, payloads = self._work_now(job)
+        if not done:
+            self._spawn(self._work(job, payloads))
         return job
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -405,31 +406,37 @@ class JobEngine:
             for r in rendered
         ]
 
-    def _work_now(self, job: Job) -> bool:
+    def _work_now(self, job: Job) -> tuple[bool, list[bytes] | None]:
         """End ``job``'s work at once, on the event loop, when its outputs are in the result
         cache and nothing about it needs the pool: small inline inputs only, no faults, an
-        engine already in use. Returns whether it did (else the work runs as a task)."""
+        engine already in use.
+
+        Returns:
+            Whether it did (else the work runs as a task), and the inputs it decoded on the
+            way, if any, so that the task does not decode them again.
+        """
         engine = self._engine_seen
         sources = job.task.sources
         if (engine is None or job.planned is not None or job.faults
-                or any(s.kind == "url" or len(s.value) > INLINE_NOW_CHARS for s in sources)):
-            return False
-        if self._matte() is not engine:
-            return False
+                or any(s.kind == "url" or len(s.value) > INLINE_NOW_CHARS for s in sources)
+                or self._matte() is not engine):
+            return False, None
         try:
             payloads = [decode_inline(s, self.settings.max_input_bytes) for s in sources]
         except EmulatorError:
-            return False  # the task reports it, in the usual way
+            return False, None  # the task reports it, in the usual way
         rendered = self.results.get(self._result_key(job, payloads, engine))
         if rendered is None:
-            return False
+            return False, payloads
         job.work_started_at = self.clock.now()
         _forget_inline(job)
         self._keep(job, rendered)
         self._finish_work(job, JobStatus.SUCCEEDED)
-        return True
+        return True, None
 
-    async def _work(self, job: Job) -> None:
+    async def _work(self, job: Job, payloads: list[bytes] | None = None) -> None:
+        """The job's work as a task: load its inputs (unless ``payloads`` has them already),
+        render them in the pool, store the outputs, then end the work."""
         job.work_started_at = self.clock.now()
         outcome = JobStatus.SUCCEEDED
         if job.planned is not None:
@@ -437,7 +444,8 @@ class JobEngine:
             self._finish_work(job, outcome)
             return
         try:
-            payloads = [await self._load(src, job.origin) for src in job.task.sources]
+            if payloads is None:
+                payloads = [await self._load(src, job.origin) for src in job.task.sources]
             _forget_inline(job)
             ctx = TaskContext(
                 engine=self._matte(),

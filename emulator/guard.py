@@ -66,6 +66,8 @@ def _may_have_body(scope: Scope) -> bool:
         if name == b"transfer-encoding":
             return True
     return False
+
+
 log = logging.getLogger("emulator.guard")
 
 

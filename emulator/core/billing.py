@@ -266,7 +266,7 @@ class Billing:
             acct.held_usd += price_usd
             acct.active_jobs += 1
             acct.record(LedgerEntry(now, "hold", 0.0, acct.balance_usd, job_id, vendor,
-                                           f"held {price_usd:.4f} USD"))
+                                    f"held {price_usd:.4f} USD"))
 
     def close_job(self, key: str, price_usd: float, now: float, job_id: str, vendor: str,
                   *, charge: bool) -> None:
@@ -278,10 +278,10 @@ class Billing:
             if charge:
                 acct.balance_usd -= price_usd
                 acct.record(LedgerEntry(now, "charge", -price_usd, acct.balance_usd,
-                                               job_id, vendor, "successful image"))
+                                        job_id, vendor, "successful image"))
             else:
                 acct.record(LedgerEntry(now, "release", 0.0, acct.balance_usd, job_id,
-                                               vendor, "not charged"))
+                                        vendor, "not charged"))
 
     def refund(self, key: str, amount_usd: float, now: float, job_id: str, vendor: str,
                note: str) -> None:
@@ -290,7 +290,7 @@ class Billing:
             acct = self._get(key)
             acct.balance_usd += amount_usd
             acct.record(LedgerEntry(now, "refund", amount_usd, acct.balance_usd, job_id,
-                                           vendor, note))
+                                    vendor, note))
 
     def configure(self, key: str, settings: KeySettings, now: float) -> Account:
         """Apply :class:`KeySettings` to one key (balance through :meth:`set_balance`)."""

@@ -140,6 +140,15 @@ class _Recorder:
         await self.send(message)
 
 
+async def sleep_at_least(seconds: float) -> None:
+    """Sleep ``seconds`` by ``time.perf_counter``: the event loop's timers may fire up to a
+    millisecond early (uvloop rounds to milliseconds), and an injected latency must never be
+    shorter than asked."""
+    deadline = time.perf_counter() + seconds
+    while (left := deadline - time.perf_counter()) > 0:
+        await asyncio.sleep(left)
+
+
 def _transport(send: Send) -> Any:
     """The server's transport behind ``send`` (uvicorn), or ``None``."""
     owner = getattr(send, "__self__", None)
@@ -365,7 +374,7 @@ class FaultMiddleware:
                      record: Callable[[], None]) -> None:
         rule = plan.rule
         if plan.latency_s > 0:
-            await asyncio.sleep(plan.latency_s)
+            await sleep_at_least(plan.latency_s)
         if rule is not None and rule.connection is not None:
             # Journaled before the drop: a client that sees the drop may read the journal
             # at once, before the server has noticed the connection is gone.

@@ -337,20 +337,37 @@ class JobEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def find(self, job_id: str, *, vendor: str | None = None) -> Job | None:
-        """The job, or ``None`` when there is none (or it is another vendor's)."""
+    def find(self, job_id: str, *, vendor: str | None = None,
+             api_key: str | None = None) -> Job | None:
+        """The job, or ``None`` when there is none, it is another vendor's, or it was made
+        with another key.
+
+        Vendors scope every request to the account that makes it: a job of another account
+        is, to a status read, a result read or a cancel, exactly an unknown id. An account is
+        the API key as the adapter's ``api_key`` returns it (stripped; a ``fault.<rule>`` key
+        is an account of its own, as it is for billing). Adapters pass the caller's key (see
+        :meth:`emulator.vendors.base.VendorAdapter.caller_job`); the control plane passes
+        none and sees every job. Costs one dict lookup and two comparisons.
+
+        Args:
+            job_id: the vendor-shaped id.
+            vendor: only a job of this vendor (``None``: any).
+            api_key: only a job submitted with this key (``None``: any key).
+        """
         job = self.store.get(job_id)
-        if job is None or (vendor is not None and job.vendor != vendor):
+        if job is None or (vendor is not None and job.vendor != vendor) or (
+                api_key is not None and job.api_key != api_key):
             return None
         return job
 
-    def get(self, job_id: str, *, vendor: str | None = None) -> Job:
-        """The job, optionally only if it belongs to ``vendor``.
+    def get(self, job_id: str, *, vendor: str | None = None,
+            api_key: str | None = None) -> Job:
+        """:meth:`find`, raising when it finds nothing.
 
         Raises:
-            NotFound: no such job (or another vendor's).
+            NotFound: no such job (or another vendor's, or another key's).
         """
-        job = self.find(job_id, vendor=vendor)
+        job = self.find(job_id, vendor=vendor, api_key=api_key)
         if job is None:
             raise NotFound(f"no job with id {job_id!r}")
         return job

@@ -27,7 +27,7 @@ from emulator.core.ids import iso_ms
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import WebhookMessage
-from emulator.errors import EmulatorError, InvalidInput, NotFound, ValidationFailed
+from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
 from emulator.vendors.base import HostSpec, VendorAdapter
 
 MODEL = "bria-bg-remove"
@@ -65,6 +65,7 @@ class ApiframeAdapter(VendorAdapter):
     title = "Apiframe"
     hosts = (HostSpec("api.apiframe.ai", ""),)
     source = "../shared/vendor-docs/apiframe.txt"
+    job_not_found = "Job {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Submit and job lookup."""
@@ -134,13 +135,8 @@ class ApiframeAdapter(VendorAdapter):
 
     async def status(self, request: Request) -> Response:
         """``GET /v2/jobs/{id}``."""
-        self.api_key(request)
-        engine = self.emulator.jobs
-        job_id = request.path_params["job_id"]
-        job = engine.find(job_id, vendor=self.slug)
-        if job is None:
-            raise NotFound(f"Job {job_id} not found")
-        await engine.observe(job)
+        job = self.caller_job(request, request.path_params["job_id"])
+        await self.emulator.jobs.observe(job)
         return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
 
     def webhook(self, job: Job) -> WebhookMessage | None:

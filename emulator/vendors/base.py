@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.core.files import StoredFile
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
-from emulator.errors import EmulatorError, InvalidInput, Unauthorized
+from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -77,6 +77,8 @@ class VendorAdapter:
     title: ClassVar[str] = ""
     hosts: ClassVar[tuple[HostSpec, ...]] = ()
     source: ClassVar[str] = ""
+    #: The vendor's not-found message for a job id (``{id}`` is replaced by the id).
+    job_not_found: ClassVar[str] = "Job {id} not found"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -140,6 +142,26 @@ class VendorAdapter:
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     # -- shared helpers ---------------------------------------------------------------------
+    def caller_job(self, request: Request, job_id: str) -> Job:
+        """The caller's job ``job_id``: the key is checked first (:meth:`api_key`), then the
+        job is looked up among this vendor's jobs made with that key.
+
+        Every vendor scopes requests to the account that made them, so a job of another key
+        answers exactly as an unknown id: the same status and body, byte for byte (the
+        control plane, ``/_emulator/jobs``, still sees every job; result file URLs stay
+        capability URLs, as the vendors' CDN links are).
+
+        Raises:
+            Unauthorized: no key, or one strict key mode does not accept.
+            NotFound: no such job of this vendor and key; the message is
+                :attr:`job_not_found`.
+        """
+        key = self.api_key(request)
+        job = self.emulator.jobs.find(job_id, vendor=self.slug, api_key=key)
+        if job is None:
+            raise NotFound(self.job_not_found.format(id=job_id))
+        return job
+
     def operations(self) -> frozenset[str]:
         """The operation names of this adapter's routes, on every host.
 

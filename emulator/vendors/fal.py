@@ -141,6 +141,7 @@ class FalAdapter(VendorAdapter):
         HostSpec("v3.fal.media", "/cdn", "cdn"),
     )
     source = "../shared/vendor-docs/fal.txt"
+    job_not_found = "Request {id} not found"
 
     def __init__(self, emulator: Emulator) -> None:
         super().__init__(emulator)
@@ -294,15 +295,11 @@ class FalAdapter(VendorAdapter):
                 "cancel_url": base + "/cancel"}
 
     def _job(self, request: Request) -> Job:
-        request_id = request.path_params["request_id"]
-        job = self.emulator.jobs.find(request_id, vendor=self.slug)
-        if job is None:
-            raise NotFound(f"Request {request_id} not found")
-        return job
+        """The caller's request named in the path (:meth:`caller_job`)."""
+        return self.caller_job(request, request.path_params["request_id"])
 
     async def status(self, request: Request) -> Response:
         """``GET .../requests/{id}/status`` (``?logs=1`` adds the logs)."""
-        self.api_key(request)
         job = self._job(request)
         await self.emulator.jobs.observe(job)
         logs = _truthy(self.query_value(request, "logs"))
@@ -310,7 +307,6 @@ class FalAdapter(VendorAdapter):
 
     async def status_stream(self, request: Request) -> Response:
         """Server-sent events, one per status change, ending with ``COMPLETED``."""
-        self.api_key(request)
         job = self._job(request)
         logs = _truthy(self.query_value(request, "logs"))
         engine = self.emulator.jobs
@@ -371,7 +367,6 @@ class FalAdapter(VendorAdapter):
 
     async def result(self, request: Request) -> Response:
         """The result of a completed request; 400 while it is not done."""
-        self.api_key(request)
         job = self._job(request)
         await self.emulator.jobs.refresh(job)
         if not job.status.terminal:
@@ -381,7 +376,6 @@ class FalAdapter(VendorAdapter):
 
     async def cancel(self, request: Request) -> Response:
         """202 ``CANCELLATION_REQUESTED`` for a queued request; 400 once it runs or ended."""
-        self.api_key(request)
         job = self._job(request)
         engine = self.emulator.jobs
         await engine.refresh(job)

@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute
 
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
-from emulator.errors import EmulatorError, InvalidInput, NotFound
+from emulator.errors import EmulatorError, InvalidInput
 from emulator.vendors.base import HostSpec, VendorAdapter
 
 MODEL = "bria-image-remove-background"
@@ -59,6 +59,7 @@ class GmiCloudAdapter(VendorAdapter):
     title = "GMI Cloud"
     hosts = (HostSpec("console.gmicloud.ai", ""),)
     source = "../shared/vendor-docs/gmicloud.txt"
+    job_not_found = "request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Submit, list and get, on the console host."""
@@ -134,13 +135,8 @@ class GmiCloudAdapter(VendorAdapter):
 
     async def status(self, request: Request) -> Response:
         """One request record (gmicloud.txt, Checking Request Status)."""
-        self.api_key(request)
-        engine = self.emulator.jobs
-        request_id = request.path_params["request_id"]
-        job = engine.find(request_id, vendor=self.slug)
-        if job is None:
-            raise NotFound(f"request {request_id} not found")
-        await engine.observe(job)
+        job = self.caller_job(request, request.path_params["request_id"])
+        await self.emulator.jobs.observe(job)
         return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from emulator.core.ids import iso_ms, uuid7
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import WebhookMessage
-from emulator.errors import EmulatorError, InvalidInput, NotFound
+from emulator.errors import EmulatorError, InvalidInput
 from emulator.vendors.base import HostSpec, VendorAdapter
 
 MODEL_ID = "bria-rmbg-2-0-682"
@@ -58,6 +58,7 @@ class PixazoAdapter(VendorAdapter):
     title = "Pixazo"
     hosts = (HostSpec("gateway.pixazo.ai", ""),)
     source = "../shared/vendor-docs/pixazo.txt"
+    job_not_found = "Request '{id}' not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Submit and the universal status endpoint, on the gateway host."""
@@ -112,13 +113,8 @@ class PixazoAdapter(VendorAdapter):
 
     async def status(self, request: Request) -> Response:
         """The universal status endpoint (pixazo.txt, Retrieving Results)."""
-        self.api_key(request)
-        engine = self.emulator.jobs
-        request_id = request.path_params["request_id"]
-        job = engine.find(request_id, vendor=self.slug)
-        if job is None:
-            raise NotFound(f"Request '{request_id}' not found")
-        await engine.observe(job)
+        job = self.caller_job(request, request.path_params["request_id"])
+        await self.emulator.jobs.observe(job)
         return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
 
     def webhook(self, job: Job) -> WebhookMessage | None:

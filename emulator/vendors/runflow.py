@@ -34,7 +34,7 @@ from emulator.core.ids import iso_ms
 from emulator.core.inputs import FETCH_FAILED, parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
-from emulator.errors import EmulatorError, InvalidInput, NotFound, ValidationFailed
+from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
 from emulator.vendors.base import HostSpec, VendorAdapter
 
 MODEL = "bria/background/remove"
@@ -71,6 +71,7 @@ class RunflowAdapter(VendorAdapter):
     title = "Runflow"
     hosts = (HostSpec("api.runflow.io", ""),)
     source = "../shared/vendor-docs/runflow.txt"
+    job_not_found = "Run {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Create a run; read a run."""
@@ -192,13 +193,8 @@ class RunflowAdapter(VendorAdapter):
 
     async def get_run(self, request: Request) -> Response:
         """``GET /v1/runs/{id}``."""
-        self.api_key(request)
-        engine = self.emulator.jobs
-        run_id = request.path_params["run_id"]
-        job = engine.find(run_id, vendor=self.slug)
-        if job is None:
-            raise NotFound(f"Run {run_id} not found")
-        await engine.observe(job)
+        job = self.caller_job(request, request.path_params["run_id"])
+        await self.emulator.jobs.observe(job)
         return await self._respond(request, job)
 
     async def _respond(self, request: Request, job: Job, status: int = 200) -> Response:

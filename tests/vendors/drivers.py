@@ -28,6 +28,9 @@ class Driver:
     wrong_method: str = "GET"
     #: True when the submit reply names the URL to poll (so it must follow the client's host).
     poll_url_in_reply: bool = False
+    #: Every request the vendor has on one job, ``(method, path)`` with ``{id}`` for its id:
+    #: status read, result read, cancel, ... (each scoped to the key that made the job).
+    job_requests: tuple[tuple[str, str], ...] = ()
 
     def headers(self, key: str | None = KEY) -> dict[str, str]:
         return {} if key is None else {self.key_header: f"{self.key_prefix}{key}".strip()}
@@ -236,6 +239,7 @@ PIXAZO = PixazoDriver(
                   "failed": "FAILED", "error": "ERROR"},
     unknown_job_path="/v2/requests/status/bria-rmbg-2-0-682_nope",
     poll_url_in_reply=True,
+    job_requests=(("GET", "/v2/requests/status/{id}"),),
 )
 APIFRAME = ApiframeDriver(
     slug="apiframe", key_header="X-API-Key", key_prefix="",
@@ -243,6 +247,7 @@ APIFRAME = ApiframeDriver(
     status_words={"queued": "QUEUED", "processing": "PROCESSING", "succeeded": "COMPLETED",
                   "failed": "FAILED", "error": "FAILED"},
     unknown_job_path="/v2/jobs/00000000-0000-0000-0000-000000000000",
+    job_requests=(("GET", "/v2/jobs/{id}"),),
 )
 GMICLOUD = GmiCloudDriver(
     slug="gmicloud", key_header="Authorization", key_prefix="Bearer ",
@@ -252,6 +257,7 @@ GMICLOUD = GmiCloudDriver(
     submit_status=200,
     unknown_job_path="/api/v1/ie/requestqueue/apikey/requests/00000000-0000-0000-0000-0",
     wrong_method="DELETE",
+    job_requests=(("GET", "/api/v1/ie/requestqueue/apikey/requests/{id}"),),
 )
 FAL = FalDriver(
     slug="fal", key_header="Authorization", key_prefix="Key ",
@@ -261,6 +267,10 @@ FAL = FalDriver(
     submit_status=200,
     unknown_job_path="/queue/fal-ai/bria/requests/00000000-0000-0000-0000-000000000000/status",
     poll_url_in_reply=True,
+    job_requests=(("GET", "/queue/fal-ai/bria/requests/{id}/status"),
+                  ("GET", "/queue/fal-ai/bria/requests/{id}/status/stream"),
+                  ("GET", "/queue/fal-ai/bria/requests/{id}"),
+                  ("PUT", "/queue/fal-ai/bria/requests/{id}/cancel")),
 )
 RUNFLOW = RunflowDriver(
     slug="runflow", key_header="Authorization", key_prefix="Bearer ",
@@ -269,6 +279,7 @@ RUNFLOW = RunflowDriver(
                   "failed": "failed", "error": "failed"},
     submit_status=201,
     unknown_job_path="/v1/runs/00000000-0000-0000-0000-000000000000",
+    job_requests=(("GET", "/v1/runs/{id}"),),
 )
 
 DRIVERS = [PIXAZO, APIFRAME, GMICLOUD, FAL, RUNFLOW]

@@ -230,10 +230,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
                 img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img) or img
-            if img.mode in ("P", "PA", "LA", "RGBA", "I;16", "I", "F", "CMYK", "YCbCr", "L", "1"):
-                img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" \
-                    else img.convert("RGB")
-            elif img.mode != "RGB":
+            # One step at a time, each dropping the image before it, so at most two full-size
+            # copies live at once (the chained form held three: 8 bytes a pixel for a GIF).
+            if "A" in img.mode or img.mode == "P":
+                img = img.convert("RGBA")
+            if img.mode != "RGB":
                 img = img.convert("RGB")
             return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
     except InputImageError:

@@ -499,7 +499,8 @@ class Operation:
             content_type: the ``Content-Type`` header, or ``None``.
             body: the parsed JSON body (when ``body_present`` and JSON).
             body_present: whether the request carried a non-blank body.
-            body_error: why the body is not JSON (``None`` when it parsed).
+            body_error: why the body is not acceptable JSON, the parser's message (``None``
+                when it parsed).
         """
         problems: list[Problem] = []
         if self.security and not any(
@@ -548,7 +549,7 @@ class Operation:
         if media.endswith("json") or media == "":
             if body_error is not None:
                 problems.append(Problem("body", "body", "json",
-                                        f"body: not valid JSON: {body_error} (rule: json)",
+                                        f"body: {body_error} (rule: json)",
                                         status=400, code="bad_request"))
             elif validator is not None and not validator.is_valid(body):
                 problems.extend(_problems_from(validator.iter_errors(body), "body", ""))

@@ -13,14 +13,12 @@ is handed to the adapter so it is parsed once.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.types import Scope
@@ -28,13 +26,13 @@ from starlette.types import Scope
 from emulator import contracts
 from emulator.core.clock import Clock
 from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
+from emulator.jsonbody import BodyTooLarge, parse_json_async
 from emulator.settings import Settings
-from emulator.vendors.base import JSON_BODY_LIMIT, JSON_KEY, PREFIX_KEY
+from emulator.vendors.base import JSON_ERROR_KEY, JSON_KEY, PREFIX_KEY
 
 if TYPE_CHECKING:
     from emulator.vendors.base import VendorAdapter
 
-_THREAD_PARSE_BYTES = 256 * 1024
 _NO_QUERY = QueryParams()
 #: Requests remembered as obeying their contract (forgotten all at once past it).
 _CLEAN_LIMIT = 8192
@@ -80,6 +78,7 @@ class RequestGuard:
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.strict = settings.strict
+        self.body_limit = settings.json_body_limit
         self.clock = clock
         self._strict_keys: set[str] = set()
         self._violations: deque[dict[str, Any]] = deque(maxlen=max(1, settings.journal_size))
@@ -185,13 +184,16 @@ class RequestGuard:
         present = bool(raw.strip())
         parsed: Any = None
         error: str | None = None
-        if present and op.body_media and len(raw) <= JSON_BODY_LIMIT:
+        if present and op.body_media:
             try:
-                parsed = (await run_in_threadpool(json.loads, raw)
-                          if len(raw) > _THREAD_PARSE_BYTES else json.loads(raw))
-                request.scope[JSON_KEY] = parsed
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                error = str(exc)
+                parsed = await parse_json_async(raw, limit=self.body_limit)
+                scope[JSON_KEY] = parsed
+            except BodyTooLarge:
+                raise
+            except InvalidInput as exc:
+                # The adapter's json_body raises this same error (the body is parsed once).
+                error = exc.message
+                scope[JSON_ERROR_KEY] = exc
         # request.url.path without building the URL (Starlette escapes these three).
         full_path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
         path = full_path

@@ -16,6 +16,11 @@ operation of their vendor) it:
    :data:`~emulator.core.faults.CURRENT_PLAN` (for job and image faults) and breaks the body;
 4. journals the request (:class:`~emulator.core.journal.Journal`).
 
+Before any of that, every request (the control plane's too) with a ``Content-Length`` over
+``Settings.json_body_limit`` is answered 413 without its body being read (in the vendor's
+error body, or ``{"detail": ...}`` under ``/_emulator``), and a body without one (chunked) is
+read through :class:`~emulator.jsonbody.CappedReceive`, which stops past the limit.
+
 Dropping a connection needs the server's transport: under uvicorn (h11 or httptools) it is
 ``send.__self__.transport``. ``reset`` aborts it with ``SO_LINGER`` 0 (the client reads a TCP
 RST: ``httpx.ReadError``); ``close`` closes it (``httpx.RemoteProtocolError``: "Server
@@ -56,6 +61,7 @@ from emulator.errors import (
     RateLimited,
     Unauthorized,
 )
+from emulator.jsonbody import BodyTooLarge, CappedReceive, body_framing
 from emulator.vendors.base import API_KEY_KEY, OPERATION_KEY, VENDOR_KEY, VendorAdapter
 
 if TYPE_CHECKING:
@@ -290,6 +296,7 @@ class FaultMiddleware:
         self.traffic = emulator.traffic
         self.adapters = emulator.adapters
         self.resolver = RouteResolver(routes, list(emulator.adapters))
+        self.body_limit = emulator.settings.json_body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -306,19 +313,39 @@ class FaultMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        limit = self.body_limit
         if path.startswith(ADMIN_PREFIX) and not path.startswith(FILES_PREFIX):
-            await self.app(scope, receive, send)
+            length, chunked = body_framing(scope["headers"])
+            if length is not None and length > limit:
+                await JSONResponse({"detail": BodyTooLarge(limit, length).message},
+                                   status_code=413)(scope, receive, send)
+                return
+            await self.app(scope, CappedReceive(receive, limit) if chunked else receive, send)
             return
         started = time.perf_counter()
         at = self.clock.now()
         header_text: str | None = None
         key_hint = False
+        length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == FAULT_HEADER:
                 header_text = value.decode("latin-1")
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else None
+            elif name == b"transfer-encoding":
+                chunked = True
             elif b"fault." in value:
                 key_hint = True
         recorder = _Recorder(send)
+        if chunked:
+            # No Content-Length: stop reading once past the limit.
+            receive = CappedReceive(receive, limit)
+        elif length is not None and length > limit:
+            # Refused before a byte of the body is read, in the vendor's own 413 body.
+            await self._too_large(scope, receive, recorder, BodyTooLarge(limit, length), at,
+                                  started)
+            return
         if header_text is not None or key_hint or self.faults.live:
             await self._with_faults(scope, receive, send, recorder, header_text, at, started)
             return
@@ -392,6 +419,16 @@ class FaultMiddleware:
             await self.app(scope, receive, out)
         finally:
             CURRENT_PLAN.reset(token)
+
+    async def _too_large(self, scope: Scope, receive: Receive, recorder: _Recorder,
+                         exc: BodyTooLarge, at: float, started: float) -> None:
+        vendor, operation = self.resolver.resolve(scope)
+        adapter = self.adapters.get(vendor) if vendor else None
+        try:
+            await _error_response(adapter, exc)(scope, receive, recorder)
+        finally:
+            self._record(scope, at, started, recorder, None,
+                         (vendor, operation, self._key(adapter, scope)))
 
     def _key(self, adapter: VendorAdapter | None, scope: Scope) -> str | None:
         if adapter is None:

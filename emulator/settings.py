@@ -119,6 +119,15 @@ class Settings:
             raise ValueError("ledger_size must be >= 0")
 
     @property
+    def json_body_limit(self) -> int:
+        """The largest JSON request body accepted (bytes): the base64 text of a
+        ``max_input_bytes`` file plus 1 MiB (36,001,112, about 34.3 MiB, for the default
+        25 MiB); see :func:`emulator.jsonbody.json_body_limit`."""
+        from emulator.jsonbody import json_body_limit
+
+        return json_body_limit(self.max_input_bytes)
+
+    @property
     def latency_profile(self) -> LatencyProfile:
         """The :class:`LatencyProfile` named by ``latency``."""
         return LATENCY_PROFILES[self.latency]

@@ -20,6 +20,8 @@ from emulator import __version__, samples
 from emulator.core.billing import KEY_FIELDS, parse_key_settings
 from emulator.core.faults import FILE_OPERATION
 from emulator.core.jobs import JobStatus
+from emulator.errors import InvalidInput
+from emulator.jsonbody import read_json
 from emulator.vendors.base import OPERATION_KEY, VENDOR_KEY
 
 if TYPE_CHECKING:
@@ -38,15 +40,12 @@ def _error(status: int, detail: str) -> JSONResponse:
 
 
 async def _json(request: Request) -> dict[str, Any] | JSONResponse:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
+    """The body as a JSON object (``{}`` when there is none), by the app's one parser
+    (:func:`emulator.jsonbody.read_json`); a 400/413 ``{"detail": ...}`` when unacceptable."""
     try:
-        import json
-
-        body = json.loads(raw)
-    except ValueError as exc:
-        return _error(400, f"body is not valid JSON: {exc}")
+        body = await read_json(request, default={})
+    except InvalidInput as exc:
+        return _error(exc.status, exc.message)
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
     return body

@@ -8,7 +8,6 @@ See :mod:`emulator.core.faults` for the rule type.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -17,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.admin.core import by_method
 from emulator.core.faults import RuleError
+from emulator.errors import InvalidInput
+from emulator.jsonbody import read_json
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -33,11 +34,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     faults = emulator.faults
 
     async def add(request: Request) -> Response:
-        raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError as exc:
-            return _error(400, f"body is not valid JSON: {exc}")
+            body = await read_json(request, default=None)
+        except InvalidInput as exc:
+            return _error(exc.status, exc.message)
         if isinstance(body, dict):
             specs, single = [body], True
         elif isinstance(body, list) and body:

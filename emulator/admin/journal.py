@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,6 +17,8 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.admin.core import by_method
 from emulator.core.journal import parse_criteria
+from emulator.errors import InvalidInput
+from emulator.jsonbody import read_json
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -66,11 +67,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         return JSONResponse({"cleared": True})
 
     async def verify(request: Request) -> Response:
-        raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
-            return _error(400, f"body is not valid JSON: {exc}")
+            body = await read_json(request, default={})
+        except InvalidInput as exc:
+            return _error(exc.status, exc.message)
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object of criteria and count, min or max")
         try:

@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.admin.core import by_method
 from emulator.core import scenarios
+from emulator.errors import InvalidInput
+from emulator.jsonbody import check_shape
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -28,11 +30,16 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     """``POST`` and ``GET`` on ``/_emulator/scenarios``."""
 
     async def load(request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except InvalidInput as exc:  # a chunked body past the app's limit
+            return JSONResponse({"detail": exc.message}, status_code=exc.status)
         if len(raw) > MAX_BYTES:
             return JSONResponse({"detail": f"scenario is over {MAX_BYTES} bytes"},
                                 status_code=413)
         try:
+            # Nesting and structure limits first: deep flow-style YAML recurses as JSON does.
+            check_shape(raw, what="scenario")
             text = raw.decode("utf-8")
             try:  # JSON first: YAML 1.1 would read a JSON number such as 1e+16 as a string
                 data = json.loads(text)
@@ -45,6 +52,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             return JSONResponse({"detail": "scenario is not UTF-8 text"}, status_code=400)
         except scenarios.ScenarioError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
+        except InvalidInput as exc:
+            return JSONResponse({"detail": exc.message}, status_code=400)
+        except RecursionError:  # block-style YAML nested past the interpreter's stack
+            return JSONResponse({"detail": "scenario is nested too deeply"}, status_code=400)
         return JSONResponse(emulator.load_scenario(scenario), status_code=201)
 
     async def listing(request: Request) -> Response:

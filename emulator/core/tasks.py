@@ -16,7 +16,7 @@ import numpy as np
 
 from emulator.core.inputs import decode_image
 from emulator.matte.compose import composite, cutout, encode_png
-from emulator.matte.engine import MatteEngine
+from emulator.matte.engine import MatteEngine, bounded_alpha
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,12 @@ def remove_background(payloads: list[bytes], params: dict[str, Any],
         InputImageError: the input cannot be decoded (see :func:`decode_image`).
     """
     rgb = decode_image(payloads[0], max_pixels=ctx.max_pixels)
-    alpha = ctx.engine.alpha(rgb)
-    png = encode_png(cutout(rgb, alpha), compress_level=ctx.compress_level)
-    return [Rendered(png, "image/png", rgb.shape[1], rgb.shape[0])]
+    height, width = rgb.shape[:2]
+    alpha = bounded_alpha(ctx.engine, rgb)
+    rgba = cutout(rgb, alpha)
+    del rgb, alpha  # only the cut-out is held while the PNG is encoded
+    png = encode_png(rgba, compress_level=ctx.compress_level)
+    return [Rendered(png, "image/png", width, height)]
 
 
 def prompt_background(prompt: str, seed: int, width: int, height: int) -> np.ndarray:
@@ -71,10 +74,17 @@ def prompt_background(prompt: str, seed: int, width: int, height: int) -> np.nda
     top = np.frombuffer(digest[0:3], dtype=np.uint8).astype(np.float32)
     bottom = np.frombuffer(digest[3:6], dtype=np.uint8).astype(np.float32)
     t = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    image = top * (1.0 - t) + bottom * t
     rng = np.random.default_rng(int.from_bytes(digest[6:14], "little"))
-    noise = rng.normal(0.0, 6.0, size=(height, width, 1)).astype(np.float32)
-    return np.clip(np.broadcast_to(image, (height, width, 3)) + noise, 0, 255).astype(np.uint8)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    # In bands of rows (the generator draws the same numbers in pieces as at once), so the
+    # float32 temporaries stay about 16 MB whatever the size.
+    step = max(1, (1024 * 1024) // max(1, width))
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        band = top * (1.0 - t[y0:y1]) + bottom * t[y0:y1]
+        noise = rng.normal(0.0, 6.0, size=(y1 - y0, width, 1)).astype(np.float32)
+        out[y0:y1] = np.clip(np.broadcast_to(band, (y1 - y0, width, 3)) + noise, 0, 255)
+    return out
 
 
 def replace_background(payloads: list[bytes], params: dict[str, Any],
@@ -89,7 +99,7 @@ def replace_background(payloads: list[bytes], params: dict[str, Any],
         InputImageError: an input cannot be decoded.
     """
     rgb = decode_image(payloads[0], max_pixels=ctx.max_pixels)
-    alpha = ctx.engine.alpha(rgb)
+    alpha = bounded_alpha(ctx.engine, rgb)
     height, width = alpha.shape
     reference = (decode_image(payloads[1], max_pixels=ctx.max_pixels)
                  if len(payloads) > 1 else None)

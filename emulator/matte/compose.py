@@ -30,11 +30,27 @@ def cutout(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     if rgb.shape[:2] != alpha.shape or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb {rgb.shape} and alpha {alpha.shape} do not match")
     # OpenCV, not numpy boolean indexing: 0.7 ms instead of 12-27 ms for a megapixel, and
-    # it releases the GIL (the event loop keeps answering while a worker composes).
+    # it releases the GIL (the event loop keeps answering while a worker composes). In bands
+    # of BAND_PIXELS, written into the output, so the temporaries stay small whatever the size.
     rgb, alpha = np.ascontiguousarray(rgb), np.ascontiguousarray(alpha)
-    kept = cv2.bitwise_and(rgb, rgb, mask=alpha)  # zero where alpha == 0
-    rgba: np.ndarray = cv2.merge((*cv2.split(kept), alpha))
+    height, width = alpha.shape
+    rgba = np.empty((height, width, 4), dtype=np.uint8)
+    for y0, y1 in _bands(height, width):
+        part, mask = rgb[y0:y1], alpha[y0:y1]
+        kept = cv2.bitwise_and(part, part, mask=mask)  # zero where alpha == 0
+        rgba[y0:y1] = cv2.merge((*cv2.split(kept), mask))
     return rgba
+
+
+#: Pixels per band of the full-size compositing steps (bounds their temporaries: a float32
+#: band is 12 MB).
+BAND_PIXELS = 1024 * 1024
+
+
+def _bands(height: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges of about :data:`BAND_PIXELS` pixels covering ``height`` rows."""
+    step = max(1, BAND_PIXELS // max(1, width))
+    return [(y, min(height, y + step)) for y in range(0, height, step)]
 
 
 def encode_png(image: np.ndarray, *, compress_level: int = 1) -> bytes:
@@ -58,9 +74,12 @@ def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.
     """
     height, width = alpha.shape
     bg = cover(background, width, height)
-    a = alpha.astype(np.float32)[:, :, None] / 255.0
-    out = rgb.astype(np.float32) * a + bg.astype(np.float32) * (1.0 - a)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for y0, y1 in _bands(height, width):  # float32 temporaries of one band only
+        a = alpha[y0:y1].astype(np.float32)[:, :, None] / 255.0
+        mixed = rgb[y0:y1].astype(np.float32) * a + bg[y0:y1].astype(np.float32) * (1.0 - a)
+        out[y0:y1] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def cover(image: np.ndarray, width: int, height: int) -> np.ndarray:

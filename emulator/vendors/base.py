@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from emulator.core.files import StoredFile
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
+from emulator.jsonbody import parse_json_async
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -44,10 +45,10 @@ VENDOR_KEY = "rmbg.vendor"
 OPERATION_KEY = "rmbg.operation"
 #: scope key holding the JSON body the request guard already parsed (parsed once).
 JSON_KEY = "rmbg.json"
+#: scope key holding the InvalidInput the guard's parse raised (so a bad body is parsed once).
+JSON_ERROR_KEY = "rmbg.json_error"
 #: scope key holding the API key an adapter's ``api_key`` found, for the journal.
 API_KEY_KEY = "rmbg.api_key"
-
-JSON_BODY_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -224,24 +225,22 @@ class VendorAdapter:
         return key
 
     async def json_body(self, request: Request) -> Any:
-        """The request body parsed as JSON (large bodies parsed off the event loop).
+        """The request body parsed as JSON, by :func:`emulator.jsonbody.parse_json_async`
+        (large bodies off the event loop); parsed once, by the guard when it checked it.
 
         Raises:
-            InvalidInput: empty, too large, not UTF-8 or not JSON.
+            InvalidInput: empty or whitespace, nested over 64 levels, too much structure,
+                not UTF-8 or not JSON (400; the adapter renders its vendor's status).
+            BodyTooLarge: over ``Settings.json_body_limit`` (413).
         """
-        if JSON_KEY in request.scope:
-            return request.scope[JSON_KEY]
-        body = await request.body()
-        if not body.strip():
-            raise InvalidInput("request body is empty; a JSON object is expected")
-        if len(body) > JSON_BODY_LIMIT:
-            raise InvalidInput(f"request body is over {JSON_BODY_LIMIT} bytes", status=413)
-        try:
-            if len(body) > 256 * 1024:
-                return await run_in_threadpool(json.loads, body)
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+        scope = request.scope
+        if JSON_KEY in scope:
+            return scope[JSON_KEY]
+        error = scope.get(JSON_ERROR_KEY)
+        if error is not None:
+            raise error
+        return await parse_json_async(await request.body(),
+                                      limit=self.emulator.settings.json_body_limit)
 
     async def json_object(self, request: Request) -> dict[str, Any]:
         """:meth:`json_body`, which must be an object.

@@ -114,3 +114,53 @@ def test_decode_inline_limits_and_errors() -> None:
         decode_inline(ImageSource("data", uri), max_bytes=10)
     with pytest.raises(InputImageError, match="base64"):
         decode_inline(ImageSource("base64", "abc$%^&*"), max_bytes=10**6)
+
+
+class _SizeRecorder:
+    """A matte engine that records the shapes it is given (a centred ellipse as alpha)."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, ...]] = []
+
+    def alpha(self, rgb: np.ndarray) -> np.ndarray:
+        self.seen.append(rgb.shape)
+        h, w = rgb.shape[:2]
+        yy, xx = np.ogrid[:h, :w]
+        inside = ((yy - h / 2) / (h / 2.5)) ** 2 + ((xx - w / 2) / (w / 2.5)) ** 2 <= 1
+        return np.where(inside, 255, 0).astype(np.uint8)
+
+
+def _big_gif(width: int, height: int) -> bytes:
+    from PIL import ImageDraw
+
+    img = Image.new("P", (width, height), 0)
+    img.putpalette([10, 20, 30, 200, 60, 40] + [0] * (256 * 3 - 6))
+    ImageDraw.Draw(img).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4),
+                                fill=1)
+    buf = io.BytesIO()
+    img.save(buf, format="GIF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("task", ["remove", "replace"])
+def test_a_huge_image_is_matted_small_and_answered_at_its_own_size(task: str) -> None:
+    """A 5,000 x 2,400 GIF (12 Mpx, a few KB): the engine sees at most MATTE_MAX_PIXELS, the
+    output keeps the input's size, and the alpha follows the engine's matte."""
+    from emulator.core.tasks import TASKS, TaskContext
+
+    matte_max_pixels = 2048 * 2048  # emulator.matte.engine.MATTE_MAX_PIXELS
+    data = _big_gif(5000, 2400)
+    assert len(data) < 200_000
+    engine = _SizeRecorder()
+    ctx = TaskContext(engine=engine, max_pixels=50_000_000, compress_level=1)
+    [out] = TASKS[task]([data], {"prompt": "x", "seed": 1}, ctx)
+    [shape] = engine.seen
+    assert shape[0] * shape[1] <= matte_max_pixels and shape[2] == 3
+    assert abs(shape[1] / shape[0] - 5000 / 2400) < 0.01  # aspect kept
+    img = Image.open(io.BytesIO(out.data))
+    assert img.size == (5000, 2400) == (out.width, out.height)
+    if task == "remove":
+        alpha = np.asarray(img.getchannel("A"))
+        assert alpha[1200, 2500] == 255 and alpha[10, 10] == 0

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -21,57 +19,14 @@ import pytest
 from emulator.core.fetchpolicy import FetchPolicy, IPAddress, blocked_kind
 from emulator.core.inputs import MAX_REDIRECTS, fetch_url
 from emulator.errors import InputImageError
-from tests.conftest import png_bytes, small_photo
-
-PNG = png_bytes(small_photo(16))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """``/image.png`` an image; ``/trickle`` one byte every 0.2 s (for ever);
-    ``/redirect?to=URL`` a 302 to URL. Every request's Host header is recorded."""
-
-    hosts: list[str] = []
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        type(self).hosts.append(self.headers.get("Host", ""))
-        if self.path.startswith("/redirect?to="):
-            self.send_response(302)
-            self.send_header("Location", self.path.split("=", 1)[1])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif self.path == "/trickle":
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            try:
-                for _ in range(100000):
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            except OSError:
-                pass
-        else:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(PNG)))
-            self.end_headers()
-            self.wfile.write(PNG)
+from tests.fetch_origin import PNG, FetchOrigin
 
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
     """A plain HTTP server on 127.0.0.1 (a port of its own)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with FetchOrigin() as server:
+        yield server.url
 
 
 def _recording(answer: httpx.Response | None = None
@@ -134,7 +89,7 @@ def test_the_emulators_own_port_is_never_fetched() -> None:
 def test_a_redirect_to_a_refused_address_is_refused(origin: str) -> None:
     client, seen = _recording(httpx.Response(
         302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}))
-    with pytest.raises(InputImageError, match="169.254.169.254 is link-local"):
+    with pytest.raises(InputImageError, match=r"169\.254\.169\.254 is link-local"):
         _fetch("http://93.184.216.34/x.png", client)
     assert [str(r.url) for r in seen] == ["http://93.184.216.34/x.png"]
     # and through a real server on the allowed loopback host
@@ -162,9 +117,9 @@ def test_dns_rebinding_is_checked_on_the_resolved_address(origin: str) -> None:
     assert seen == []
     # the connection goes to the address checked, under the original Host header
     port = origin.rsplit(":", 1)[1]
-    _Handler.hosts.clear()
+    FetchOrigin.hosts.clear()
     assert _fetch(f"http://images.test:{port}/image.png", httpx.AsyncClient(), policy) == PNG
-    assert _Handler.hosts == [f"images.test:{port}"]
+    assert FetchOrigin.hosts == [f"images.test:{port}"]
 
 
 def test_allow_fetch_widens_the_policy() -> None:

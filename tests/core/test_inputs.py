@@ -114,3 +114,12 @@ def test_decode_inline_limits_and_errors() -> None:
         decode_inline(ImageSource("data", uri), max_bytes=10)
     with pytest.raises(InputImageError, match="base64"):
         decode_inline(ImageSource("base64", "abc$%^&*"), max_bytes=10**6)
+
+
+def test_an_unreadable_input_is_not_quoted_in_the_message() -> None:
+    secret = b'{"jobs": [{"api_key": "sk-secret"}]}'
+    with pytest.raises(InputImageError) as caught:
+        decode_image(secret, max_pixels=10**6)
+    message = caught.value.message
+    assert "not an image" in message and f"{len(secret)} bytes" in message
+    assert "jobs" not in message and "sk-" not in message and "{" not in message

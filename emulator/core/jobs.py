@@ -587,7 +587,10 @@ class JobEngine:
             await asyncio.sleep(0.05)
             for job in list(self._watched.values()):
                 try:
-                    if not job.work_done and self.mode == "polls" and job.floor_stage < _FINAL:
+                    # A job whose final status is due waits for its work in observe(); the
+                    # ticker never does (one slow job would hold every other watched job).
+                    if not job.work_done and (self.mode == "polls"
+                                              or job.floor_stage == _FINAL):
                         continue
                     await self.observe(job, count=False)
                 except Exception:  # never let the ticker die

@@ -28,10 +28,11 @@ from emulator import samples
 from emulator.core import scenarios
 from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
+from emulator.core.fetchpolicy import FETCH_FAILED, embedded_ipv4, parse_ip
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
 from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
-from emulator.errors import EmulatorError
+from emulator.errors import EmulatorError, InputImageError
 from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
@@ -158,48 +159,94 @@ class Emulator:
         """Bytes of a URL this emulator serves itself (samples, outputs, vendor files), no HTTP.
 
         A URL is the emulator's own when it is on the same ``host:port`` as the submitting
-        request (``origin``), or, when that request used a vendor's real host name (Host
-        routing), on another vendor host name at the same port. Vendor hosts' own files
-        (fal's CDN and uploads) come from :meth:`VendorAdapter.local_file`. So a job that
-        refers to the emulator's samples or to a URL it handed out also works in-process
-        (ASGI transport) and never fetches the emulator over HTTP.
+        request (``origin``); or, when that request used a vendor's real host name (Host
+        routing), on another vendor host name at the same port; or on the address the
+        emulator listens on (``Settings.host``, its loopback names, and ``Settings.port``).
+        Vendor hosts' own files (fal's CDN and uploads) come from
+        :meth:`VendorAdapter.local_file`. So a job that refers to the emulator's samples or to
+        a URL it handed out also works in-process (ASGI transport) and never fetches the
+        emulator over HTTP.
+
+        Returns:
+            The bytes, or ``None`` for a URL that is not the emulator's own (it is fetched).
+
+        Raises:
+            InputImageError: (``fetch_failed``) one of the emulator's own URLs that is not an
+                image it serves: an unknown sample or file, or any other path, such as the
+                ``/_emulator`` control plane, whose answers a job must never read.
         """
-        if origin is None:
-            return None
-        parts, own = urlsplit(url), urlsplit(origin)
+        parts = urlsplit(url)
         path = parts.path
-        if parts.netloc.lower() == own.netloc.lower():
-            if path.startswith("/_emulator/samples/"):
-                name = path.rsplit("/", 1)[-1]
-                return samples.read_bytes(name) if samples.lookup(name) else None
-            if path.startswith(FILES_PATH + "/"):
-                file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
-                record = self.jobs.files.get(file_id)
-                return record.data if record is not None else None
-            named = self._vendor_hosts.get((own.hostname or "").lower())
-            if named is not None:
-                adapter, spec = named
-                return adapter.local_file(spec.key, path)
-            for adapter in self.adapters.values():
-                for spec in adapter.hosts:
-                    if spec.prefix and (path + "/").startswith(spec.prefix + "/"):
-                        return adapter.local_file(spec.key, path[len(spec.prefix):])
-            for adapter in self.adapters.values():
-                for spec in adapter.hosts:
-                    if not spec.prefix:
-                        data = adapter.local_file(spec.key, path)
-                        if data is not None:
-                            return data
-            return None
         host = (parts.hostname or "").lower()
-        if (host in self._vendor_hosts and (own.hostname or "").lower() in self._vendor_hosts
-                and parts.port == own.port):
-            adapter, spec = self._vendor_hosts[host]
-            if path.startswith(FILES_PATH + "/"):
-                file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
-                record = self.jobs.files.get(file_id)
-                return record.data if record is not None else None
+        try:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        except ValueError:
+            return None  # not a port: the fetch names the error
+        own = urlsplit(origin) if origin is not None else None
+        if own is not None and parts.netloc.lower() == own.netloc.lower():
+            data = self._own_file(path, (own.hostname or "").lower())
+        elif (own is not None and host in self._vendor_hosts
+              and (own.hostname or "").lower() in self._vendor_hosts
+              and parts.port == own.port):
+            data = self._own_file(path, host, vendor_host_only=True)
+        elif self._listens_on(host, port):
+            data = self._own_file(path, "")
+        else:
+            return None
+        if data is not None:
+            return data
+        short = url if len(url) <= 200 else url[:197] + "..."
+        if path.startswith(("/_emulator/samples/", FILES_PATH + "/")):
+            raise InputImageError(
+                f"fetching the input image failed: {short}: the emulator has no such "
+                "sample or file (unknown, expired, or made before a reset)",
+                code=FETCH_FAILED)
+        raise InputImageError(
+            f"fetching the input image was refused: {short} is the emulator's own URL and "
+            "not an image it serves (its samples and files are read in-process; nothing "
+            "else of it, such as /_emulator, can be an input)", code=FETCH_FAILED)
+
+    def _listens_on(self, host: str, port: int) -> bool:
+        """Whether ``host:port`` reaches this emulator: its own ``Settings.host`` and port,
+        or a loopback name or address of it (:attr:`FetchPolicy.own`)."""
+        if port != self.settings.port:
+            return False
+        if host == self.settings.host.lower():
+            return True
+        own = self.jobs.fetch_policy.own
+        ip = parse_ip(host)
+        if ip is None:
+            return host == "localhost" and any(a.is_loopback for a in own)
+        return (embedded_ipv4(ip) or ip) in own
+
+    def _own_file(self, path: str, origin_host: str, *, vendor_host_only: bool = False
+                  ) -> bytes | None:
+        """The bytes behind one of the emulator's own paths, or ``None`` when it serves no
+        image there. ``origin_host`` is the host name the path was reached under (a vendor
+        host name selects that vendor's files)."""
+        if path.startswith("/_emulator/samples/") and not vendor_host_only:
+            name = path.rsplit("/", 1)[-1]
+            return samples.read_bytes(name) if samples.lookup(name) else None
+        if path.startswith(FILES_PATH + "/"):
+            file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
+            record = self.jobs.files.get(file_id)
+            return record.data if record is not None else None
+        named = self._vendor_hosts.get(origin_host)
+        if named is not None:
+            adapter, spec = named
             return adapter.local_file(spec.key, path)
+        if vendor_host_only:
+            return None
+        for adapter in self.adapters.values():
+            for spec in adapter.hosts:
+                if spec.prefix and (path + "/").startswith(spec.prefix + "/"):
+                    return adapter.local_file(spec.key, path[len(spec.prefix):])
+        for adapter in self.adapters.values():
+            for spec in adapter.hosts:
+                if not spec.prefix:
+                    data = adapter.local_file(spec.key, path)
+                    if data is not None:
+                        return data
         return None
 
     def load_scenario(self, scenario: scenarios.Scenario) -> dict[str, Any]:

@@ -61,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scenario", action="append", default=None, metavar="FILE",
                        help="load a scenario YAML file (keys, balances, limits, fault rules); "
                             "repeatable; applied again after each POST /_emulator/reset")
+    serve.add_argument("--allow-fetch", action="append", default=None,
+                       metavar="CIDR_OR_HOST",
+                       help="let input fetches reach this loopback/private/link-local CIDR, "
+                            "address or host name (repeatable; 'any' turns the address check "
+                            "off; env RMBG_EMULATOR_ALLOW_FETCH). By default only the "
+                            "loopback address the emulator serves on is allowed")
+    serve.add_argument("--fetch-deadline", type=float, default=None, metavar="SECONDS",
+                       help="deadline for a whole input fetch, redirects and body included "
+                            "(default 30)")
+    serve.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
+                       help="longest a status read or sync call (fal.run, Runflow sync_mode) "
+                            "waits for a job's image work; past it the job shows in progress "
+                            "and the sync call answers 504 (default 60)")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -137,6 +150,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             virtual_clock=args.virtual_clock, workers=args.workers,
             keys=load_keys_file(Path(args.keys)) if args.keys else None, strict=args.strict,
             tls=args.tls, tls_dir=args.tls_dir,
+            allow_fetch=tuple(args.allow_fetch) if args.allow_fetch else None,
+            fetch_deadline_s=args.fetch_deadline, max_wait_s=args.max_wait,
             scenarios=tuple(args.scenario) if args.scenario else None,
         )
         app = create_app(settings)
@@ -176,6 +191,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  progression: {settings.progression} (latency {settings.latency})"
           + ("  strict: requests are checked against the contracts" if settings.strict
              else ""))
+    policy = emulator.jobs.fetch_policy
+    print("  input fetches: " + (
+        "any address (--allow-fetch any)" if policy.allow_any else
+        "loopback, private and link-local addresses refused, except "
+        + (", ".join([str(n) for n in policy.networks] + sorted(policy.hosts)) or "none")
+        + f" (--allow-fetch); deadline {settings.fetch_deadline_s:g} s"))
     for line in tls_lines:
         print(line)
     for loaded in emulator.scenarios:

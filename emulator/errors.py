@@ -90,6 +90,19 @@ class RateLimited(EmulatorError):
     code = "rate_limited"
 
 
+class GatewayTimeout(EmulatorError):
+    """504: a synchronous call (fal.run, Runflow ``sync_mode``) waited ``Settings.max_wait_s``
+    seconds for the image work without seeing it end.
+
+    fal documents ``request_timeout`` as 504 with ``{"detail", "error_type"}``
+    (https://fal.ai/docs/documentation/model-apis/request-errors); Runflow documents no
+    time-out, so it gets 504 in its ``{"detail": ...}`` error body.
+    """
+
+    status = 504
+    code = "request_timeout"
+
+
 class InputImageError(EmulatorError):
     """The input image could not be had: fetch failed, too large, not an image, a bomb.
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.core.fetchpolicy import check_allow_entries
+
 ENV_PREFIX = "RMBG_EMULATOR_"
 
 
@@ -70,6 +72,14 @@ class Settings:
     """Everything the emulator can be told.
 
     Units: seconds for times, bytes for sizes, pixels for image limits, USD for money.
+
+    Input fetches: ``fetch_timeout_s`` bounds each connect and read, ``fetch_deadline_s`` the
+    whole fetch (redirects and body included); ``allow_fetch`` lists CIDRs, addresses or host
+    names that input fetches may reach although they are loopback, private or link-local
+    (``"any"``: no address check; see :mod:`emulator.core.fetchpolicy`). ``max_wait_s``
+    bounds how long one status read or synchronous call (fal.run, Runflow ``sync_mode``)
+    waits for a job's image work: past it the read shows the job in progress and the
+    synchronous call answers the vendor's time-out error.
     """
 
     host: str = "127.0.0.1"
@@ -86,6 +96,9 @@ class Settings:
     max_input_bytes: int = 25 * 1024 * 1024
     max_input_pixels: int = 50_000_000
     fetch_timeout_s: float = 15.0
+    fetch_deadline_s: float = 30.0
+    allow_fetch: tuple[str, ...] = field(default_factory=tuple)
+    max_wait_s: float = 60.0
     png_compress_level: int = 1
     keys: frozenset[str] | None = None
     default_balance_usd: float = 1000.0
@@ -117,6 +130,10 @@ class Settings:
             raise ValueError("result_cache_bytes must be >= 0")
         if self.ledger_size < 0:
             raise ValueError("ledger_size must be >= 0")
+        for name in ("fetch_timeout_s", "fetch_deadline_s", "max_wait_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        check_allow_entries(self.allow_fetch)
 
     @property
     def json_body_limit(self) -> int:
@@ -142,7 +159,9 @@ class Settings:
 
         ``RMBG_EMULATOR_KEYS_FILE`` names a file of accepted keys, one a line (strict key
         mode); ``RMBG_EMULATOR_MODELS`` names the weights directory;
-        ``RMBG_EMULATOR_SCENARIOS`` lists scenario files (``os.pathsep``-separated).
+        ``RMBG_EMULATOR_SCENARIOS`` lists scenario files (``os.pathsep``-separated); a
+        tuple field such as ``RMBG_EMULATOR_ALLOW_FETCH`` takes comma- or space-separated
+        items.
 
         Raises:
             ValueError: a variable that does not parse.
@@ -181,6 +200,8 @@ def load_keys_file(path: Path) -> frozenset[str]:
 
 
 def _coerce(name: str, type_name: str, raw: str) -> Any:
+    if type_name.startswith("tuple"):
+        return tuple(item for item in raw.replace(",", " ").split() if item)
     if "bool" in type_name:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if type_name.startswith("int"):

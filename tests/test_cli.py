@@ -122,3 +122,45 @@ def test_serve_freezes_start_up_objects_and_collects_while_idle(
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
     assert isinstance(seen["collector"], IdleCollector)
     assert "rmbg-emulator" in capsys.readouterr().out
+
+
+def test_serve_takes_the_fetch_flags(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    import uvicorn
+
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **kwargs: object) -> None:
+        seen["settings"] = app.state.emulator.settings  # type: ignore[attr-defined]
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setenv("RMBG_EMULATOR_MAX_WAIT_S", "7")
+    try:
+        assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                     "--allow-fetch", "10.0.0.0/8", "--allow-fetch", "images.internal",
+                     "--fetch-deadline", "5"]) == 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    settings = seen["settings"]
+    assert settings.allow_fetch == ("10.0.0.0/8", "images.internal")  # type: ignore[attr-defined]
+    assert settings.fetch_deadline_s == 5.0  # type: ignore[attr-defined]
+    assert settings.max_wait_s == 7.0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "input fetches:" in out and "10.0.0.0/8" in out and "127.0.0.1/32" in out
+    assert main(["serve", "--allow-fetch", "not a host!"]) == 2
+    assert "not a host!" in capsys.readouterr().err
+
+
+def test_allow_fetch_from_the_environment() -> None:
+    from emulator.settings import Settings
+
+    settings = Settings.from_env({"RMBG_EMULATOR_ALLOW_FETCH": "any",
+                                  "RMBG_EMULATOR_FETCH_DEADLINE_S": "3"})
+    assert settings.allow_fetch == ("any",) and settings.fetch_deadline_s == 3.0
+    assert Settings().allow_fetch == () and Settings().fetch_deadline_s == 30.0
+    with pytest.raises(ValueError, match="max_wait_s"):
+        Settings(max_wait_s=0)

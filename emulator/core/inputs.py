@@ -11,6 +11,7 @@ Formats: JPEG, PNG, WebP, GIF (first frame) and AVIF where Pillow supports it, a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -19,12 +20,14 @@ import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from emulator.core.fetchpolicy import FETCH_FAILED as FETCH_FAILED
+from emulator.core.fetchpolicy import FetchPolicy
 from emulator.errors import InputImageError, InvalidInput
 
 SourceKind = Literal["url", "data", "base64"]
@@ -36,8 +39,8 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+
                        r"(?P<b64>;base64)?,", re.IGNORECASE)
 _BASE64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
 
-#: :attr:`InputImageError.code` values, so adapters can name the cause in their vendor's terms.
-FETCH_FAILED = "fetch_failed"  # HTTP status >= 400, time-out, connection failure
+#: :attr:`InputImageError.code` values, so adapters can name the cause in their vendor's terms
+#: (and :data:`FETCH_FAILED`: HTTP status >= 400, time-out, refused address, connection failure).
 TOO_LARGE = "too_large"  # more bytes than the limit
 TOO_MANY_PIXELS = "too_many_pixels"  # pixel limit, decompression bomb
 UNSUPPORTED_FORMAT = "unsupported_format"  # an image, but not JPEG/PNG/WebP/GIF/AVIF
@@ -147,52 +150,134 @@ def decode_inline(source: ImageSource, max_bytes: int) -> bytes:
                               code=UNREADABLE) from None
 
 
+#: Redirects an input fetch follows, each hop checked like the first URL; one more is refused.
+MAX_REDIRECTS = 5
+
+#: Bytes of a URL the emulator serves itself (read in-process), ``None`` for any other URL;
+#: raises :class:`InputImageError` for its own URLs that are not an image it serves.
+LocalFetch = Callable[[str], Awaitable[bytes | None]]
+
+
 async def fetch_url(
-    url: str, client: httpx.AsyncClient, *, max_bytes: int, timeout_s: float
+    url: str, client: httpx.AsyncClient, *, policy: FetchPolicy, max_bytes: int,
+    timeout_s: float, deadline_s: float, local: LocalFetch | None = None,
 ) -> bytes:
-    """GET ``url`` with a time limit and a byte limit.
+    """GET ``url`` under the address policy, a per-read time limit, an overall deadline and a
+    byte limit, following at most :data:`MAX_REDIRECTS` redirects.
+
+    Each hop (the URL, then every ``Location``) is first offered to ``local`` (the emulator's
+    own samples and files, read in-process); otherwise its host is resolved and checked by
+    ``policy`` (:meth:`FetchPolicy.pin`) and the request goes to the checked IP address, with
+    the original ``Host`` header and TLS server name (httpx's ``sni_hostname`` extension), so
+    the address connected to is the address checked (no DNS rebinding). Redirects are
+    followed here, not by httpx, so that every hop is checked.
+
+    Args:
+        timeout_s: seconds allowed for each connect, read and write.
+        deadline_s: seconds allowed for the whole fetch, redirects and body included (an
+            origin that trickles one byte a second stops here).
 
     Raises:
-        InputImageError: HTTP status >= 400, time-out, connection failure, or a body over
-            ``max_bytes`` bytes. The message names the URL and the cause.
+        InputImageError: (code ``fetch_failed``) HTTP status >= 400, a refused address, too
+            many redirects, a time-out or the deadline, a connection failure; (``too_large``)
+            a body over ``max_bytes`` bytes. The message names the URL and the cause and never
+            quotes the fetched bytes.
     """
-    short = url if len(url) <= 200 else url[:197] + "..."
+    short = _short(url)
     try:
-        async with client.stream(
-            "GET", url, timeout=timeout_s, follow_redirects=True
-        ) as response:
-            if response.status_code >= 400:
-                raise InputImageError(
-                    f"fetching the input image failed: {short} answered HTTP "
-                    f"{response.status_code}", code=FETCH_FAILED
-                )
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise InputImageError(
-                    f"the input image at {short} is {declared} bytes, over the limit of "
-                    f"{max_bytes} bytes", code=TOO_LARGE
-                )
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
+        return await asyncio.wait_for(
+            _fetch(url, client, policy=policy, max_bytes=max_bytes, timeout_s=timeout_s,
+                   local=local), deadline_s)
+    except asyncio.TimeoutError:
+        raise InputImageError(
+            f"fetching the input image did not end within the deadline of {deadline_s:g} s: "
+            f"{short}", code=FETCH_FAILED) from None
+
+
+async def _fetch(url: str, client: httpx.AsyncClient, *, policy: FetchPolicy,
+                 max_bytes: int, timeout_s: float, local: LocalFetch | None) -> bytes:
+    short = _short(url)
+    hop = url
+    for redirects in range(MAX_REDIRECTS + 1):
+        if local is not None:
+            data = await local(hop)
+            if data is not None:
+                return data
+        try:
+            target = httpx.URL(hop)
+        except httpx.InvalidURL as exc:
+            raise InputImageError(f"fetching the input image failed: {short}: a redirect to "
+                                  f"an invalid URL ({exc})", code=FETCH_FAILED) from None
+        if target.scheme not in ("http", "https") or not target.raw_host:
+            raise InputImageError(
+                f"fetching the input image failed: {short}: a redirect to {_short(hop)!r}, "
+                "which is not an http(s) URL", code=FETCH_FAILED)
+        host = target.raw_host.decode("ascii")
+        port = target.port or (443 if target.scheme == "https" else 80)
+        pinned = await policy.pin(host, port, url=_short(hop))
+        request = client.build_request(
+            "GET", target.copy_with(host=str(pinned.ip)),
+            headers={"Host": target.netloc.decode("ascii")},
+            extensions={"sni_hostname": host}, timeout=timeout_s,
+        )
+        try:
+            response = await client.send(request, stream=True, follow_redirects=False)
+        except httpx.TimeoutException:
+            raise InputImageError(
+                f"fetching the input image timed out after {timeout_s:g} s: {short}",
+                code=FETCH_FAILED) from None
+        except httpx.HTTPError as exc:
+            raise InputImageError(
+                f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}",
+                code=FETCH_FAILED) from None
+        try:
+            if response.has_redirect_location:
+                if redirects == MAX_REDIRECTS:
                     raise InputImageError(
-                        f"the input image at {short} is over the limit of {max_bytes} bytes",
-                        code=TOO_LARGE,
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
+                        f"fetching the input image failed: {short}: more than {MAX_REDIRECTS} "
+                        "redirects", code=FETCH_FAILED)
+                hop = urljoin(hop, response.headers["location"])
+                continue
+            return await _read_body(response, short, max_bytes, timeout_s)
+        finally:
+            await response.aclose()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _read_body(response: httpx.Response, short: str, max_bytes: int,
+                     timeout_s: float) -> bytes:
+    if response.status_code >= 400:
+        raise InputImageError(
+            f"fetching the input image failed: {short} answered HTTP {response.status_code}",
+            code=FETCH_FAILED)
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise InputImageError(
+            f"the input image at {short} is {declared} bytes, over the limit of {max_bytes} "
+            "bytes", code=TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise InputImageError(
+                    f"the input image at {short} is over the limit of {max_bytes} bytes",
+                    code=TOO_LARGE)
+            chunks.append(chunk)
     except httpx.TimeoutException:
         raise InputImageError(
             f"fetching the input image timed out after {timeout_s:g} s: {short}",
-            code=FETCH_FAILED,
-        ) from None
+            code=FETCH_FAILED) from None
     except httpx.HTTPError as exc:
         raise InputImageError(
             f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}",
-            code=FETCH_FAILED,
-        ) from None
+            code=FETCH_FAILED) from None
+    return b"".join(chunks)
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 200 else url[:197] + "..."
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:
@@ -257,10 +342,10 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     except InputImageError:
         raise
     except UnidentifiedImageError:
-        head = data[:16]
+        # The bytes are not quoted: they may be another server's answer (fetched bytes).
         raise InputImageError(
-            f"the input is not an image that can be read ({len(data)} bytes, starting "
-            f"{head!r})", code=UNREADABLE
+            f"the input is not an image that can be read ({len(data)} bytes in no format "
+            "Pillow knows)", code=UNREADABLE
         ) from None
     except Image.DecompressionBombError as exc:
         raise InputImageError(f"the input image is a decompression bomb: {exc}",

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +31,19 @@ import httpx
 
 from emulator.core.billing import Billing
 from emulator.core.clock import Clock
+from emulator.core.fetchpolicy import FetchPolicy
 from emulator.core.files import FileStore, StoredFile
-from emulator.core.inputs import ImageSource, LocalResolver, decode_inline, fetch_url
+from emulator.core.inputs import (
+    ImageSource,
+    LocalFetch,
+    LocalResolver,
+    decode_inline,
+    fetch_url,
+)
 from emulator.core.results import ResultCache, result_key
 from emulator.core.store import InMemoryJobStore, JobStore
 from emulator.core.tasks import TASKS, Rendered, TaskContext
-from emulator.errors import Conflict, EmulatorError, InvalidInput, NotFound
+from emulator.errors import Conflict, EmulatorError, GatewayTimeout, InvalidInput, NotFound
 from emulator.matte.engine import MatteEngine
 from emulator.settings import Settings, parse_progression
 
@@ -215,6 +222,10 @@ class JobEngine:
         self.mode, self.polls = parse_progression(settings.progression)
         self.profile = settings.latency_profile
         self.local_resolver: LocalResolver | None = None
+        #: Which addresses input fetches may reach (``Settings.allow_fetch``; the emulator's
+        #: own loopback address is allowed, its own port refused).
+        self.fetch_policy = FetchPolicy(settings.allow_fetch, own_host=settings.host,
+                                        own_port=settings.port)
         self.final_listeners: list[FinalListener] = []
         self.submit_hooks: list[SubmitHook] = []
         self.output_hooks: list[OutputHook] = []
@@ -233,9 +244,11 @@ class JobEngine:
                                             initializer=lower_priority,
                                             initargs=(self.settings.worker_nice,))
         if self._client is None:
+            # An explicit transport: no proxy from the environment, so the address the
+            # fetch policy checked is the address connected to (inputs.fetch_url).
             self._client = httpx.AsyncClient(
                 headers={"User-Agent": "rmbg-emulator (input fetch)"},
-                limits=httpx.Limits(max_connections=32),
+                transport=httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=32)),
             )
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_forever())
@@ -378,13 +391,15 @@ class JobEngine:
         if source.kind != "url":
             data: bytes = await self.run_blocking(decode_inline, source, max_bytes)
             return data
-        if self.local_resolver is not None:
-            local = await self.local_resolver(source.value, origin)
-            if local is not None:
-                return local
+        resolver = self.local_resolver
+        local: LocalFetch | None = None
+        if resolver is not None:
+            def local(url: str) -> Awaitable[bytes | None]:
+                return resolver(url, origin)
         assert self._client is not None
-        return await fetch_url(source.value, self._client, max_bytes=max_bytes,
-                               timeout_s=self.settings.fetch_timeout_s)
+        return await fetch_url(source.value, self._client, policy=self.fetch_policy,
+                               max_bytes=max_bytes, timeout_s=self.settings.fetch_timeout_s,
+                               deadline_s=self.settings.fetch_deadline_s, local=local)
 
     def _result_key(self, job: Job, payloads: list[bytes], engine: MatteEngine) -> str:
         s = self.settings
@@ -520,7 +535,9 @@ class JobEngine:
     async def observe(self, job: Job, *, count: bool = True) -> JobStatus:
         """The status a client sees now; ``count`` marks a vendor status read (polls mode).
 
-        May wait (without blocking the loop) for the job's work under ``polls``.
+        May wait (without blocking the loop) for the job's work under ``polls``, at most
+        ``Settings.max_wait_s`` seconds: past that the job shows processing (the read that
+        is due to show the final status again is the next one).
         """
         if job.status.terminal:
             return job.status
@@ -529,8 +546,9 @@ class JobEngine:
         stage = self._due_stage(job, ticker=not count)
         if stage == _FINAL and not job.work_done:
             if self.mode == "polls" or job.floor_stage == _FINAL:
-                await job.done.wait()
-            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(job.done.wait(), self.settings.max_wait_s)
+            if not job.work_done:
                 stage = _PROCESSING
         self._show(job, stage)
         return job.status
@@ -541,10 +559,18 @@ class JobEngine:
         For synchronous endpoints (fal.run, Runflow ``sync_mode``): the final status is made
         due now (:meth:`complete`) and shows as soon as the image work has ended, whatever
         the progression. Not a status read.
+
+        Raises:
+            GatewayTimeout: (504) the image work did not end within ``Settings.max_wait_s``
+                seconds; the job goes on and shows its final status once it ends.
         """
         if not job.status.terminal:
             self.complete(job)
             await self.observe(job, count=False)
+        if not job.status.terminal:
+            raise GatewayTimeout(
+                f"Request timed out: the job's image work did not end within "
+                f"{self.settings.max_wait_s:g} s (serve --max-wait)")
         return job.status
 
     async def refresh(self, job: Job) -> JobStatus:
@@ -578,7 +604,10 @@ class JobEngine:
             await asyncio.sleep(0.05)
             for job in list(self._watched.values()):
                 try:
-                    if not job.work_done and self.mode == "polls" and job.floor_stage < _FINAL:
+                    # A job whose final status is due waits for its work in observe(); the
+                    # ticker never does (one slow job would hold every other watched job).
+                    if not job.work_done and (self.mode == "polls"
+                                              or job.floor_stage == _FINAL):
                         continue
                     await self.observe(job, count=False)
                 except Exception:  # never let the ticker die

@@ -4,7 +4,8 @@ NOTES.md (fal section), and the published ``fal-client`` (1.0.3) that real clien
 Four hosts, as fal has them:
 
 * ``fal.run`` (root): ``POST /fal-ai/bria/background/remove`` and ``.../replace`` run
-  synchronously; the body is the result JSON.
+  synchronously; the body is the result JSON (504 ``request_timeout`` when the image work
+  does not end within ``Settings.max_wait_s``).
 * ``queue.fal.run`` (``/queue``): the same paths queue a request ->
   ``{request_id, gateway_request_id, status: "IN_QUEUE", queue_position, response_url,
   status_url, cancel_url}``; then, on the model id without its subpath,
@@ -70,6 +71,7 @@ from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import (
     Conflict,
     EmulatorError,
+    GatewayTimeout,
     InvalidInput,
     NotFound,
     Unauthorized,
@@ -205,8 +207,11 @@ class FalAdapter(VendorAdapter):
         if exc.status == 402:
             return self.json({"detail": LOCKED_MESSAGE}, status=402)
         if exc.status >= 500:
-            return self.json({"detail": exc.message, "error_type": "internal_error"},
-                             status=exc.status, headers={"X-Fal-Error-Type": "internal_error"})
+            # fal's request errors: a flat {detail, error_type}, the type in X-Fal-Error-Type
+            # too; request_timeout is a 504 (fal.ai/docs/documentation/model-apis/request-errors)
+            kind = exc.code if isinstance(exc, GatewayTimeout) else "internal_error"
+            return self.json({"detail": exc.message, "error_type": kind},
+                             status=exc.status, headers={"X-Fal-Error-Type": kind})
         return self.json({"detail": exc.message}, status=exc.status)
 
     # -- inputs -------------------------------------------------------------------------------

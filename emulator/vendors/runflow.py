@@ -13,7 +13,9 @@
   ``failure_code``/``failure_message``. ``nsfw_detected`` is ``null`` (not checked: the
   emulator has no detector) and ``seed`` ``null`` (the model takes none).
 * ``input.sync_mode: true``: the reply waits for the run to end and carries it, its output a
-  ``data:image/png;base64,...`` URI.
+  ``data:image/png;base64,...`` URI. The wait is bounded by ``Settings.max_wait_s``: past it
+  the reply is 504 ``{"detail": str}`` (runflow.txt documents no time-out; the run goes on
+  and can be polled).
 * Errors: 401 (bad or missing key), 402 (out of credits), 404, 429 with ``{"detail": str}``;
   422 with ``{"detail": [{loc, msg, type}]}`` for validation errors, malformed JSON included.
 * Timestamps are ISO 8601 (as in the callback payload).

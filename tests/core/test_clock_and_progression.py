@@ -10,6 +10,7 @@ import pytest
 from emulator.core.clock import Clock
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs import JobEngine, JobStatus, Task
+from emulator.errors import GatewayTimeout
 from emulator.matte.grabcut import GrabCutEngine
 from emulator.settings import Settings, parse_progression
 from tests.conftest import png_bytes
@@ -161,3 +162,60 @@ def test_reset_forgets_jobs_and_balances() -> None:
         await engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_status_reads_and_finish_wait_at_most_max_wait() -> None:
+    async def scenario() -> tuple[JobStatus, str, JobStatus]:
+        engine = _engine(progression="immediate", max_wait_s=0.3)
+        await engine.start()
+        gate = asyncio.Event()
+
+        async def slow_resolver(url: str, origin: str | None) -> bytes | None:
+            await gate.wait()  # image work that does not end
+            return None
+
+        engine.local_resolver = slow_resolver
+        job = await _submit(engine, ImageSource("url", "http://127.0.0.1:9/x.png"))
+        # the read due to show the final status returns, in progress (bounded, not hung)
+        seen = await asyncio.wait_for(engine.observe(job), 10)
+        with pytest.raises(GatewayTimeout) as caught:
+            await asyncio.wait_for(engine.finish(job), 10)
+        gate.set()
+        await job.done.wait()
+        late = await engine.observe(job)
+        await engine.stop()
+        return seen, caught.value.message, late
+
+    seen, message, late = asyncio.run(scenario())
+    assert seen is JobStatus.PROCESSING
+    assert "0.3 s" in message
+    assert late is JobStatus.FAILED
+
+
+def test_one_slow_job_does_not_hold_the_ticker() -> None:
+    async def scenario() -> JobStatus:
+        engine = _engine(progression="time", latency="none")
+        await engine.start()
+        gate = asyncio.Event()
+
+        async def slow_resolver(url: str, origin: str | None) -> bytes | None:
+            await gate.wait()
+            return None
+
+        engine.local_resolver = slow_resolver
+        slow = await _submit(engine, ImageSource("url", "http://127.0.0.1:9/x.png"))
+        engine.complete(slow)  # its final status is due (a sync call), its work hangs
+        await asyncio.sleep(0.2)  # the ticker meets it first
+        quick = engine.submit(job_id="j2", vendor="v", operation="submit", api_key="k",
+                              task=Task("remove", (_data_uri(),)), watch=True)
+        try:
+            for _ in range(100):  # the ticker shows it final without a status read
+                if quick.status.terminal:
+                    break
+                await asyncio.sleep(0.05)
+            return quick.status
+        finally:
+            gate.set()
+            await engine.stop()
+
+    assert asyncio.run(scenario()) is JobStatus.SUCCEEDED

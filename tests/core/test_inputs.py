@@ -164,3 +164,12 @@ def test_a_huge_image_is_matted_small_and_answered_at_its_own_size(task: str) ->
     if task == "remove":
         alpha = np.asarray(img.getchannel("A"))
         assert alpha[1200, 2500] == 255 and alpha[10, 10] == 0
+
+
+def test_an_unreadable_input_is_not_quoted_in_the_message() -> None:
+    secret = b'{"jobs": [{"api_key": "sk-secret"}]}'
+    with pytest.raises(InputImageError) as caught:
+        decode_image(secret, max_pixels=10**6)
+    message = caught.value.message
+    assert "not an image" in message and f"{len(secret)} bytes" in message
+    assert "jobs" not in message and "sk-" not in message and "{" not in message

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scenario", action="append", default=None, metavar="FILE",
                        help="load a scenario YAML file (keys, balances, limits, fault rules); "
                             "repeatable; applied again after each POST /_emulator/reset")
+    serve.add_argument("--graceful-shutdown", type=int, default=None, metavar="SECONDS",
+                       help="after SIGTERM/SIGINT, give requests in flight this long to end, "
+                            "then cancel them and any background work (default 3; env "
+                            "RMBG_EMULATOR_GRACEFUL_SHUTDOWN_S)")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -138,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             keys=load_keys_file(Path(args.keys)) if args.keys else None, strict=args.strict,
             tls=args.tls, tls_dir=args.tls_dir,
             scenarios=tuple(args.scenario) if args.scenario else None,
+            graceful_shutdown_s=args.graceful_shutdown,
         )
         app = create_app(settings)
     except (ValueError, OSError) as exc:
@@ -188,7 +193,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gcpolicy.install()
     emulator.idle_gc = gcpolicy.IdleCollector(emulator.traffic)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                ssl_certfile=certfile, ssl_keyfile=keyfile)
+                ssl_certfile=certfile, ssl_keyfile=keyfile,
+                timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0
 
 

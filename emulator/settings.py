@@ -100,6 +100,13 @@ class Settings:
     tls_dir: str | None = None
     strict: bool = False
     scenarios: tuple[str, ...] = field(default_factory=tuple)
+    #: Seconds ``serve`` gives requests in flight to end after SIGTERM/SIGINT (uvicorn's
+    #: ``timeout_graceful_shutdown``); then they are cancelled, and so is background work
+    #: (input fetches, webhook attempts). A client trickling a body cannot hold the process.
+    graceful_shutdown_s: int = 3
+    #: When set, ``/_emulator/*`` (except result files and samples) requires
+    #: ``Authorization: Bearer <admin_token>`` (env ``RMBG_EMULATOR_ADMIN_TOKEN``).
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         parse_progression(self.progression)
@@ -117,6 +124,12 @@ class Settings:
             raise ValueError("result_cache_bytes must be >= 0")
         if self.ledger_size < 0:
             raise ValueError("ledger_size must be >= 0")
+        if self.graceful_shutdown_s < 0:
+            raise ValueError("graceful_shutdown_s must be >= 0")
+        if self.admin_token is not None and (
+                not self.admin_token.strip() or not self.admin_token.isprintable()
+                or not self.admin_token.isascii()):
+            raise ValueError("admin_token must be printable ASCII text, not blank")
 
     @property
     def latency_profile(self) -> LatencyProfile:
@@ -172,6 +185,8 @@ def load_keys_file(path: Path) -> frozenset[str]:
 
 
 def _coerce(name: str, type_name: str, raw: str) -> Any:
+    if type_name.endswith("| None") and not raw.strip():
+        return None  # an empty variable means "not set"
     if "bool" in type_name:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if type_name.startswith("int"):

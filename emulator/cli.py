@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after SIGTERM/SIGINT, give requests in flight this long to end, "
                             "then cancel them and any background work (default 3; env "
                             "RMBG_EMULATOR_GRACEFUL_SHUTDOWN_S)")
+    serve.add_argument("--admin-token", default=None, metavar="TOKEN",
+                       help="require 'Authorization: Bearer TOKEN' on the control plane "
+                            "/_emulator/* (result files and samples stay open; env "
+                            "RMBG_EMULATOR_ADMIN_TOKEN)")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -121,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated schemathesis checks to skip")
     ccheck.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
                         help="also write a JUnit XML report there")
+    ccheck.add_argument("--admin-token", default=None, metavar="TOKEN",
+                        help="the emulator's admin token, sent on its control plane "
+                             "(/_emulator/*) (default: env RMBG_EMULATOR_ADMIN_TOKEN)")
     return parser
 
 
@@ -142,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             keys=load_keys_file(Path(args.keys)) if args.keys else None, strict=args.strict,
             tls=args.tls, tls_dir=args.tls_dir,
             scenarios=tuple(args.scenario) if args.scenario else None,
-            graceful_shutdown_s=args.graceful_shutdown,
+            graceful_shutdown_s=args.graceful_shutdown, admin_token=args.admin_token,
         )
         app = create_app(settings)
     except (ValueError, OSError) as exc:
@@ -183,6 +190,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
              else ""))
     for line in tls_lines:
         print(line)
+    if settings.admin_token is not None:
+        print("  control plane: /_emulator/* requires 'Authorization: Bearer <admin token>' "
+              "(result files and samples stay open)")
+    elif not is_loopback(settings.host):
+        print(f"rmbg-emulator: warning: --host {settings.host} is not a loopback address: the "
+              "control plane (/_emulator/*: reset, faults, keys, clock, journal) is open to "
+              "the network; start with --admin-token TOKEN (env RMBG_EMULATOR_ADMIN_TOKEN) "
+              "to require a token", file=sys.stderr, flush=True)
     for loaded in emulator.scenarios:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
@@ -196,6 +211,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 ssl_certfile=certfile, ssl_keyfile=keyfile,
                 timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only: ``localhost``, 127.0.0.0/8, ``::1``.
+
+    Anything else (``0.0.0.0``, ``::``, a LAN address, another host name) is open to the
+    network.
+    """
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -315,6 +347,7 @@ def _contracts_check(args: argparse.Namespace) -> int:
         exclude_checks=tuple(c.strip() for c in (args.exclude_checks or "").split(",")
                              if c.strip()),
         image_url=args.image_url, webhook_url=args.webhook_url, report_dir=args.report_dir,
+        admin_token=args.admin_token or os.environ.get("RMBG_EMULATOR_ADMIN_TOKEN") or None,
     )
     try:
         return run(args.name, args.base_url, api_key=args.api_key, options=options)

@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest a status read or sync call (fal.run, Runflow sync_mode) "
                             "waits for a job's image work; past it the job shows in progress "
                             "and the sync call answers 504 (default 60)")
+    serve.add_argument("--graceful-shutdown", type=int, default=None, metavar="SECONDS",
+                       help="after SIGTERM/SIGINT, give requests in flight this long to end, "
+                            "then cancel them and any background work (default 3; env "
+                            "RMBG_EMULATOR_GRACEFUL_SHUTDOWN_S)")
+    serve.add_argument("--admin-token", default=None, metavar="TOKEN",
+                       help="require 'Authorization: Bearer TOKEN' on the control plane "
+                            "/_emulator/* (result files and samples stay open; env "
+                            "RMBG_EMULATOR_ADMIN_TOKEN)")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -130,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated schemathesis checks to skip")
     ccheck.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
                         help="also write a JUnit XML report there")
+    ccheck.add_argument("--admin-token", default=None, metavar="TOKEN",
+                        help="the emulator's admin token, sent on its control plane "
+                             "(/_emulator/*) (default: env RMBG_EMULATOR_ADMIN_TOKEN)")
     return parser
 
 
@@ -153,6 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allow_fetch=tuple(args.allow_fetch) if args.allow_fetch else None,
             fetch_deadline_s=args.fetch_deadline, max_wait_s=args.max_wait,
             scenarios=tuple(args.scenario) if args.scenario else None,
+            graceful_shutdown_s=args.graceful_shutdown, admin_token=args.admin_token,
         )
         app = create_app(settings)
     except (ValueError, OSError) as exc:
@@ -199,6 +211,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         + f" (--allow-fetch); deadline {settings.fetch_deadline_s:g} s"))
     for line in tls_lines:
         print(line)
+    if settings.admin_token is not None:
+        print("  control plane: /_emulator/* requires 'Authorization: Bearer <admin token>' "
+              "(result files and samples stay open)")
+    elif not is_loopback(settings.host):
+        print(f"rmbg-emulator: warning: --host {settings.host} is not a loopback address: the "
+              "control plane (/_emulator/*: reset, faults, keys, clock, journal) is open to "
+              "the network; start with --admin-token TOKEN (env RMBG_EMULATOR_ADMIN_TOKEN) "
+              "to require a token", file=sys.stderr, flush=True)
     for loaded in emulator.scenarios:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
@@ -209,8 +229,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gcpolicy.install()
     emulator.idle_gc = gcpolicy.IdleCollector(emulator.traffic)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                ssl_certfile=certfile, ssl_keyfile=keyfile)
+                ssl_certfile=certfile, ssl_keyfile=keyfile,
+                timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only: ``localhost``, 127.0.0.0/8, ``::1``.
+
+    Anything else (``0.0.0.0``, ``::``, a LAN address, another host name) is open to the
+    network.
+    """
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -330,6 +368,7 @@ def _contracts_check(args: argparse.Namespace) -> int:
         exclude_checks=tuple(c.strip() for c in (args.exclude_checks or "").split(",")
                              if c.strip()),
         image_url=args.image_url, webhook_url=args.webhook_url, report_dir=args.report_dir,
+        admin_token=args.admin_token or os.environ.get("RMBG_EMULATOR_ADMIN_TOKEN") or None,
     )
     try:
         return run(args.name, args.base_url, api_key=args.api_key, options=options)

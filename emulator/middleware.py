@@ -21,6 +21,9 @@ Before any of that, every request (the control plane's too) with a ``Content-Len
 error body, or ``{"detail": ...}`` under ``/_emulator``), and a body without one (chunked) is
 read through :class:`~emulator.jsonbody.CappedReceive`, which stops past the limit.
 
+Control-plane requests (``/_emulator/*`` but result files) skip all that; with an admin token
+set they first pass :class:`AdminGate`, the one place that checks it.
+
 Dropping a connection needs the server's transport: under uvicorn (h11 or httptools) it is
 ``send.__self__.transport``. ``reset`` aborts it with ``SO_LINGER`` 0 (the client reads a TCP
 RST: ``httpx.ReadError``); ``close`` closes it (``httpx.RemoteProtocolError``: "Server
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import socket
 import struct
@@ -71,6 +75,7 @@ log = logging.getLogger("emulator.faults")
 
 ADMIN_PREFIX = "/_emulator/"
 FILES_PREFIX = "/_emulator/files/"
+SAMPLES_PATH = "/_emulator/samples"
 FAULT_HEADER = b"x-emulator-fault"
 FAULT_KEY_PREFIX = "fault."
 #: Seconds to wait for the server to notice a connection we dropped.
@@ -284,6 +289,49 @@ def _error_response(adapter: VendorAdapter | None, exc: EmulatorError) -> Respon
     return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
 
+class AdminGate:
+    """The control plane's one access check (``Settings.admin_token``, ``--admin-token``).
+
+    With a token set, a request to ``/_emulator/*`` must carry ``Authorization: Bearer
+    <token>`` (scheme case-insensitive, RFC 6750), except result files
+    (``/_emulator/files/...``: vendor clients download them with no token) and samples
+    (``/_emulator/samples...``: input images for jobs). Without a token everything is open.
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token.encode("ascii") if token is not None else None
+
+    def check(self, scope: Scope) -> Response | None:
+        """``None`` when the control-plane request in ``scope`` may pass, else the 401 to send:
+        ``{"detail": ...}`` JSON (the control plane's error shape) with
+        ``WWW-Authenticate: Bearer``."""
+        if self.token is None:
+            return None
+        path: str = scope["path"]
+        if path == SAMPLES_PATH or path.startswith(SAMPLES_PATH + "/"):
+            return None
+        given: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                given = value
+                break
+        if given is None:
+            return self._deny("the control plane needs 'Authorization: Bearer <admin token>' "
+                              "(this emulator was started with --admin-token)", None)
+        scheme, _, credentials = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(),
+                                                                  self.token):
+            return self._deny("the admin token in 'Authorization: Bearer ...' is wrong",
+                              "invalid_token")
+        return None
+
+    @staticmethod
+    def _deny(detail: str, error: str | None) -> Response:
+        challenge = 'Bearer realm="rmbg-emulator"' + (f', error="{error}"' if error else "")
+        return JSONResponse({"detail": detail}, status_code=401,
+                            headers={"WWW-Authenticate": challenge})
+
+
 class FaultMiddleware:
     """See the module docstring. ``routes`` are the app's top-level routes."""
 
@@ -297,6 +345,7 @@ class FaultMiddleware:
         self.adapters = emulator.adapters
         self.resolver = RouteResolver(routes, list(emulator.adapters))
         self.body_limit = emulator.settings.json_body_limit
+        self.admin_gate = AdminGate(emulator.settings.admin_token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -315,6 +364,10 @@ class FaultMiddleware:
         path: str = scope["path"]
         limit = self.body_limit
         if path.startswith(ADMIN_PREFIX) and not path.startswith(FILES_PREFIX):
+            denied = self.admin_gate.check(scope)
+            if denied is not None:
+                await denied(scope, receive, send)
+                return
             length, chunked = body_framing(scope["headers"])
             if length is not None and length > limit:
                 await JSONResponse({"detail": BodyTooLarge(limit, length).message},
@@ -474,4 +527,5 @@ class FaultMiddleware:
             log.exception("journal: could not record %s", scope.get("path"))
 
 
-__all__ = ["FaultMiddleware", "RouteResolver", "drop_connection", "fault_error", "malformed"]
+__all__ = ["AdminGate", "FaultMiddleware", "RouteResolver", "drop_connection", "fault_error",
+           "malformed"]

@@ -113,6 +113,13 @@ class Settings:
     tls_dir: str | None = None
     strict: bool = False
     scenarios: tuple[str, ...] = field(default_factory=tuple)
+    #: Seconds ``serve`` gives requests in flight to end after SIGTERM/SIGINT (uvicorn's
+    #: ``timeout_graceful_shutdown``); then they are cancelled, and so is background work
+    #: (input fetches, webhook attempts). A client trickling a body cannot hold the process.
+    graceful_shutdown_s: int = 3
+    #: When set, ``/_emulator/*`` (except result files and samples) requires
+    #: ``Authorization: Bearer <admin_token>`` (env ``RMBG_EMULATOR_ADMIN_TOKEN``).
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         parse_progression(self.progression)
@@ -134,6 +141,12 @@ class Settings:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         check_allow_entries(self.allow_fetch)
+        if self.graceful_shutdown_s < 0:
+            raise ValueError("graceful_shutdown_s must be >= 0")
+        if self.admin_token is not None and (
+                not self.admin_token.strip() or not self.admin_token.isprintable()
+                or not self.admin_token.isascii()):
+            raise ValueError("admin_token must be printable ASCII text, not blank")
 
     @property
     def json_body_limit(self) -> int:
@@ -202,6 +215,8 @@ def load_keys_file(path: Path) -> frozenset[str]:
 def _coerce(name: str, type_name: str, raw: str) -> Any:
     if type_name.startswith("tuple"):
         return tuple(item for item in raw.replace(",", " ").split() if item)
+    if type_name.endswith("| None") and not raw.strip():
+        return None  # an empty variable means "not set"
     if "bool" in type_name:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if type_name.startswith("int"):

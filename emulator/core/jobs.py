@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from emulator.core.background import end_tasks
 from emulator.core.billing import Billing
 from emulator.core.clock import Clock
 from emulator.core.fetchpolicy import FetchPolicy
@@ -253,15 +254,21 @@ class JobEngine:
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_forever())
 
-    async def stop(self) -> None:
-        """Stop the ticker, wait for running work, close the client and the pool."""
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        """Stop the ticker, end running work, close the client and the pool.
+
+        Work still running after ``grace_s`` seconds (an input fetch from a host that never
+        answers, a wait for the pool) is cancelled (:func:`emulator.core.background.end_tasks`):
+        its job ends as ``error`` with code ``system_error``. Image work already running in a
+        worker thread cannot be interrupted; its result is dropped.
+        """
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=30)
+            await end_tasks(list(self._tasks), grace_s=grace_s, what="job tasks")
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -489,6 +496,12 @@ class JobEngine:
         except EmulatorError as exc:
             outcome = JobStatus.FAILED
             job.error, job.error_code = exc.message, exc.code
+        except asyncio.CancelledError:
+            # Only stop() cancels the work: the job ends, visibly, instead of vanishing.
+            job.error = "the emulator shut down before the job's work ended"
+            job.error_code = "system_error"
+            self._finish_work(job, JobStatus.ERROR)
+            raise
         except Exception as exc:
             log.exception("job %s: internal error in the image pipeline", job.id)
             outcome = JobStatus.ERROR

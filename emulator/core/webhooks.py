@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from emulator.core.background import end_tasks
 from emulator.core.clock import Clock
 
 log = logging.getLogger("emulator.webhooks")
@@ -218,15 +219,16 @@ class WebhookOutbox:
             self._wake = asyncio.Event()
             self._loop_task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
-        """Stop the loop, let attempts in flight end, close the client."""
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        """Stop the loop, give attempts in flight ``grace_s`` seconds to end, then cancel
+        them (:func:`emulator.core.background.end_tasks`); close the client."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
         if self._sending:
-            await asyncio.wait(list(self._sending), timeout=20)
+            await end_tasks(list(self._sending), grace_s=grace_s, what="webhook attempts")
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -71,6 +71,11 @@ class OnnxMatteEngine:
     def __init__(self, path: Path, *, preset: str, threads: int = 0, name: str) -> None:
         import onnxruntime as ort
 
+        # Telemetry is off through ORT_DISABLE_TELEMETRY, set when the package `emulator`
+        # was imported (emulator/__init__.py); this call is harmless belt and braces.
+        disable = getattr(ort, "disable_telemetry_events", None)
+        if callable(disable):
+            disable()
         self.name = name
         self.path = Path(path)
         self.preset = PRESETS[preset]

@@ -58,6 +58,9 @@ class CheckOptions:
         request_timeout_s: per request, seconds.
         report_dir: write a JUnit XML report there.
         extra_args: more arguments for ``schemathesis run``.
+        admin_token: the emulator's admin token (``serve --admin-token``): sent as
+            ``Authorization: Bearer`` to its ``/_emulator/health`` probe and, for the
+            ``emulator`` contract (the control plane), on every request.
     """
 
     max_examples: int = 25
@@ -69,12 +72,27 @@ class CheckOptions:
     request_timeout_s: float = 30.0
     report_dir: Path | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    admin_token: str | None = None
 
 
-def probe(base_url: str) -> dict[str, object] | None:
-    """The target's ``/_emulator/health`` when it is an rmbg-emulator, else ``None``."""
+#: The environment variable that carries the admin token to the schemathesis process (its
+#: config file names it as ``${...}``, so the token is in no file and no command line).
+ADMIN_TOKEN_ENV = "RMBG_CHECK_ADMIN_TOKEN"
+
+
+def admin_headers(admin_token: str | None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` for an emulator's control plane, or ``{}``."""
+    return {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+
+
+def probe(base_url: str, admin_token: str | None = None) -> dict[str, object] | None:
+    """The target's ``/_emulator/health`` when it is an rmbg-emulator, else ``None``.
+
+    ``admin_token``: the emulator's ``--admin-token``, if it was started with one.
+    """
     try:
-        response = httpx.get(base_url.rstrip("/") + "/_emulator/health", timeout=5.0)
+        response = httpx.get(base_url.rstrip("/") + "/_emulator/health", timeout=5.0,
+                             headers=admin_headers(admin_token))
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return None
@@ -230,7 +248,7 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
               "pip install 'rmbg-emulator[test]'", file=out)
         return 2
     key = api_key or DEFAULT_KEY
-    health = probe(base_url)
+    health = probe(base_url, options.admin_token)
     excluded = list(options.exclude_checks)
     notes: list[str] = []
     if health is not None and health.get("keys") == "any" and "ignored_auth" not in excluded:
@@ -245,8 +263,11 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
         flat = Path(tmp) / f"{name}.json"
         flat.write_text(json.dumps(contract.flattened(base_url)), encoding="utf-8")
         config = Path(tmp) / "schemathesis.toml"
-        config.write_text(auth_config(contract, key, tokens) + operations_config(contract),
-                          encoding="utf-8")
+        control_plane = name == "emulator" and options.admin_token is not None
+        headers = (f'headers = {{ Authorization = "Bearer ${{{ADMIN_TOKEN_ENV}}}" }}\n'
+                   if control_plane else "")
+        config.write_text(headers + auth_config(contract, key, tokens)
+                          + operations_config(contract), encoding="utf-8")
         cmd = command(flat, config, base_url, options, excluded)
         env = dict(os.environ)
         package_root = str(Path(contracts.__file__).resolve().parent.parent)
@@ -256,6 +277,9 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
         env["RMBG_CHECK_CONTRACT"] = str(flat)
         env.pop("RMBG_CHECK_IMAGE_URL", None)
         env.pop("RMBG_CHECK_WEBHOOK_URL", None)
+        env.pop(ADMIN_TOKEN_ENV, None)
+        if control_plane and options.admin_token:
+            env[ADMIN_TOKEN_ENV] = options.admin_token
         if options.image_url:
             env["RMBG_CHECK_IMAGE_URL"] = options.image_url
         if options.webhook_url:
@@ -281,5 +305,6 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
     return proc.returncode
 
 
-__all__ = ["DEFAULT_KEY", "PHASES", "POSITIVE_STATUSES", "CheckOptions", "auth_config", "command",
-           "fetch_tokens", "operations_config", "probe", "run", "state_statuses"]
+__all__ = ["ADMIN_TOKEN_ENV", "DEFAULT_KEY", "PHASES", "POSITIVE_STATUSES", "CheckOptions",
+           "admin_headers", "auth_config", "command", "fetch_tokens", "operations_config",
+           "probe", "run", "state_statuses"]

@@ -9,7 +9,9 @@ Fixtures:
 Marker ``@pytest.mark.rmbg_emulator(progression=..., faults=[...], engine=..., tls=...,
 latency=..., virtual_clock=...)`` picks the server's settings and injects fault rules before the
 test. Options ``--rmbg-emulator-engine`` and ``--rmbg-emulator-tls`` (env
-``RMBG_EMULATOR_ENGINE``, ``RMBG_EMULATOR_TLS``) set the defaults. Under pytest-xdist each worker
+``RMBG_EMULATOR_ENGINE``, ``RMBG_EMULATOR_TLS``) set the defaults. ``--rmbg-emulator-admin-token``
+(ini ``rmbg_emulator_admin_token``, env ``RMBG_EMULATOR_ADMIN_TOKEN``) starts the server with
+an admin token; the handle sends it on its control-plane calls. Under pytest-xdist each worker
 process starts its own server. Turn the plugin off with ``-p no:rmbg_emulator``.
 
 For clients that take an httpx transport, :class:`InProcessEmulator` runs the ASGI app in the
@@ -48,6 +50,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=os.environ.get("RMBG_EMULATOR_TLS", "").lower()
                     in ("1", "true", "yes"),
                     help="serve the rmbg_emulator fixture over https (local CA)")
+    group.addoption("--rmbg-emulator-admin-token", default=None, metavar="TOKEN",
+                    help="start the rmbg_emulator fixture with this admin token (the "
+                         "control plane then requires it; the fixture's handle sends it); "
+                         "default: ini rmbg_emulator_admin_token, env "
+                         "RMBG_EMULATOR_ADMIN_TOKEN")
+    parser.addini("rmbg_emulator_admin_token", default=None,
+                  help="admin token of the rmbg_emulator fixture's server")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,6 +75,8 @@ class EmulatorHandle:
         server: the running :class:`~emulator.testing.server.EmulatorServer`.
         url: base URL (``http://127.0.0.1:PORT``, or ``https://`` with TLS).
         ca_file: path of the CA bundle when TLS is on, else ``None``.
+        admin_token: the server's admin token (``--rmbg-emulator-admin-token``), else
+            ``None``; the control-plane methods send it (see :attr:`admin_headers`).
     """
 
     def __init__(self, server: EmulatorServer) -> None:
@@ -73,7 +84,14 @@ class EmulatorHandle:
         self.url = server.url
         ca = server.ca_bundle
         self.ca_file: str | None = str(ca) if ca is not None else None
+        self.admin_token: str | None = server.settings.admin_token
         self._http: httpx.Client | None = None
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Headers a request to ``/_emulator/*`` needs: ``Authorization: Bearer <token>``
+        when the server has an admin token, else none."""
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An httpx client on :attr:`url` (trusting the CA when TLS is on)."""
@@ -87,7 +105,7 @@ class EmulatorHandle:
     def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
         # One client per handle: making an httpx.Client (its TLS context) costs tens of ms.
         if self._http is None:
-            self._http = self.client()
+            self._http = self.client(headers=self.admin_headers)
         response = self._http.request(method, f"/_emulator{path}", **kwargs)
         if response.status_code >= 400:
             raise AssertionError(f"{method} /_emulator{path}: {response.status_code} "
@@ -215,6 +233,10 @@ def _settings_for(config: pytest.Config, overrides: dict[str, Any]) -> Settings:
         values["engine"] = engine
     if config.getoption("--rmbg-emulator-tls"):
         values["tls"] = True
+    token = config.getoption("--rmbg-emulator-admin-token") or config.getini(
+        "rmbg_emulator_admin_token")
+    if token:
+        values["admin_token"] = str(token)
     values.update({k: v for k, v in overrides.items() if k in SETTING_KEYS and v is not None})
     return Settings.from_env(**values)
 

@@ -48,6 +48,7 @@ class EmulatorServer:
             self.app, host=self.settings.host, port=port, log_level="warning", lifespan="on",
             ssl_certfile=str(self.tls.cert_chain) if self.tls else None,
             ssl_keyfile=str(self.tls.private_key) if self.tls else None,
+            timeout_graceful_shutdown=self.settings.graceful_shutdown_s,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

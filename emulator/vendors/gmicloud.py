@@ -228,8 +228,8 @@ class GmiCloudAdapter(VendorAdapter):
         ``--keys``) -> ``{"authToken", "is2FARequired": false}``.
 
         Raises:
-            InvalidInput: e-mail or password missing, or a ``fault.`` password whose rule
-                does not parse.
+            InvalidInput: e-mail or password missing, an e-mail starting ``fault.``, or a
+                ``fault.`` password whose rule does not parse.
             Unauthorized: the e-mail is not listed in ``--keys`` mode.
         """
         body = await self.json_object(request)
@@ -239,6 +239,9 @@ class GmiCloudAdapter(VendorAdapter):
         if not isinstance(password, str) or not password:
             raise InvalidInput("password is required", field="password")
         email = email.strip()
+        if email.startswith(FAULT_PASSWORD):
+            raise InvalidInput("an email must not start with 'fault.' (it is the account's "
+                               "API key); put the fault rule in the password", field="email")
         accepted = self.emulator.accepted_keys
         if accepted is not None and email not in accepted:
             raise Unauthorized("invalid email or password")

@@ -182,6 +182,8 @@ def test_bad_login_bodies_get_a_message(sdk_at: str) -> None:
     assert missing.status_code == 400 and "password" in missing.json()["message"]
     bad_rule = httpx.post(url, json={"email": "a@b.c", "password": "fault.nonsense=1"})
     assert bad_rule.status_code == 400 and "fault password" in bad_rule.json()["message"]
+    fault_mail = httpx.post(url, json={"email": "fault.status=429", "password": "pw"})
+    assert fault_mail.status_code == 400 and "password" in fault_mail.json()["message"]
     session = httpx.post(f"{sdk_at}/api/v1/me/sessions",
                          json={"type": "native", "authToken": "x", "otpCode": None})
     assert session.status_code == 401 and session.json() == {"message": "invalid auth token"}

@@ -35,7 +35,9 @@ Conventions the machinery relies on (a new vendor needs only a new contract file
   the state of what it names (fal's result of a request not done yet: 400); the property-based
   suite accepts it for valid data (:mod:`emulator.testing.contract_check`).
 * ``x-token-from: {operationId, pointer, query?, body?}`` on a security scheme: its credential
-  is a token that operation issues (fal's CDN upload token); the suite fetches one.
+  is a token that operation issues (fal's CDN upload token); the suite fetches one. A list of
+  such steps runs in order, each step's ``"{token}"`` being the one before's (GMI Cloud's
+  login, then session); ``"{api_key}"`` is the suite's key.
 """
 
 from __future__ import annotations

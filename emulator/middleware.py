@@ -281,9 +281,10 @@ def fault_error(rule: FaultRule) -> EmulatorError:
                          retry_after=retry_after)
 
 
-def _error_response(adapter: VendorAdapter | None, exc: EmulatorError) -> Response:
+def _error_response(adapter: VendorAdapter | None, exc: EmulatorError,
+                    operation: str | None = None) -> Response:
     if adapter is not None:
-        return adapter.error_response(exc)
+        return adapter.error_response(exc, operation)
     headers = ({"Retry-After": str(max(1, round(exc.retry_after)))}
                if exc.retry_after is not None else None)
     return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
@@ -438,19 +439,19 @@ class FaultMiddleware:
         try:
             if problem is not None:
                 response = _error_response(adapter, EmulatorError(
-                    problem, status=400, code="invalid_fault_rule"))
+                    problem, status=400, code="invalid_fault_rule"), operation)
                 await response(scope, receive, recorder)
                 return
             plan = self.faults.plan(vendor, operation, key, first)
             if plan.empty:
                 await self.app(scope, receive, recorder)
                 return
-            await self._apply(plan, adapter, scope, receive, send, recorder, record)
+            await self._apply(plan, adapter, operation, scope, receive, send, recorder, record)
         finally:
             record()
 
-    async def _apply(self, plan: Plan, adapter: VendorAdapter | None, scope: Scope,
-                     receive: Receive, send: Send, recorder: _Recorder,
+    async def _apply(self, plan: Plan, adapter: VendorAdapter | None, operation: str | None,
+                     scope: Scope, receive: Receive, send: Send, recorder: _Recorder,
                      record: Callable[[], None]) -> None:
         rule = plan.rule
         if plan.latency_s > 0:
@@ -465,7 +466,7 @@ class FaultMiddleware:
         if rule is not None and rule.body is not None:
             out = _BodyFault(rule.body, recorder, send, receive)
         if rule is not None and rule.status is not None:
-            await _error_response(adapter, fault_error(rule))(scope, receive, out)
+            await _error_response(adapter, fault_error(rule), operation)(scope, receive, out)
             return
         token = CURRENT_PLAN.set(plan)
         try:

@@ -544,12 +544,24 @@ class FaultRules:
             vendor: frozenset(ops) | {FILE_OPERATION} for vendor, ops in catalog.items()}
         self._rules: list[FaultRule] = []
         self._ids = itertools.count(1)
-        #: True while some stored rule can still act on a request or a job (hot-path check).
+        #: True while some stored rule can still act on a request or a job, or once a
+        #: credential that hides its ``fault.`` key exists (hot-path check).
         self.live = False
+        #: Set for good by :meth:`expect_hidden_keys` (not cleared by :meth:`clear`).
+        self.hidden_keys = False
 
     def _refresh(self) -> None:
-        self.live = any((r.request_level or r.job_level) and not r.exhausted
-                        for r in self._rules)
+        self.live = self.hidden_keys or any((r.request_level or r.job_level)
+                                            and not r.exhausted for r in self._rules)
+
+    def expect_hidden_keys(self) -> None:
+        """Note that some credential now stands for a ``fault.`` key without showing the
+        bytes ``fault.`` on the wire (a GMI Cloud access token for an account whose password
+        is ``fault.<rule>``): the middleware's hot-path hint cannot see it, so from now on
+        every request takes the fault path, where the adapter's ``api_key`` reveals the key.
+        Kept for the life of the process (tokens outlive :meth:`clear` and resets)."""
+        self.hidden_keys = True
+        self.live = True
 
     def vendors(self) -> list[str]:
         """The vendor slugs a rule may name, sorted."""

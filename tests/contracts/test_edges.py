@@ -9,10 +9,13 @@ import re
 import string
 
 import httpx
+import jsonschema
+import jsonschema_rs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator import contracts
+from emulator.core.faults import NON_BLANK_PATTERN, is_blank
 from emulator.core.inputs import BASE64_MIN_CHARS, BASE64_PATTERN, parse_source
 from emulator.errors import InvalidInput
 from tests.conftest import small_photo
@@ -93,3 +96,36 @@ def test_gmi_mime_base64_with_line_breaks_is_accepted_and_conforms(
         if status["status"] in ("success", "failed"):
             break
     assert status["status"] == "success", status
+
+
+def non_blank_schema() -> dict[str, object]:
+    schema = contracts.load("emulator").resolved["components"]["schemas"]["NonBlank"]
+    return dict(schema)
+
+
+def test_non_blank_is_one_rule_in_contract_and_server() -> None:
+    assert non_blank_schema()["pattern"] == NON_BLANK_PATTERN
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u3000\ufeff\x00a", max_size=4))
+def test_non_blank_means_the_same_to_every_validator_and_the_server(value: str) -> None:
+    """Python's ``re`` (``jsonschema``), Rust's (``jsonschema-rs``, which schemathesis uses to
+    tell valid data from invalid) and the server agree on what is blank."""
+    schema = non_blank_schema()
+    python = jsonschema.Draft202012Validator(schema).is_valid(value)
+    rust = jsonschema_rs.Draft202012Validator(schema).is_valid(value)
+    assert python == rust == (not is_blank(value))
+
+
+def test_a_fault_message_of_control_characters_is_served(fast_client: httpx.Client) -> None:
+    """Accepted by the control plane, echoed, and shown in the vendor's own error body (all
+    replies checked against their contracts by ``fast_client``)."""
+    message = "\x1c\x00\x85"
+    added = fast_client.post("/_emulator/faults", json={
+        "api_key": KEY, "vendor": "gmicloud", "status": 500, "message": message})
+    assert added.status_code == 201, added.text
+    assert added.json()["message"] == message
+    reply = fast_client.post(GMI_SUBMIT, headers={"Authorization": f"Bearer {KEY}"}, json={
+        "model": "bria-image-remove-background", "payload": {"image": "https://x.test/a.png"}})
+    assert reply.status_code == 500 and reply.json() == {"error": message}

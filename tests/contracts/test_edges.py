@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 import string
+from urllib.parse import urlsplit
 
 import httpx
 import jsonschema
 import jsonschema_rs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +21,7 @@ from emulator import contracts
 from emulator.core.faults import NON_BLANK_PATTERN, is_blank
 from emulator.core.inputs import BASE64_MIN_CHARS, BASE64_PATTERN, parse_source
 from emulator.errors import InvalidInput
+from emulator.testing.server import EmulatorServer
 from tests.conftest import small_photo
 from tests.contracts.conftest import KEY
 from tests.core.test_inputs import encode
@@ -129,3 +133,56 @@ def test_a_fault_message_of_control_characters_is_served(fast_client: httpx.Clie
     reply = fast_client.post(GMI_SUBMIT, headers={"Authorization": f"Bearer {KEY}"}, json={
         "model": "bria-image-remove-background", "payload": {"image": "https://x.test/a.png"}})
     assert reply.status_code == 500 and reply.json() == {"error": message}
+
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is (httpx refuses to send malformed headers) and read the reply
+    to its end (the server closes the connection)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("name", contracts.names())
+def test_every_operation_documents_the_http_servers_plain_400(name: str) -> None:
+    contract = contracts.load(name)
+    assert contract.document[contracts.TRANSPORT_RESPONSES]["400"]["content"]["text/plain"]
+    for op in contract.operations.values():
+        assert "text/plain" in op.responses["400"].media, op.operation_id
+        raw = contract.resolved["paths"][op.path][op.method.lower()]["responses"]["400"]
+        assert "text/plain" in raw["content"]
+
+
+def test_a_documented_json_400_keeps_its_json() -> None:
+    submit = contracts.load("gmicloud").operation("submit")
+    assert submit is not None
+    assert {"application/json", "text/plain"} <= set(submit.responses["400"].media)
+    problems = submit.check_response(400, {"content-type": "application/json"},
+                                     b'{"error": "payload.image is required"}')
+    assert problems == []
+
+
+@pytest.mark.parametrize(("name", "operation_id", "request_line", "bad_header"), [
+    ("pixazo", "status", b"GET /v2/requests/status/x HTTP/1.1", b"m#Pr.;: 1"),
+    ("gmicloud", "submit", b"POST /api/v1/ie/requestqueue/apikey/requests HTTP/1.1",
+     b"Transfer-Encoding: !PjmNm&Q"),
+    ("emulator", "listFaultRules", b"GET /_emulator/faults HTTP/1.1", b"Bad Name: 1"),
+])
+def test_the_http_servers_400_conforms(fast_emulator: EmulatorServer, name: str,
+                                      operation_id: str, request_line: bytes,
+                                      bad_header: bytes) -> None:
+    """What schemathesis sent (a header name with ``;``, an unknown transfer coding) is
+    refused by uvicorn before any route: a documented status and media type."""
+    status, headers, body = raw_request(
+        fast_emulator.url, request_line + b"\r\nHost: x\r\n" + bad_header + b"\r\n\r\n")
+    assert status == 400 and headers["content-type"].startswith("text/plain")
+    op = contracts.load(name).operation(operation_id)
+    assert op is not None
+    assert op.check_response(status, headers, body) == []

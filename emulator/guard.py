@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from emulator import contracts
-from emulator.context import context_of
+from emulator.context import CTX_KEY
 from emulator.core.clock import Clock
 from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
 from emulator.jsonbody import BodyTooLarge, parse_json_async
@@ -72,7 +72,7 @@ log = logging.getLogger("emulator.guard")
 
 def _prefix(scope: Scope) -> str:
     """The path prefix the request came under (``""`` or ``"/queue"``, ...)."""
-    ctx = context_of(scope)
+    ctx = scope.get(CTX_KEY)
     return ctx.prefix if ctx is not None else ""
 
 

@@ -1,28 +1,31 @@
-"""The one middleware: resolve (vendor, operation, api_key), apply fault rules, journal.
+"""The one middleware: resolve the request once, apply fault rules, serve it, journal it.
 
-A pure ASGI middleware, outermost in the app (outside Starlette's error middleware, so it sees
-the server's own ``send`` and can drop a connection). For each vendor request (everything but
-``/_emulator/*``; result files under ``/_emulator/files/{vendor}/`` count, as the ``file``
-operation of their vendor) it:
+A pure ASGI middleware, outermost in the app (outside Starlette's own stack, which only serves
+the lifespan here, so it sees the server's own ``send`` and can drop a connection). Every
+``http`` request is first resolved, once, by the app's :class:`~emulator.context.RouteTable`
+into a :class:`~emulator.context.RequestContext` stored on the scope (``scope["rmbg.ctx"]``):
+vendor, operation, route, and the API key read at most once. Then, for each vendor request
+(everything but ``/_emulator/*``; result files under ``/_emulator/files/{vendor}/`` count, as
+the ``file`` operation of their vendor) it:
 
 1. looks for per-request rules: the ``X-Emulator-Fault`` header and an API key starting with
-   ``fault.``; with none of these and no stored rule live, it only journals (the hot path:
-   one scan of the header list, one journal entry);
-2. otherwise resolves the vendor and operation before routing, by walking the app's own routes
-   (route names are ``"{slug}.{operation}"``), and the key through the adapter's ``api_key``;
-3. asks :meth:`emulator.core.faults.FaultRules.plan` for the rule, then waits its latency,
-   drops the connection, answers its status in the vendor's own error body
-   (``VendorAdapter.error_response``), or runs the app with the plan in
-   :data:`~emulator.core.faults.CURRENT_PLAN` (for job and image faults) and breaks the body;
-4. journals the request (:class:`~emulator.core.journal.Journal`).
+   ``fault.``; with none of these and no stored rule live, it only serves and journals (the
+   hot path: one scan of the header list, one journal entry);
+2. otherwise asks :meth:`emulator.core.faults.FaultRules.plan` for the rule (on the context's
+   vendor, operation and key), then waits its latency, drops the connection, refuses with its
+   status, or serves the request with the plan in :data:`~emulator.core.faults.CURRENT_PLAN`
+   (for job and image faults) and breaks the body;
+3. serves it with :func:`emulator.boundary.serve` (the route runs; whatever it raises, and any
+   refusal, is rendered by the one error boundary in the vendor's own body);
+4. journals the final status (:class:`~emulator.core.journal.Journal`).
 
 Before any of that, every request (the control plane's too) with a ``Content-Length`` over
 ``Settings.json_body_limit`` is answered 413 without its body being read (in the vendor's
 error body, or ``{"detail": ...}`` under ``/_emulator``), and a body without one (chunked) is
 read through :class:`~emulator.jsonbody.CappedReceive`, which stops past the limit.
 
-Control-plane requests (``/_emulator/*`` but result files) skip all that; with an admin token
-set they first pass :class:`AdminGate`, the one place that checks it.
+Control-plane requests (``/_emulator/*`` but result files) skip the faults and the journal;
+with an admin token set they first pass :class:`AdminGate`, the one place that checks it.
 
 Dropping a connection needs the server's transport: under uvicorn (h11 or httptools) it is
 ``send.__self__.transport``. ``reset`` aborts it with ``SO_LINGER`` 0 (the client reads a TCP

@@ -179,7 +179,7 @@ def _operation(route: BaseRoute) -> str | None:
     return operation if sep else None
 
 
-_Candidates = tuple[tuple[Route, "str | None", "VendorAdapter | None"], ...]
+_Candidates = tuple[tuple[Route, "str | None", "VendorAdapter | None", "str | None"], ...]
 
 
 class _Area:
@@ -204,7 +204,8 @@ class _Area:
             segment = None
         found = self._candidates.get(segment)
         if found is None:
-            found = tuple((route, route.path if "{" not in route.path else None, owner)
+            found = tuple((route, route.path if "{" not in route.path else None, owner,
+                           _operation(route))
                           for route, owner, need in self._keys
                           if need is None or need == segment)
             if len(self._candidates) < _CACHE_LIMIT:
@@ -214,13 +215,27 @@ class _Area:
     def any_match(self, path: str) -> bool:
         """Whether a route of the area matches ``path`` with any method."""
         view = {"type": "http", "path": path, "method": "GET"}
-        for route, literal, _ in self.candidates(path):
+        for route, literal, _, _ in self.candidates(path):
             if literal is not None:
                 if literal == path or literal + "\n" == path:
                     return True
             elif route.matches(view)[0] is not Match.NONE:
                 return True
         return False
+
+
+def _match(route: Route, path: str, method: str) -> tuple[Match, dict[str, Any]]:
+    """:meth:`starlette.routing.Route.matches` for an ``http`` request on ``path`` (already
+    relative to any prefix) with no outer path parameters: the match and the path
+    parameters, converted by the route's convertors."""
+    found = route.path_regex.match(path)
+    if found is None:
+        return Match.NONE, {}
+    params = found.groupdict()
+    for key, value in params.items():
+        params[key] = route.param_convertors[key].convert(value)
+    methods = route.methods
+    return (Match.FULL if not methods or method in methods else Match.PARTIAL), params
 
 
 class RouteTable:
@@ -287,55 +302,59 @@ class RouteTable:
     def _in_area(self, area: _Area, scope: Scope, path: str, rel: str,
                  child: dict[str, Any]) -> RequestContext:
         method: str = scope["method"]
-        view = {"type": "http", "path": rel, "method": method,
-                "path_params": child.get("path_params", {})}
         partial: tuple[Route, VendorAdapter | None] | None = None
         allowed: set[str] = set()
-        for route, literal, owner in area.candidates(rel):
+        for route, literal, owner, operation in area.candidates(rel):
             if literal is not None:
                 if literal != rel and literal + "\n" != rel:  # the regex's "$" allows it
                     continue
                 methods = route.methods
                 match = Match.FULL if not methods or method in methods else Match.PARTIAL
-                route_child: dict[str, Any] = {"endpoint": route.endpoint,
-                                               "path_params": dict(view["path_params"])}
-            else:
-                match, matched = route.matches(view)
-                route_child = dict(matched)
+                params: dict[str, Any] = {}
+            elif type(route) is Route:
+                match, params = _match(route, rel, method)
                 if match is Match.NONE:
                     continue
+            else:  # a subclass may match otherwise: ask it
+                match, matched = route.matches({"type": "http", "path": rel, "method": method})
+                if match is Match.NONE:
+                    continue
+                params = dict(matched["path_params"])
             if match is Match.FULL:
-                adapter = owner or area.adapter
-                vendor, operation = self._names(route, owner, area, path)
-                return RequestContext(
-                    adapter=adapter, vendor=vendor, host=area.spec, prefix=area.prefix,
-                    operation=operation, route=route,
-                    path_params=route_child["path_params"],
-                    child_scope={**child, **route_child})
+                adapter: VendorAdapter | None
+                vendor: str | None
+                if owner is not None:
+                    adapter, vendor = owner, owner.slug
+                else:
+                    adapter = area.adapter
+                    vendor, operation = self._unowned(route, area, path)
+                child_scope = {"endpoint": route.endpoint, "path_params": params}
+                if child:
+                    child_scope = {**child, **child_scope}
+                return RequestContext(adapter, vendor, area.spec, area.prefix, operation,
+                                      route, None, (), params, child_scope)
             if partial is None:
                 partial = (route, owner)
             if owner is not None and owner is (partial[1] or area.adapter) and route.methods:
                 allowed |= route.methods
         if partial is not None:
-            route, owner = partial
-            adapter = owner or area.adapter
-            vendor = adapter.slug if adapter is not None else None
+            first, first_owner = partial
+            renderer = first_owner or area.adapter
             return RequestContext(
-                adapter=adapter, vendor=vendor, host=area.spec, prefix=area.prefix,
-                operation=None, route=None, partial=route, allowed=tuple(sorted(allowed)),
+                adapter=renderer, vendor=renderer.slug if renderer is not None else None,
+                host=area.spec, prefix=area.prefix,
+                operation=None, route=None, partial=first, allowed=tuple(sorted(allowed)),
                 child_scope=child)
-        vendor = area.adapter.slug if area.adapter is not None else None
-        return RequestContext(adapter=area.adapter, vendor=vendor, host=area.spec,
+        return RequestContext(adapter=area.adapter,
+                              vendor=area.adapter.slug if area.adapter is not None else None,
+                              host=area.spec,
                               prefix=area.prefix, operation=None, route=None,
                               child_scope=child,
                               redirect_path=self._redirect(area, scope, path, rel))
 
-    def _names(self, route: Route, owner: VendorAdapter | None, area: _Area, path: str
-               ) -> tuple[str | None, str | None]:
-        """``(vendor, operation)`` of a full match: the route's name, or for a result file
-        the vendor in its path (unknown: the host's vendor, no operation)."""
-        if owner is not None:
-            return owner.slug, _operation(route)
+    def _unowned(self, route: Route, area: _Area, path: str) -> tuple[str | None, str | None]:
+        """``(vendor, operation)`` of a full match of a route no adapter owns: for a result
+        file the vendor in its path (unknown: the host's vendor, no operation)."""
         if route is self.files:
             vendor = path[len(FILES_PREFIX):].split("/", 1)[0]
             if vendor in self.adapters:

@@ -9,7 +9,8 @@ on the ASGI app: a Pixazo status poll, and a fal queue submit with an ``X-Emulat
 header (``latency=0.001``: the plan is applied and the job still submitted). Counts the
 distinct source files of the ``emulator`` package entered, and the module transitions: each
 time the emulator module running changes (a call into, or a return back to, another emulator
-module; frames outside the package are looked through).
+module; frames outside the package are looked through); then the same counting Starlette's
+modules too (the framework code a request walks through).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import starlette
 from PIL import Image
 
 import emulator
@@ -30,6 +32,7 @@ from emulator.app import create_app
 from emulator.settings import Settings
 
 PACKAGE = str(Path(emulator.__file__).resolve().parent)
+FRAMEWORK = str(Path(starlette.__file__).resolve().parent)
 KEY = "trace-key"
 
 
@@ -59,9 +62,11 @@ async def _call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int
 
 
 class Tracer:
-    """``sys.setprofile`` hook counting emulator files and module transitions."""
+    """``sys.setprofile`` hook counting the files and module transitions under ``roots``
+    (path prefixes; frames elsewhere are looked through)."""
 
-    def __init__(self) -> None:
+    def __init__(self, roots: tuple[str, ...]) -> None:
+        self.roots = roots
         self.files: set[str] = set()
         self.transitions = 0
         self.current: str | None = None
@@ -73,11 +78,11 @@ class Tracer:
             target = frame.f_back
         else:
             return
-        while target is not None and not target.f_code.co_filename.startswith(PACKAGE):
+        while target is not None and not target.f_code.co_filename.startswith(self.roots):
             target = target.f_back
         if target is None:
             return
-        name = target.f_code.co_filename[len(PACKAGE) + 1:]
+        name = target.f_code.co_filename
         self.files.add(name)
         if name != self.current:
             if self.current is not None:
@@ -85,8 +90,20 @@ class Tracer:
             self.current = name
 
 
-async def _traced(app: Any, scope: dict[str, Any], body: bytes = b"") -> Tracer:
-    tracer = Tracer()
+class _Both:
+    """Two tracers at once: the emulator's files, and the emulator's and Starlette's."""
+
+    def __init__(self) -> None:
+        self.own = Tracer((PACKAGE,))
+        self.stack = Tracer((PACKAGE, FRAMEWORK))
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        self.own(frame, event, arg)
+        self.stack(frame, event, arg)
+
+
+async def _traced(app: Any, scope: dict[str, Any], body: bytes = b"") -> _Both:
+    tracer = _Both()
     sys.setprofile(tracer)
     try:
         status, out = await _call(app, scope, body)
@@ -120,9 +137,11 @@ async def main_async() -> None:
         for name, scope, payload in (("pixazo status poll", poll, b""),
                                      ("fal queue submit + fault header",
                                       _scope("POST", submit, fal, body), body)):
-            tracer = await _traced(app, dict(scope), payload)
-            print(f"{name:34s} {len(tracer.files):3d} files  {tracer.transitions:3d} "
-                  f"module transitions  {sorted(tracer.files)}")
+            both = await _traced(app, dict(scope), payload)
+            own = sorted(f[len(PACKAGE) + 1:] for f in both.own.files)
+            print(f"{name:34s} emulator: {len(own):3d} files {both.own.transitions:3d} "
+                  f"transitions; with starlette: {len(both.stack.files):3d} files "
+                  f"{both.stack.transitions:3d} transitions\n    {own}")
     finally:
         await emu.jobs.stop()
 

@@ -306,7 +306,7 @@ class EmulatorApp(Starlette):
                                self.table)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> EmulatorApp:
     """Build the application.
 
     Args:

@@ -52,9 +52,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             return _original(self, scope)
 
         monkeypatch.setattr(cls, "matches", counting_matches)
-    for cls in load_all().values():
-        if "api_key" in cls.__dict__:
-            key_of = cls.__dict__["api_key"].__wrapped__
+    for adapter_cls in load_all().values():
+        if "api_key" in adapter_cls.__dict__:
+            key_of = adapter_cls.__dict__["api_key"].__wrapped__
 
             def counting_key(self: Any, request: Any, _key_of: Any = key_of) -> str:
                 calls["api_key"] += 1
@@ -64,7 +64,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             # re-wrapped by the same decorator the class applies (context cache)
             from emulator.vendors.base import _noting_key
 
-            monkeypatch.setattr(cls, "api_key", _noting_key(counting_key))
+            monkeypatch.setattr(adapter_cls, "api_key", _noting_key(counting_key))
     return calls
 
 

@@ -5,8 +5,8 @@ response by hand. :func:`serve` runs the route a :class:`~emulator.context.Reque
 resolved to and turns what escapes it into the answer, in one place (:func:`render`):
 
 * :class:`~emulator.errors.EmulatorError`: rendered by the context's adapter in its vendor's
-  body (``VendorAdapter.error_response``: with ``Retry-After`` on a 429), or by the control
-  plane as ``{"detail": message}``;
+  body for the context's operation (``VendorAdapter.error_response``: with ``Retry-After`` on
+  a 429), or by the control plane as ``{"detail": message}``;
 * Starlette's :class:`~starlette.exceptions.HTTPException` (a 405, with ``Allow``: every method
   the vendor host accepts on the path): the same, with its status and detail;
 * anything else: logged, and answered as a 500 in the same shapes ("internal error in the
@@ -62,7 +62,7 @@ def render(ctx: RequestContext, exc: Exception) -> Response:
                   ctx.operation or "-", exc_info=exc)
         error = EmulatorError(INTERNAL_ERROR, status=500)
     if ctx.adapter is not None:
-        response = ctx.adapter.error_response(error)
+        response = ctx.adapter.error_response(error, ctx.operation)
     else:
         response = control_plane_error(error)
     response.headers.update(headers)

@@ -35,7 +35,13 @@ Conventions the machinery relies on (a new vendor needs only a new contract file
   the state of what it names (fal's result of a request not done yet: 400); the property-based
   suite accepts it for valid data (:mod:`emulator.testing.contract_check`).
 * ``x-token-from: {operationId, pointer, query?, body?}`` on a security scheme: its credential
-  is a token that operation issues (fal's CDN upload token); the suite fetches one.
+  is a token that operation issues (fal's CDN upload token); the suite fetches one. A list of
+  such steps runs in order, each step's ``"{token}"`` being the one before's (GMI Cloud's
+  login, then session); ``"{api_key}"`` is the suite's key.
+* ``x-transport-responses: {status: response}`` at the top: what the HTTP server answers, before
+  any route, to a request it cannot parse (a malformed header name, an unknown
+  ``Transfer-Encoding``: uvicorn's ``text/plain`` 400). Every operation may get it, so loading
+  merges it into every operation's responses (:func:`with_transport_responses`).
 """
 
 from __future__ import annotations
@@ -187,6 +193,48 @@ def dereference(document: Any) -> Any:
         return node
 
     return walk(document, ())
+
+
+TRANSPORT_RESPONSES = "x-transport-responses"
+
+
+def with_transport_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its ``x-transport-responses`` merged into every operation (a copy;
+    ``document`` itself when it has none).
+
+    A status the operation lacks is added; for a status it has (inline or a local ``$ref``,
+    which is inlined), the media types it lacks are added to its ``content``, so a documented
+    JSON 400 and the HTTP server's plain-text 400 stand side by side.
+
+    Raises:
+        ContractError: ``x-transport-responses`` is not a mapping of responses, or a
+            response ``$ref`` cannot be resolved.
+    """
+    extra = document.get(TRANSPORT_RESPONSES)
+    if extra is None:
+        return document
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise ContractError(f"{TRANSPORT_RESPONSES} must map statuses to response objects")
+    doc = copy.deepcopy(document)
+    for item in (doc.get("paths") or {}).values():
+        for method in HTTP_METHODS:
+            op = item.get(method) if isinstance(item, dict) else None
+            if not isinstance(op, dict):
+                continue
+            responses = op.setdefault("responses", {})
+            for status, spec in extra.items():
+                have = responses.get(str(status))
+                if not isinstance(have, dict):
+                    responses[str(status)] = copy.deepcopy(spec)
+                    continue
+                if isinstance(have.get("$ref"), str):
+                    rest = {k: v for k, v in have.items() if k != "$ref"}
+                    have = {**copy.deepcopy(_pointer(doc, have["$ref"])), **rest}
+                    responses[str(status)] = have
+                content = have.setdefault("content", {})
+                for media, body in (spec.get("content") or {}).items():
+                    content.setdefault(media, copy.deepcopy(body))
+    return doc
 
 
 # -- formats -----------------------------------------------------------------------------------
@@ -674,15 +722,16 @@ class Contract:
     """One contract: its document, its operations, and lookups by id and by request path."""
 
     def __init__(self, name: str, document: dict[str, Any], path: Path | None = None) -> None:
-        """Compile ``document`` (an OpenAPI 3.1 mapping).
+        """Compile ``document`` (an OpenAPI 3.1 mapping); :attr:`document` is it with its
+        ``x-transport-responses`` merged in (:func:`with_transport_responses`).
 
         Raises:
             ContractError: a ``$ref`` cannot be resolved, or a schema is not valid JSON Schema.
         """
         self.name = name
         self.path = path
-        self.document = document
-        self.resolved: dict[str, Any] = dereference(document)
+        self.document = with_transport_responses(document)
+        self.resolved: dict[str, Any] = dereference(self.document)
         self.operations: dict[str, Operation] = {}
         for op in self._compile():
             self.operations[op.operation_id] = op

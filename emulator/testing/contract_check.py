@@ -16,6 +16,13 @@ registrations stay there) on the contract laid out for the base URL
 * statuses a contract marks ``x-state-dependent`` accepted for valid data of their operation
   (a result that is not ready, a cancel too late), and a token fetched for every security
   scheme with ``x-token-from`` (fal's CDN upload), so uploads run with a real credential.
+* a request schemathesis makes that HTTP itself refuses (a malformed header name, an unknown
+  ``Transfer-Encoding``) gets uvicorn's ``text/plain`` 400 before any route: each contract
+  documents it once (``x-transport-responses``, merged into every operation at load), so no
+  check is switched off for it.
+
+``benchmarks/contracts_long.py`` runs every contract at 1000 examples (minutes each; CI keeps
+bounded counts).
 
 Against an emulator that accepts any key (no ``--keys``), ``ignored_auth`` cannot pass (an
 invented key is a valid key there), so it is skipped with a note; start the emulator with
@@ -34,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 
@@ -164,7 +171,11 @@ def fetch_tokens(contract: contracts.Contract, base_url: str, api_key: str, *,
     CDN upload takes ``Authorization: Bearer <token>`` from ``POST
     rest.fal.ai/storage/auth/token``): that operation is called once with ``api_key`` at its
     URL for ``base_url`` (:meth:`emulator.contracts.Contract.url_for`), and the JSON pointer
-    picks the token out of the reply.
+    picks the token out of the reply. ``x-token-from`` may also be a list of such steps, run
+    in order (GMI Cloud's login: e-mail and password give an auth token, the session
+    operation trades it for the access token); in a step's ``query`` and ``body``, the
+    string ``"{api_key}"`` is replaced by ``api_key`` and ``"{token}"`` by the token the
+    step before picked. The last step's token is the scheme's.
 
     Returns:
         ``({scheme: token}, notes)``; a token that could not be had is left out (the scheme
@@ -175,31 +186,59 @@ def fetch_tokens(contract: contracts.Contract, base_url: str, api_key: str, *,
     raw_schemes = (contract.resolved.get("components") or {}).get("securitySchemes") or {}
     for name, raw in raw_schemes.items():
         spec = raw.get("x-token-from") if isinstance(raw, dict) else None
-        if not isinstance(spec, dict):
-            continue
-        op = contract.operation(str(spec.get("operationId", "")))
-        if op is None:
-            notes.append(f"{name}: x-token-from names no operation of the contract")
-            continue
-        headers = dict(s.header_value(api_key) for s in (op.security[0] if op.security
-                                                          else []) if s.location == "header")
-        body = spec.get("body")
-        try:
-            response = httpx.request(op.method, contract.url_for(op, base_url),
-                                     headers=headers, params=spec.get("query") or None,
-                                     json=body, timeout=timeout_s)
-            value: object = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            notes.append(f"{name}: no token from {op.operation_id}: {exc}")
-            continue
-        for part in str(spec.get("pointer", "/token")).strip("/").split("/"):
-            value = value.get(part) if isinstance(value, dict) else None
-        if response.status_code >= 400 or not isinstance(value, str) or not value:
-            notes.append(f"{name}: no token from {op.operation_id} "
-                         f"(HTTP {response.status_code}); the API key stands in")
-            continue
-        tokens[name] = value
+        steps = spec if isinstance(spec, list) else [spec] if isinstance(spec, dict) else []
+        token: str | None = None
+        for step in steps:
+            token, note = _token_step(contract, name, step, base_url, api_key, token,
+                                      timeout_s)
+            if token is None:
+                notes.append(note)
+                break
+        if token is not None:
+            tokens[name] = token
     return tokens, notes
+
+
+def _substitute(value: Any, api_key: str, token: str | None) -> Any:
+    """``value`` with the strings ``"{api_key}"`` and ``"{token}"`` replaced."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, api_key, token) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, api_key, token) for v in value]
+    if value == "{api_key}":
+        return api_key
+    if value == "{token}":
+        return token
+    return value
+
+
+def _token_step(contract: contracts.Contract, name: str, step: Any, base_url: str,
+                api_key: str, previous: str | None, timeout_s: float
+                ) -> tuple[str | None, str]:
+    """One step of ``x-token-from``: ``(token, "")``, or ``(None, why not)``."""
+    if not isinstance(step, dict):
+        return None, f"{name}: x-token-from has a step that is not a mapping"
+    op = contract.operation(str(step.get("operationId", "")))
+    if op is None:
+        return None, f"{name}: x-token-from names no operation of the contract"
+    headers = dict(s.header_value(api_key) for s in (op.security[0] if op.security
+                                                      else []) if s.location == "header")
+    try:
+        response = httpx.request(op.method, contract.url_for(op, base_url),
+                                 headers=headers,
+                                 params=_substitute(step.get("query"), api_key, previous)
+                                 or None,
+                                 json=_substitute(step.get("body"), api_key, previous),
+                                 timeout=timeout_s)
+        value: object = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return None, f"{name}: no token from {op.operation_id}: {exc}"
+    for part in str(step.get("pointer", "/token")).strip("/").split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    if response.status_code >= 400 or not isinstance(value, str) or not value:
+        return None, (f"{name}: no token from {op.operation_id} "
+                      f"(HTTP {response.status_code}); the API key stands in")
+    return value, ""
 
 
 def command(contract_file: Path, config_file: Path, base_url: str, options: CheckOptions,

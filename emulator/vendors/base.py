@@ -101,6 +101,12 @@ class VendorAdapter:
         """
         raise NotImplementedError
 
+    def render_operation_error(self, operation: str | None, exc: EmulatorError) -> Response:
+        """The error body of ``operation`` (``None``: unknown). The default is
+        :meth:`render_error` for every operation; a vendor whose services on one host answer
+        errors in different shapes (GMI Cloud's IAM and request queue) overrides this."""
+        return self.render_error(exc)
+
     def webhook(self, job: Job) -> WebhookMessage | None:
         """The callback to send now that ``job`` shows its final status; ``None``: none.
 
@@ -188,9 +194,10 @@ class VendorAdapter:
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
 
-    def error_response(self, exc: EmulatorError) -> Response:
-        """:meth:`render_error` plus ``Retry-After`` on a 429."""
-        response = self.render_error(exc)
+    def error_response(self, exc: EmulatorError, operation: str | None = None) -> Response:
+        """:meth:`render_operation_error` (``operation``: the operation that failed, ``None``
+        where none is known) plus ``Retry-After`` on a 429."""
+        response = self.render_operation_error(operation, exc)
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response

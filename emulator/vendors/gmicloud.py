@@ -17,24 +17,65 @@ on the same request queue (minimax-tts-speech-2.8-hd, docs.gmicloud.ai).
   or a bad payload is a 400.
 * Inline image data over 1 KiB is echoed in ``payload`` shortened (the emulator's choice, to
   keep polls cheap).
+
+GMI Cloud's official SDK (``gmicloud``, NOTES.md "GMI Cloud's official Python SDK") logs in
+with e-mail and password on the same host and uses the queue without ``/apikey/``:
+
+* ``POST /api/v1/me/auth-tokens`` ``{email, password}`` -> ``{authToken, is2FARequired}``;
+  ``POST /api/v1/me/sessions`` ``{type, authToken, otpCode}`` -> ``{accessToken,
+  refreshToken}``; ``PATCH /api/v1/me/sessions`` ``{refreshToken}`` -> a new pair;
+  ``GET /api/v1/me/profile`` -> ``{user, organization}``. IAM errors are ``{"message": ...}``
+  (the SDK reads ``message`` outside the queue).
+* ``/api/v1/ie/requestqueue/requests[/{request_id}]`` with ``Authorization: Bearer
+  <accessToken>``: the same jobs and records as the ``/apikey/`` routes.
+* Tokens are HS256 JWTs signed with a per-process secret (they do not survive a restart),
+  dated by the emulator's clock: access 1 h, refresh 7 days, the login's auth token 5 min.
+  The SDK reads ``userId`` (access) and ``exp`` (refresh) without checking the signature.
+* The account's e-mail is its API key (billing, rate limits, scoping, journal, rules with
+  ``api_key``); with ``--keys`` only listed e-mails log in (any password). A password
+  ``fault.<rule>`` makes the account's request-queue key ``fault.<rule>``, so the ``fault.``
+  key machinery applies the rule to its queue calls (login and profile stay clean, so the
+  SDK's constructor succeeds).
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from emulator.core.faults import RuleError
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
-from emulator.errors import EmulatorError, InvalidInput
+from emulator.errors import EmulatorError, InvalidInput, Unauthorized
 from emulator.vendors.base import HostSpec, VendorAdapter
 
 MODEL = "bria-image-remove-background"
 BASE = "/api/v1/ie/requestqueue/apikey/requests"
+#: The request queue as the SDK calls it: ``Authorization: Bearer <accessToken>``.
+SESSION_BASE = "/api/v1/ie/requestqueue/requests"
+IAM = "/api/v1/me"
+QUEUE_PREFIX = "/api/v1/ie/requestqueue/"
+FAULT_PASSWORD = "fault."
+
+#: Operations of the IAM service, whose errors are ``{"message": ...}``.
+IAM_OPERATIONS = frozenset({"login", "session.create", "session.refresh", "profile"})
+
+#: Token lifetimes, seconds (the emulator's choice: GMI does not publish them).
+AUTH_TOKEN_TTL_S = 300
+ACCESS_TOKEN_TTL_S = 3600
+REFRESH_TOKEN_TTL_S = 7 * 24 * 3600
+#: Signs every token of this process (random at start-up: tokens do not survive a restart).
+_SECRET = secrets.token_bytes(32)
+_ALGORITHM = "HS256"
+_USER_NS = uuid.uuid5(uuid.NAMESPACE_DNS, "users.console.gmicloud.ai")
+_ORG_NS = uuid.uuid5(uuid.NAMESPACE_DNS, "organizations.console.gmicloud.ai")
 
 STATUS_WORDS: dict[JobStatus, str] = {
     JobStatus.QUEUED: "queued",
@@ -52,8 +93,69 @@ def _unix(ts: float | None) -> int | None:
     return None if ts is None else int(ts)
 
 
+@dataclass(frozen=True)
+class Account:
+    """A GMI Cloud login, as its tokens carry it.
+
+    Attributes:
+        email: the e-mail it logged in with (its API key for everything but faults).
+        fault: the rule text of a ``fault.<rule>`` password, else ``None``.
+    """
+
+    email: str
+    fault: str | None = None
+
+    @property
+    def user_id(self) -> str:
+        """A UUID stable per e-mail (the SDK reads it from the ``userId`` claim)."""
+        return str(uuid.uuid5(_USER_NS, self.email.lower()))
+
+    @property
+    def organization_id(self) -> str:
+        """A UUID stable per e-mail (the SDK keeps it from the profile)."""
+        return str(uuid.uuid5(_ORG_NS, self.email.lower()))
+
+    @property
+    def queue_key(self) -> str:
+        """The API key of its request-queue calls: ``fault.<rule>`` for a fault password
+        (the middleware's ``fault.`` key rule then applies), else the e-mail."""
+        return self.email if self.fault is None else FAULT_PASSWORD + self.fault
+
+
+def issue_token(account: Account, kind: str, now: float, ttl_s: int) -> str:
+    """An HS256 JWT of ``kind`` (``auth``, ``access`` or ``refresh``) for ``account``, issued
+    at ``now`` (unix seconds, the emulator's clock) and valid ``ttl_s`` seconds. Claims:
+    ``userId``, ``email``, ``type``, ``iat``, ``exp`` and, for a fault password, ``fault``."""
+    claims: dict[str, Any] = {"userId": account.user_id, "email": account.email,
+                              "type": kind, "iat": int(now), "exp": int(now) + ttl_s,
+                              "jti": secrets.token_hex(8)}
+    if account.fault is not None:
+        claims["fault"] = account.fault
+    return jwt.encode(claims, _SECRET, algorithm=_ALGORITHM)
+
+
+def read_token(token: str, kind: str, now: float) -> Account:
+    """The account of a token this process issued, of ``kind``, not expired at ``now``
+    (unix seconds, the emulator's clock, so advancing the virtual clock expires tokens).
+
+    Raises:
+        Unauthorized: malformed, not signed here, of another kind, or expired.
+    """
+    try:
+        claims = jwt.decode(token, _SECRET, algorithms=[_ALGORITHM],
+                            options={"verify_exp": False, "verify_iat": False})
+    except jwt.PyJWTError:
+        raise Unauthorized(f"invalid {kind} token") from None
+    email, fault, exp = claims.get("email"), claims.get("fault"), claims.get("exp")
+    if claims.get("type") != kind or not isinstance(email, str) or not isinstance(exp, int):
+        raise Unauthorized(f"invalid {kind} token")
+    if exp <= now:
+        raise Unauthorized(f"{kind} token expired")
+    return Account(email, fault if isinstance(fault, str) else None)
+
+
 class GmiCloudAdapter(VendorAdapter):
-    """GMI Cloud's request queue, API-key routes."""
+    """GMI Cloud's request queue (API-key and session routes) and the IAM login of its SDK."""
 
     slug = "gmicloud"
     title = "GMI Cloud"
@@ -62,23 +164,145 @@ class GmiCloudAdapter(VendorAdapter):
     job_not_found = "request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
-        """Submit, list and get, on the console host."""
+        """Submit, list and get (API key and session routes) and the IAM login, on the
+        console host."""
         return {"api": [
             self.route(BASE, self.submit, methods=["POST"], operation="submit"),
             self.route(BASE, self.list_requests, methods=["GET"], operation="list"),
             self.route(BASE + "/{request_id}", self.status, methods=["GET"],
                        operation="status"),
+            self.route(SESSION_BASE, self.submit, methods=["POST"], operation="submit.session"),
+            self.route(SESSION_BASE, self.list_requests, methods=["GET"],
+                       operation="list.session"),
+            self.route(SESSION_BASE + "/{request_id}", self.status, methods=["GET"],
+                       operation="status.session"),
+            self.route(IAM + "/auth-tokens", self.login, methods=["POST"], operation="login"),
+            self.route(IAM + "/sessions", self.create_session, methods=["POST"],
+                       operation="session.create"),
+            self.route(IAM + "/sessions", self.refresh_session, methods=["PATCH"],
+                       operation="session.refresh"),
+            self.route(IAM + "/profile", self.profile, methods=["GET"], operation="profile"),
         ]}
 
     def api_key(self, request: Request) -> str:
-        """``Authorization: Bearer KEY`` (gmicloud.txt, API Endpoint & Authentication)."""
+        """The caller's key: ``Authorization: Bearer KEY`` on the ``/apikey/`` routes
+        (gmicloud.txt, API Endpoint & Authentication); on the SDK's routes the bearer is an
+        access token and the key is its account's (:attr:`Account.queue_key` on the queue,
+        the e-mail on the IAM service).
+
+        Raises:
+            Unauthorized: no bearer, a key not accepted (``--keys``), or a token that is
+                malformed, expired or not this process's.
+        """
+        path: str = request.scope["path"]
+        session = path.startswith(IAM) or (path.startswith(QUEUE_PREFIX)
+                                           and not path.startswith(BASE))
+        bearer = self._bearer(request, "access token" if session else "API key")
+        if not session:
+            return self.check_key(bearer, message="missing API key after 'Bearer'")
+        account = read_token(bearer, "access", self.emulator.clock.now())
+        return account.email if path.startswith(IAM) else account.queue_key
+
+    def _bearer(self, request: Request, what: str) -> str:
         header = request.headers.get("authorization")
         if header is None or not header.strip():
-            return self.check_key(None, message="missing Authorization header")
-        scheme, _, key = header.strip().partition(" ")
+            raise Unauthorized("missing Authorization header")
+        scheme, _, value = header.strip().partition(" ")
         if scheme.lower() != "bearer":
-            return self.check_key(None, message="Authorization must be 'Bearer <API key>'")
-        return self.check_key(key, message="missing API key after 'Bearer'")
+            raise Unauthorized(f"Authorization must be 'Bearer <{what}>'")
+        if not value.strip():
+            raise Unauthorized(f"missing {what} after 'Bearer'")
+        return value.strip()
+
+    def render_operation_error(self, operation: str | None, exc: EmulatorError) -> Response:
+        """``{"message": message}`` on the IAM service (what the SDK reads there), else
+        :meth:`render_error`; a 422 is answered as a 400 on both."""
+        if operation not in IAM_OPERATIONS:
+            return self.render_error(exc)
+        return self.json({"message": exc.message}, status=400 if exc.status == 422
+                         else exc.status)
+
+    # -- IAM (the SDK's login) ---------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        """``POST /me/auth-tokens``: any e-mail and password (listed e-mails only with
+        ``--keys``) -> ``{"authToken", "is2FARequired": false}``.
+
+        Raises:
+            InvalidInput: e-mail or password missing, an e-mail starting ``fault.``, or a
+                ``fault.`` password whose rule does not parse.
+            Unauthorized: the e-mail is not listed in ``--keys`` mode.
+        """
+        body = await self.json_object(request)
+        email, password = body.get("email"), body.get("password")
+        if not isinstance(email, str) or not email.strip():
+            raise InvalidInput("email is required", field="email")
+        if not isinstance(password, str) or not password:
+            raise InvalidInput("password is required", field="password")
+        email = email.strip()
+        if email.startswith(FAULT_PASSWORD):
+            raise InvalidInput("an email must not start with 'fault.' (it is the account's "
+                               "API key); put the fault rule in the password", field="email")
+        accepted = self.emulator.accepted_keys
+        if accepted is not None and email not in accepted:
+            raise Unauthorized("invalid email or password")
+        fault: str | None = None
+        if password.startswith(FAULT_PASSWORD):
+            fault = password[len(FAULT_PASSWORD):]
+            try:
+                self.emulator.faults.parse_text(fault, source="key")
+            except RuleError as exc:
+                raise InvalidInput(f"fault password: {exc}", field="password") from None
+            self.emulator.faults.expect_hidden_keys()
+        token = issue_token(Account(email, fault), "auth", self.emulator.clock.now(),
+                            AUTH_TOKEN_TTL_S)
+        return self.json({"authToken": token, "is2FARequired": False})
+
+    async def create_session(self, request: Request) -> Response:
+        """``POST /me/sessions`` with the auth token -> ``{"accessToken", "refreshToken"}``.
+
+        Raises:
+            InvalidInput: no ``authToken``.
+            Unauthorized: the auth token is invalid or expired.
+        """
+        body = await self.json_object(request)
+        token = body.get("authToken")
+        if not isinstance(token, str) or not token:
+            raise InvalidInput("authToken is required", field="authToken")
+        return self._session(read_token(token, "auth", self.emulator.clock.now()))
+
+    async def refresh_session(self, request: Request) -> Response:
+        """``PATCH /me/sessions`` with the refresh token -> a new token pair.
+
+        Raises:
+            InvalidInput: no ``refreshToken``.
+            Unauthorized: the refresh token is invalid or expired.
+        """
+        body = await self.json_object(request)
+        token = body.get("refreshToken")
+        if not isinstance(token, str) or not token:
+            raise InvalidInput("refreshToken is required", field="refreshToken")
+        return self._session(read_token(token, "refresh", self.emulator.clock.now()))
+
+    def _session(self, account: Account) -> Response:
+        now = self.emulator.clock.now()
+        return self.json({
+            "accessToken": issue_token(account, "access", now, ACCESS_TOKEN_TTL_S),
+            "refreshToken": issue_token(account, "refresh", now, REFRESH_TOKEN_TTL_S),
+        })
+
+    async def profile(self, request: Request) -> Response:
+        """``GET /me/profile`` -> ``{"user": {id, email, firstName, lastName},
+        "organization": {id, role}}`` of the access token's account.
+
+        Raises:
+            Unauthorized: no valid access token.
+        """
+        account = Account(self.api_key(request))
+        return self.json({
+            "user": {"id": account.user_id, "email": account.email, "firstName": "",
+                     "lastName": ""},
+            "organization": {"id": account.organization_id, "role": "owner"},
+        })
 
     def render_error(self, exc: EmulatorError) -> Response:
         """``{"error": message}``; a 422 is answered as GMI's 400."""

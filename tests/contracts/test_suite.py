@@ -78,6 +78,18 @@ def test_tokens_are_fetched_for_schemes_that_an_operation_issues(
         {}, [])
 
 
+
+def test_a_token_chain_logs_in_for_the_gmi_access_token(fast_emulator: EmulatorServer) -> None:
+    """GMI's ``x-token-from`` is two steps: login (the key as e-mail), then the session."""
+    gmi = contracts.load("gmicloud")
+    tokens, notes = contract_check.fetch_tokens(gmi, fast_emulator.url, KEY)
+    assert set(tokens) == {"accessToken"} and notes == []
+    profile = httpx.get(f"{fast_emulator.url}/api/v1/me/profile",
+                        headers={"Authorization": f"Bearer {tokens['accessToken']}"})
+    assert profile.status_code == 200 and profile.json()["user"]["email"] == KEY
+    refused, notes = contract_check.fetch_tokens(gmi, fast_emulator.url, "not-a-listed-key")
+    assert refused == {} and "login (HTTP 401)" in notes[0]
+
 def test_state_dependent_statuses_are_valid_answers_to_valid_requests() -> None:
     fal = contracts.load("fal")
     assert contract_check.state_statuses(fal) == {

@@ -40,7 +40,7 @@ class _One(VendorAdapter):
     def routes(self) -> dict[str, list[BaseRoute]]:
         return self._routes
 
-    def error_response(self, exc: Any) -> Response:
+    def render_error(self, exc: Any) -> Response:
         return PlainTextResponse(f"{self.slug} {exc.status} {exc.message}",
                                  status_code=exc.status)
 

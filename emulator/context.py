@@ -46,7 +46,8 @@ CTX_KEY = "rmbg.ctx"
 FILES_PREFIX = "/_emulator/files/"
 #: Distinct (area, segment) pairs whose candidate lists are kept (unknown segments share one).
 _CACHE_LIMIT = 4096
-_UNREAD: Any = object()
+#: :attr:`RequestContext.key` before the key is read.
+UNREAD: Any = object()
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +74,8 @@ class RequestContext:
         redirect_path: the path to redirect to (a 307, as Starlette's ``redirect_slashes``),
             or ``None``.
         plan: the fault plan of the request, once worked out (the fault middleware).
+        key: the API key once read (:data:`UNREAD` before; ``None`` when refused).
+        key_error: the error reading the key raised (``Unauthorized``), if it did.
     """
 
     adapter: VendorAdapter | None
@@ -87,34 +90,20 @@ class RequestContext:
     child_scope: dict[str, Any] = field(default_factory=dict)
     redirect_path: str | None = None
     plan: Plan | None = None
-    _key: Any = _UNREAD
-    _key_error: EmulatorError | None = None
-
-    def read_key(self, read: Callable[[], str]) -> str:
-        """The request's API key, read by ``read`` the first time only; later calls answer
-        the same value, or raise the same error (the adapter's ``api_key`` goes through here:
-        :func:`emulator.vendors.base.VendorAdapter.api_key`).
-
-        Raises:
-            EmulatorError: what ``read`` raised (``Unauthorized``: missing or refused key).
-        """
-        if self._key is _UNREAD:
-            try:
-                self._key = read()
-            except EmulatorError as exc:
-                self._key, self._key_error = None, exc
-                raise
-        if self._key_error is not None:
-            raise self._key_error
-        key: str = self._key
-        return key
+    key: Any = UNREAD
+    key_error: EmulatorError | None = None
 
     def api_key(self, scope: Scope) -> str | None:
-        """The API key (``adapter.api_key``, called at most once per request), or ``None``:
-        no adapter, or no acceptable key."""
+        """The API key, or ``None``: no adapter, or no acceptable key.
+
+        ``adapter.api_key`` runs at most once per request: it keeps what it finds on the
+        context (:attr:`key`, or the ``Unauthorized`` it raised in :attr:`key_error`; see
+        :func:`emulator.vendors.base.VendorAdapter.api_key`), and whoever asks later (the
+        handler, the guard, the journal) gets that.
+        """
         if self.adapter is None:
             return None
-        if self._key is _UNREAD:
+        if self.key is UNREAD:
             try:
                 self.adapter.api_key(Request(scope))
             except EmulatorError:
@@ -122,15 +111,10 @@ class RequestContext:
             except Exception:  # an adapter bug must not break every request
                 log.exception("%s: api_key() failed", self.adapter.slug)
                 return None
-        if self._key_error is not None:
+        if self.key_error is not None:
             return None
-        key: str | None = self._key
+        key: str | None = self.key
         return key
-
-    @property
-    def key_read(self) -> bool:
-        """Whether the API key was read already (:meth:`api_key` costs nothing then)."""
-        return self._key is not _UNREAD
 
 
 def context_of(scope: Scope) -> RequestContext | None:

@@ -52,7 +52,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emulator.boundary import serve
-from emulator.context import CTX_KEY, RequestContext, RouteTable
+from emulator.context import CTX_KEY, UNREAD, RequestContext, RouteTable
 from emulator.core.faults import (
     CURRENT_PLAN,
     STATUS_CODES,
@@ -415,8 +415,8 @@ class FaultMiddleware:
             key: str | None = None
             lookup = None
             adapter = ctx.adapter
-            if ctx.key_read:
-                key = ctx.api_key(scope)
+            if ctx.key is not UNREAD:
+                key = ctx.key
             elif adapter is not None:
                 # Resolved when the journal is read (or at once where Retry-After needs it),
                 # from a copy of what the key is read from: the journal keeps no request.

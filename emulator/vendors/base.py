@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from emulator.context import CTX_KEY, RequestContext
+from emulator.context import CTX_KEY, UNREAD, RequestContext
 from emulator.core.files import StoredFile
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
@@ -331,16 +331,25 @@ class VendorAdapter:
 
 def _noting_key(api_key: Callable[[Any, Request], str]) -> Callable[[Any, Request], str]:
     """Wrap an adapter's ``api_key`` so it reads the request's key once: the key it finds
-    (or the ``Unauthorized`` it raises) is kept on the request's context
-    (:meth:`~emulator.context.RequestContext.read_key`), where the fault rules, the guard,
-    the handler and the journal all find it."""
+    (or the error it raises, ``Unauthorized``) is kept on the request's context
+    (:attr:`~emulator.context.RequestContext.key`, ``key_error``), where the fault rules,
+    the guard, the handler and the journal all find it; later calls answer the same."""
 
     @functools.wraps(api_key)
     def wrapper(self: Any, request: Request) -> str:
         ctx: RequestContext | None = request.scope.get(CTX_KEY)
         if ctx is None or ctx.adapter is not self:
             return api_key(self, request)
-        return ctx.read_key(functools.partial(api_key, self, request))
+        if ctx.key is UNREAD:
+            try:
+                ctx.key = api_key(self, request)
+            except EmulatorError as exc:
+                ctx.key, ctx.key_error = None, exc
+                raise
+        if ctx.key_error is not None:
+            raise ctx.key_error
+        key: str = ctx.key
+        return key
 
     return wrapper
 

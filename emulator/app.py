@@ -20,37 +20,36 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from emulator import samples
 from emulator.context import RouteTable
 from emulator.core import scenarios
 from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
-from emulator.core.fetchpolicy import FETCH_FAILED, embedded_ipv4, parse_ip
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
+from emulator.core.urls import FILES_PATH, OwnUrls
 from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
-from emulator.errors import InputImageError
 from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import Settings
 from emulator.vendors import load_all
-from emulator.vendors.base import HostSpec, VendorAdapter
+from emulator.vendors.base import VendorAdapter
 
 log = logging.getLogger("emulator")
 
-FILES_PATH = "/_emulator/files"
-
 
 class Emulator:
-    """The running emulator's state: settings, clock, job engine, adapters, matte engine."""
+    """The wiring: settings, clock, job engine, own URLs, adapters, fault rules, journal.
+
+    It is the :class:`~emulator.vendors.base.VendorPort` the adapters are built with: they
+    reach it only through that port (``settings``, ``jobs``, ``clock``, ``secrets``,
+    ``faults``, ``guard``, ``urls``, ``accepted_keys``).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -60,7 +59,6 @@ class Emulator:
         self._matte: MatteEngine | None = None
         self._matte_lock = threading.Lock()
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
-        self.jobs.local_resolver = self.resolve_local
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
         self.secrets = Secrets()
         self.webhooks.hooks.append(self._webhook_fault)
@@ -70,14 +68,16 @@ class Emulator:
             slug: cls(self) for slug, cls in sorted(load_all().items())
         }
         self.guard.prepare(self.adapters)
-        self._vendor_hosts: dict[str, tuple[VendorAdapter, HostSpec]] = {
-            spec.name: (adapter, spec)
-            for adapter in self.adapters.values() for spec in adapter.hosts
-        }
-        self.faults = FaultRules({slug: a.operations() for slug, a in self.adapters.items()})
-        self.journal = Journal(settings.journal_size)
+        #: The emulator's own URLs: output file URLs, and its URLs read in-process.
+        self.urls = OwnUrls(host=settings.host, port=settings.port, files=self.jobs.files,
+                            fetch_policy=self.jobs.fetch_policy,
+                            vendors=self.adapters.values())
+        self.jobs.local_resolver = self.urls.resolve
+        self.faults: FaultRules = FaultRules(
+            {slug: a.operations() for slug, a in self.adapters.items()})
+        self.journal: Journal = Journal(settings.journal_size)
         #: Requests in flight (kept by the fault middleware), for the idle collector.
-        self.traffic = Traffic()
+        self.traffic: Traffic = Traffic()
         #: Full garbage-collection passes while idle; ``serve`` sets it (emulator.gcpolicy).
         self.idle_gc: IdleCollector | None = None
         self.jobs.submit_hooks.append(apply_to_job)
@@ -91,7 +91,7 @@ class Emulator:
 
     def host_names(self) -> list[str]:
         """Every vendor host's real name (``fal.run``, ``queue.fal.run``, ...), sorted."""
-        return sorted(self._vendor_hosts)
+        return sorted(self.urls.vendor_hosts)
 
     def matte(self) -> MatteEngine:
         """The matte engine, built on first use (thread-safe).
@@ -113,15 +113,6 @@ class Emulator:
     def engine_name(self) -> str:
         """Name of the matte engine in use (``"(not loaded)"`` before first use)."""
         return self._matte.name if self._matte is not None else "(not loaded)"
-
-    def file_urls(self, request: Request, job: Job) -> list[str]:
-        """Absolute URLs of ``job``'s outputs on the scheme and host the client used."""
-        return self.file_urls_at(VendorAdapter.origin(request), job)
-
-    def file_urls_at(self, origin: str | None, job: Job) -> list[str]:
-        """Absolute URLs of ``job``'s outputs under ``origin`` (``scheme://host:port``)."""
-        base = origin or f"http://{self.settings.host}:{self.settings.port}"
-        return [f"{base}{FILES_PATH}/{job.vendor}/{f.name}" for f in job.outputs]
 
     def _webhook_fault(self, delivery: Delivery) -> list[Delivery]:
         """Apply the first matching ``webhook`` fault rule to a delivery being queued.
@@ -157,100 +148,6 @@ class Emulator:
         if message is not None:
             self.webhooks.enqueue(message, job_id=job.id, vendor=job.vendor,
                                   api_key=job.api_key)
-
-    async def resolve_local(self, url: str, origin: str | None) -> bytes | None:
-        """Bytes of a URL this emulator serves itself (samples, outputs, vendor files), no HTTP.
-
-        A URL is the emulator's own when it is on the same ``host:port`` as the submitting
-        request (``origin``); or, when that request used a vendor's real host name (Host
-        routing), on another vendor host name at the same port; or on the address the
-        emulator listens on (``Settings.host``, its loopback names, and ``Settings.port``).
-        Vendor hosts' own files (fal's CDN and uploads) come from
-        :meth:`VendorAdapter.local_file`. So a job that refers to the emulator's samples or to
-        a URL it handed out also works in-process (ASGI transport) and never fetches the
-        emulator over HTTP.
-
-        Returns:
-            The bytes, or ``None`` for a URL that is not the emulator's own (it is fetched).
-
-        Raises:
-            InputImageError: (``fetch_failed``) one of the emulator's own URLs that is not an
-                image it serves: an unknown sample or file, or any other path, such as the
-                ``/_emulator`` control plane, whose answers a job must never read.
-        """
-        parts = urlsplit(url)
-        path = parts.path
-        host = (parts.hostname or "").lower()
-        try:
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        except ValueError:
-            return None  # not a port: the fetch names the error
-        own = urlsplit(origin) if origin is not None else None
-        if own is not None and parts.netloc.lower() == own.netloc.lower():
-            data = self._own_file(path, (own.hostname or "").lower())
-        elif (own is not None and host in self._vendor_hosts
-              and (own.hostname or "").lower() in self._vendor_hosts
-              and parts.port == own.port):
-            data = self._own_file(path, host, vendor_host_only=True)
-        elif self._listens_on(host, port):
-            data = self._own_file(path, "")
-        else:
-            return None
-        if data is not None:
-            return data
-        short = url if len(url) <= 200 else url[:197] + "..."
-        if path.startswith(("/_emulator/samples/", FILES_PATH + "/")):
-            raise InputImageError(
-                f"fetching the input image failed: {short}: the emulator has no such "
-                "sample or file (unknown, expired, or made before a reset)",
-                code=FETCH_FAILED)
-        raise InputImageError(
-            f"fetching the input image was refused: {short} is the emulator's own URL and "
-            "not an image it serves (its samples and files are read in-process; nothing "
-            "else of it, such as /_emulator, can be an input)", code=FETCH_FAILED)
-
-    def _listens_on(self, host: str, port: int) -> bool:
-        """Whether ``host:port`` reaches this emulator: its own ``Settings.host`` and port,
-        or a loopback name or address of it (:attr:`FetchPolicy.own`)."""
-        if port != self.settings.port:
-            return False
-        if host == self.settings.host.lower():
-            return True
-        own = self.jobs.fetch_policy.own
-        ip = parse_ip(host)
-        if ip is None:
-            return host == "localhost" and any(a.is_loopback for a in own)
-        return (embedded_ipv4(ip) or ip) in own
-
-    def _own_file(self, path: str, origin_host: str, *, vendor_host_only: bool = False
-                  ) -> bytes | None:
-        """The bytes behind one of the emulator's own paths, or ``None`` when it serves no
-        image there. ``origin_host`` is the host name the path was reached under (a vendor
-        host name selects that vendor's files)."""
-        if path.startswith("/_emulator/samples/") and not vendor_host_only:
-            name = path.rsplit("/", 1)[-1]
-            return samples.read_bytes(name) if samples.lookup(name) else None
-        if path.startswith(FILES_PATH + "/"):
-            file_id = path.rsplit("/", 1)[-1].split(".", 1)[0]
-            record = self.jobs.files.get(file_id)
-            return record.data if record is not None else None
-        named = self._vendor_hosts.get(origin_host)
-        if named is not None:
-            adapter, spec = named
-            return adapter.local_file(spec.key, path)
-        if vendor_host_only:
-            return None
-        for adapter in self.adapters.values():
-            for spec in adapter.hosts:
-                if spec.prefix and (path + "/").startswith(spec.prefix + "/"):
-                    return adapter.local_file(spec.key, path[len(spec.prefix):])
-        for adapter in self.adapters.values():
-            for spec in adapter.hosts:
-                if not spec.prefix:
-                    data = adapter.local_file(spec.key, path)
-                    if data is not None:
-                        return data
-        return None
 
     def load_scenario(self, scenario: scenarios.Scenario) -> dict[str, Any]:
         """Apply a validated scenario (keys, defaults, rules after the stored ones).

@@ -126,7 +126,7 @@ class ApiframeAdapter(VendorAdapter):
         metadata: dict[str, Any] = {"content_moderation": moderation}
         if webhook:
             metadata["webhook_url"] = webhook
-        job = self.emulator.jobs.submit(
+        job = self.port.jobs.submit(
             job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
             task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
             watch=bool(webhook),
@@ -136,8 +136,8 @@ class ApiframeAdapter(VendorAdapter):
     async def status(self, request: Request) -> Response:
         """``GET /v2/jobs/{id}``."""
         job = self.caller_job(request, request.path_params["job_id"])
-        await self.emulator.jobs.observe(job)
-        return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
+        await self.port.jobs.observe(job)
+        return self.json(self.render_job(job, self.file_urls(request, job)))
 
     def webhook(self, job: Job) -> WebhookMessage | None:
         """POST of the final job (the ``GET /v2/jobs/{id}`` body) to ``webhook_url``.
@@ -148,7 +148,7 @@ class ApiframeAdapter(VendorAdapter):
         if not url:
             return None
         return self.unsigned_webhook(
-            url, self.render_job(job, self.emulator.file_urls_at(job.origin, job)))
+            url, self.render_job(job, self.file_urls_at(job.origin, job)))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The job body; also the webhook payload."""

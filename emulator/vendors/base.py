@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
@@ -31,8 +31,12 @@ from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
 from emulator.jsonbody import parse_json_async
 
 if TYPE_CHECKING:
-    from emulator.app import Emulator
-    from emulator.core.jobs import Job
+    from emulator.core.clock import Clock
+    from emulator.core.faults import FaultRules
+    from emulator.core.jobs import Job, JobEngine
+    from emulator.core.urls import OwnUrls
+    from emulator.core.webhooks import Secrets
+    from emulator.settings import Settings
 
 log = logging.getLogger("emulator.vendors")
 
@@ -42,6 +46,51 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 JSON_KEY = "rmbg.json"
 #: scope key holding the InvalidInput the guard's parse raised (so a bad body is parsed once).
 JSON_ERROR_KEY = "rmbg.json_error"
+
+
+class RequestCheck(Protocol):
+    """Checks a request against its vendor's contract (:class:`emulator.guard.RequestGuard`)."""
+
+    async def check(self, adapter: VendorAdapter, operation: str, request: Request) -> None:
+        """Check ``request`` of ``adapter``'s ``operation``.
+
+        Raises:
+            ValidationFailed: strict mode, and the request breaks the contract.
+        """
+        ...
+
+
+class VendorPort(Protocol):
+    """The narrow port through which an adapter reaches the core: all it may use.
+
+    The application's wiring (:class:`emulator.app.Emulator`) provides it; a test may pass
+    any object of this shape. Attributes (read-only):
+        settings: the emulator's settings (body limits, ``webhook_secret``, ...).
+        jobs: the job engine (submit, find, cancel, files, billing).
+        clock: the emulator's clock (unix seconds; virtual when frozen).
+        secrets: per-key webhook signing secrets.
+        faults: the fault rules (to parse a rule carried in a credential).
+        guard: the contract check every route runs first.
+        urls: the emulator's own URLs (output file URLs).
+        accepted_keys: the API keys strict key mode accepts; ``None``: any key.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def jobs(self) -> JobEngine: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def secrets(self) -> Secrets: ...
+    @property
+    def faults(self) -> FaultRules: ...
+    @property
+    def guard(self) -> RequestCheck: ...
+    @property
+    def urls(self) -> OwnUrls: ...
+    @property
+    def accepted_keys(self) -> frozenset[str] | None: ...
 
 
 @dataclass(frozen=True)
@@ -81,8 +130,8 @@ class VendorAdapter:
         if "api_key" in cls.__dict__:
             cls.api_key = _noting_key(cls.__dict__["api_key"])  # type: ignore[method-assign,assignment]
 
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
+    def __init__(self, port: VendorPort) -> None:
+        self.port = port
 
     # -- to implement ------------------------------------------------------------------------
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -157,7 +206,7 @@ class VendorAdapter:
                 :attr:`job_not_found`.
         """
         key = self.api_key(request)
-        job = self.emulator.jobs.find(job_id, vendor=self.slug, api_key=key)
+        job = self.port.jobs.find(job_id, vendor=self.slug, api_key=key)
         if job is None:
             raise NotFound(self.job_not_found.format(id=job_id))
         return job
@@ -189,7 +238,7 @@ class VendorAdapter:
         """
 
         async def handler(request: Request) -> Response:
-            await self.emulator.guard.check(self, operation, request)
+            await self.port.guard.check(self, operation, request)
             return await endpoint(request)
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
@@ -211,7 +260,7 @@ class VendorAdapter:
         if key is None or not key.strip():
             raise Unauthorized(message)
         key = key.strip()
-        accepted = self.emulator.accepted_keys
+        accepted = self.port.accepted_keys
         if accepted is not None and key not in accepted:
             raise Unauthorized("invalid API key")
         return key
@@ -232,7 +281,7 @@ class VendorAdapter:
         if error is not None:
             raise error
         return await parse_json_async(await request.body(),
-                                      limit=self.emulator.settings.json_body_limit)
+                                      limit=self.port.settings.json_body_limit)
 
     async def json_object(self, request: Request) -> dict[str, Any]:
         """:meth:`json_body`, which must be an object.
@@ -290,6 +339,15 @@ class VendorAdapter:
             return f"{parts.scheme}://{target.name}{port}"
         return f"{origin}{target.prefix}"
 
+    def file_urls(self, request: Request, job: Job) -> list[str]:
+        """Absolute URLs of ``job``'s outputs on the scheme and host the client used."""
+        return self.port.urls.file_urls_at(self.origin(request), job.outputs, job.vendor)
+
+    def file_urls_at(self, origin: str | None, job: Job) -> list[str]:
+        """Absolute URLs of ``job``'s outputs under ``origin`` (``scheme://host:port``;
+        ``None``: the address the emulator listens on), where no request is at hand."""
+        return self.port.urls.file_urls_at(origin, job.outputs, job.vendor)
+
     @staticmethod
     def query_value(request: Request, name: str) -> str | None:
         """Query parameter ``name`` (the first), or ``None``; no parsing when there is no
@@ -323,7 +381,7 @@ class VendorAdapter:
         """Bytes this vendor serves itself at ``path`` on its host ``host_key``, or ``None``.
 
         Lets a job read, without HTTP, a URL this vendor handed out (fal's CDN files and
-        uploads): :meth:`emulator.app.Emulator.resolve_local` asks every adapter. ``path`` is
+        uploads): :meth:`emulator.core.urls.OwnUrls.resolve` asks every adapter. ``path`` is
         relative to the host (no prefix). Default: nothing.
         """
         return None

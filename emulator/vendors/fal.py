@@ -49,7 +49,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -77,10 +77,7 @@ from emulator.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from emulator.vendors.base import HostSpec, VendorAdapter
-
-if TYPE_CHECKING:
-    from emulator.app import Emulator
+from emulator.vendors.base import HostSpec, VendorAdapter, VendorPort
 
 APP = "fal-ai/bria"
 ENDPOINTS = ("remove", "replace")
@@ -145,8 +142,8 @@ class FalAdapter(VendorAdapter):
     source = "../shared/vendor-docs/fal.txt"
     job_not_found = "Request {id} not found"
 
-    def __init__(self, emulator: Emulator) -> None:
-        super().__init__(emulator)
+    def __init__(self, port: VendorPort) -> None:
+        super().__init__(port)
         self._token_secret = secrets.token_bytes(32)
 
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -266,7 +263,7 @@ class FalAdapter(VendorAdapter):
         key = self.api_key(request)
         body = await self.json_object(request)
         task, metadata, price = self._parse(endpoint, body)
-        engine = self.emulator.jobs
+        engine = self.port.jobs
         job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="run",
                             api_key=key, task=task, origin=self.origin(request),
                             metadata=metadata, price_usd=price)
@@ -282,7 +279,7 @@ class FalAdapter(VendorAdapter):
         webhook = self.query_value(request, "fal_webhook")
         if webhook is not None:
             metadata["fal_webhook"] = _http_url(webhook, "fal_webhook")
-        engine = self.emulator.jobs
+        engine = self.port.jobs
         job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit",
                             api_key=key, task=task, origin=self.origin(request),
                             metadata=metadata, price_usd=price, watch=webhook is not None)
@@ -306,7 +303,7 @@ class FalAdapter(VendorAdapter):
     async def status(self, request: Request) -> Response:
         """``GET .../requests/{id}/status`` (``?logs=1`` adds the logs)."""
         job = self._job(request)
-        await self.emulator.jobs.observe(job)
+        await self.port.jobs.observe(job)
         logs = _truthy(self.query_value(request, "logs"))
         return self.json(self.render_status(request, job, logs=logs))
 
@@ -314,7 +311,7 @@ class FalAdapter(VendorAdapter):
         """Server-sent events, one per status change, ending with ``COMPLETED``."""
         job = self._job(request)
         logs = _truthy(self.query_value(request, "logs"))
-        engine = self.emulator.jobs
+        engine = self.port.jobs
 
         async def events() -> AsyncIterator[str]:
             loop = asyncio.get_running_loop()
@@ -373,7 +370,7 @@ class FalAdapter(VendorAdapter):
     async def result(self, request: Request) -> Response:
         """The result of a completed request; 400 while it is not done."""
         job = self._job(request)
-        await self.emulator.jobs.refresh(job)
+        await self.port.jobs.refresh(job)
         if not job.status.terminal:
             return self.json({"detail": "Request is still in progress",
                               "status": STATUS_WORDS[job.status]}, status=400)
@@ -382,7 +379,7 @@ class FalAdapter(VendorAdapter):
     async def cancel(self, request: Request) -> Response:
         """202 ``CANCELLATION_REQUESTED`` for a queued request; 400 once it runs or ended."""
         job = self._job(request)
-        engine = self.emulator.jobs
+        engine = self.port.jobs
         await engine.refresh(job)
         try:
             engine.cancel(job)
@@ -446,8 +443,8 @@ class FalAdapter(VendorAdapter):
         match = _CDN_FILE.fullmatch(path)
         if match is None:
             return None
-        record = self.emulator.jobs.files.get(match.group("name").split(".", 1)[0])
-        if record is None or record.expired(self.emulator.clock.now()):
+        record = self.port.jobs.files.get(match.group("name").split(".", 1)[0])
+        if record is None or record.expired(self.port.clock.now()):
             return None
         return record
 
@@ -461,7 +458,7 @@ class FalAdapter(VendorAdapter):
     # -- webhooks -----------------------------------------------------------------------------
     async def jwks(self, request: Request) -> Response:
         """``GET /.well-known/jwks.json`` on the REST host: the key webhooks are signed with."""
-        return self.json(self.emulator.secrets.jwks())
+        return self.json(self.port.secrets.jwks())
 
     @staticmethod
     def webhook_user_id(api_key: str) -> str:
@@ -491,7 +488,7 @@ class FalAdapter(VendorAdapter):
                                              "type": kind}]})
         raw = self.json_bytes(body)
         user_id = self.webhook_user_id(job.api_key)
-        key = self.emulator.secrets.ed25519
+        key = self.port.secrets.ed25519
 
         def sign(payload: bytes, at: float) -> dict[str, str]:
             timestamp = str(int(at))
@@ -509,7 +506,7 @@ class FalAdapter(VendorAdapter):
 
     def _result_now(self, job: Job) -> dict[str, Any]:
         """The result body without a request (URLs under the job's submit origin)."""
-        settings = self.emulator.settings
+        settings = self.port.settings
         origin = job.origin or f"http://{settings.host}:{settings.port}"
         if job.metadata.get("sync_mode"):
             return self._shape(job, [f.data_uri() for f in job.outputs])
@@ -524,7 +521,7 @@ class FalAdapter(VendorAdapter):
         if storage_type != "fal-cdn-v3":
             raise InvalidInput(f"storage_type {storage_type!r} is not supported; use "
                                "fal-cdn-v3", field="storage_type")
-        expires = self.emulator.clock.now() + TOKEN_TTL_S
+        expires = self.port.clock.now() + TOKEN_TTL_S
         return self.json({
             "token": self._sign(key, expires),
             "token_type": "Bearer",
@@ -557,14 +554,14 @@ class FalAdapter(VendorAdapter):
             claims = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         except (ValueError, binascii.Error):
             raise Unauthorized("Invalid CDN token") from None
-        if float(claims["e"]) <= self.emulator.clock.now():
+        if float(claims["e"]) <= self.port.clock.now():
             raise Unauthorized("CDN token has expired")
         return str(claims["k"])
 
     async def upload(self, request: Request) -> Response:
         """``POST /files/upload``: keep the raw body; its ``access_url`` works as an input."""
         self._token_key(request)
-        settings = self.emulator.settings
+        settings = self.port.settings
         limit = settings.max_input_bytes
         chunks: list[bytes] = []
         size = 0
@@ -581,9 +578,9 @@ class FalAdapter(VendorAdapter):
             "upload" + (mimetypes.guess_extension(content_type) or ".bin"))
         dot = file_name.rfind(".")
         suffix = file_name[dot:] if dot >= 0 and _SUFFIX.fullmatch(file_name[dot:]) else ""
-        record = self.emulator.jobs.files.put(
+        record = self.port.jobs.files.put(
             b"".join(chunks), content_type=content_type, width=0, height=0,
-            now=self.emulator.clock.now(), ttl_s=_lifecycle_ttl(request, settings.result_ttl_s),
+            now=self.port.clock.now(), ttl_s=_lifecycle_ttl(request, settings.result_ttl_s),
             suffix=suffix)
         return self.json({
             "access_url": self.public_url(request, self.cdn_path(record), host_key="cdn"),

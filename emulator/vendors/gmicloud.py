@@ -200,7 +200,7 @@ class GmiCloudAdapter(VendorAdapter):
         bearer = self._bearer(request, "access token" if session else "API key")
         if not session:
             return self.check_key(bearer, message="missing API key after 'Bearer'")
-        account = read_token(bearer, "access", self.emulator.clock.now())
+        account = read_token(bearer, "access", self.port.clock.now())
         return account.email if path.startswith(IAM) else account.queue_key
 
     def _bearer(self, request: Request, what: str) -> str:
@@ -242,18 +242,18 @@ class GmiCloudAdapter(VendorAdapter):
         if email.startswith(FAULT_PASSWORD):
             raise InvalidInput("an email must not start with 'fault.' (it is the account's "
                                "API key); put the fault rule in the password", field="email")
-        accepted = self.emulator.accepted_keys
+        accepted = self.port.accepted_keys
         if accepted is not None and email not in accepted:
             raise Unauthorized("invalid email or password")
         fault: str | None = None
         if password.startswith(FAULT_PASSWORD):
             fault = password[len(FAULT_PASSWORD):]
             try:
-                self.emulator.faults.parse_text(fault, source="key")
+                self.port.faults.parse_text(fault, source="key")
             except RuleError as exc:
                 raise InvalidInput(f"fault password: {exc}", field="password") from None
-            self.emulator.faults.expect_hidden_keys()
-        token = issue_token(Account(email, fault), "auth", self.emulator.clock.now(),
+            self.port.faults.expect_hidden_keys()
+        token = issue_token(Account(email, fault), "auth", self.port.clock.now(),
                             AUTH_TOKEN_TTL_S)
         return self.json({"authToken": token, "is2FARequired": False})
 
@@ -268,7 +268,7 @@ class GmiCloudAdapter(VendorAdapter):
         token = body.get("authToken")
         if not isinstance(token, str) or not token:
             raise InvalidInput("authToken is required", field="authToken")
-        return self._session(read_token(token, "auth", self.emulator.clock.now()))
+        return self._session(read_token(token, "auth", self.port.clock.now()))
 
     async def refresh_session(self, request: Request) -> Response:
         """``PATCH /me/sessions`` with the refresh token -> a new token pair.
@@ -281,10 +281,10 @@ class GmiCloudAdapter(VendorAdapter):
         token = body.get("refreshToken")
         if not isinstance(token, str) or not token:
             raise InvalidInput("refreshToken is required", field="refreshToken")
-        return self._session(read_token(token, "refresh", self.emulator.clock.now()))
+        return self._session(read_token(token, "refresh", self.port.clock.now()))
 
     def _session(self, account: Account) -> Response:
-        now = self.emulator.clock.now()
+        now = self.port.clock.now()
         return self.json({
             "accessToken": issue_token(account, "access", now, ACCESS_TOKEN_TTL_S),
             "refreshToken": issue_token(account, "refresh", now, REFRESH_TOKEN_TTL_S),
@@ -328,7 +328,7 @@ class GmiCloudAdapter(VendorAdapter):
             raise InvalidInput("payload.image is required (URL or base64)",
                                field="payload.image")
         source = parse_source(payload["image"], field="payload.image", allow_base64=True)
-        job = self.emulator.jobs.submit(
+        job = self.port.jobs.submit(
             job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
             task=Task("remove", (source,)), origin=self.origin(request),
             metadata={"payload": self._echo(payload)},
@@ -346,7 +346,7 @@ class GmiCloudAdapter(VendorAdapter):
         """The caller's requests, newest first (``?model_id=`` filters)."""
         key = self.api_key(request)
         model_id = request.query_params.get("model_id")
-        engine = self.emulator.jobs
+        engine = self.port.jobs
         if model_id not in (None, "", MODEL):
             return self.json({"requests": []})
         found = sorted(engine.jobs(vendor=self.slug, api_key=key),
@@ -354,14 +354,14 @@ class GmiCloudAdapter(VendorAdapter):
         records = []
         for job in found:
             await engine.refresh(job)
-            records.append(self.render_job(job, self.emulator.file_urls(request, job)))
+            records.append(self.render_job(job, self.file_urls(request, job)))
         return self.json({"requests": records})
 
     async def status(self, request: Request) -> Response:
         """One request record (gmicloud.txt, Checking Request Status)."""
         job = self.caller_job(request, request.path_params["request_id"])
-        await self.emulator.jobs.observe(job)
-        return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
+        await self.port.jobs.observe(job)
+        return self.json(self.render_job(job, self.file_urls(request, job)))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The request record; ``outcome`` is ``{}`` until success."""

@@ -98,7 +98,7 @@ class PixazoAdapter(VendorAdapter):
         webhook = request.headers.get("x-webhook-url")
         if webhook is not None:
             metadata["webhook_url"] = parse_source(webhook, field="X-Webhook-URL").value
-        engine = self.emulator.jobs
+        engine = self.port.jobs
         request_id = f"{MODEL_ID}_{uuid7(engine.clock.now())}"
         job = engine.submit(
             job_id=request_id, vendor=self.slug, operation="submit", api_key=key,
@@ -114,8 +114,8 @@ class PixazoAdapter(VendorAdapter):
     async def status(self, request: Request) -> Response:
         """The universal status endpoint (pixazo.txt, Retrieving Results)."""
         job = self.caller_job(request, request.path_params["request_id"])
-        await self.emulator.jobs.observe(job)
-        return self.json(self.render_job(job, self.emulator.file_urls(request, job)))
+        await self.port.jobs.observe(job)
+        return self.json(self.render_job(job, self.file_urls(request, job)))
 
     def webhook(self, job: Job) -> WebhookMessage | None:
         """POST of the status body to ``X-Webhook-URL`` at COMPLETED, FAILED or ERROR.
@@ -127,7 +127,7 @@ class PixazoAdapter(VendorAdapter):
         if not url:
             return None
         return self.unsigned_webhook(
-            url, self.render_job(job, self.emulator.file_urls_at(job.origin, job)))
+            url, self.render_job(job, self.file_urls_at(job.origin, job)))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The status body; also the webhook payload (pixazo.txt, Webhook)."""

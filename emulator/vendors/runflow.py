@@ -136,7 +136,7 @@ class RunflowAdapter(VendorAdapter):
         echo = dict(payload)
         if source.kind != "url":
             echo["image_url"] = source.describe()
-        engine = self.emulator.jobs
+        engine = self.port.jobs
         job = engine.submit(
             job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
             task=Task("remove", (source,)), origin=self.origin(request),
@@ -156,8 +156,8 @@ class RunflowAdapter(VendorAdapter):
         label = body.get("label", "")
         if not isinstance(label, str):
             raise ValidationFailed("label must be a string", field="label")
-        secret = self.emulator.secrets.create(self.slug, key, label,
-                                              self.emulator.clock.now())
+        secret = self.port.secrets.create(self.slug, key, label,
+                                              self.port.clock.now())
         return self.json({"id": secret.id, "label": secret.label,
                           "plain_secret": secret.value,
                           "created_at": iso_ms(secret.created_at)}, status=201)
@@ -173,9 +173,9 @@ class RunflowAdapter(VendorAdapter):
         url = job.metadata.get("callback_url")
         if not url:
             return None
-        settings = self.emulator.settings
+        settings = self.port.settings
         origin = job.origin or f"http://{settings.host}:{settings.port}"
-        run = self.render_run(job, self.emulator.file_urls_at(origin, job))
+        run = self.render_run(job, self.file_urls_at(origin, job))
         status = run["status_code"]
         event = {"succeeded": "run.completed", "cancelled": "run.cancelled"}.get(
             status, "run.failed")
@@ -185,7 +185,7 @@ class RunflowAdapter(VendorAdapter):
             "completed_at": iso_ms(job.completed_at), "metadata": job.metadata.get("metadata"),
         })
         headers = {"Runflow-Request-Id": f"req_{uuid.uuid4().hex}"}
-        secret = self.emulator.secrets.current(self.slug, job.api_key)
+        secret = self.port.secrets.current(self.slug, job.api_key)
         if secret is not None:
             headers["Runflow-Signature"] = hmac.new(secret.value.encode(), raw,
                                                     hashlib.sha256).hexdigest()
@@ -196,14 +196,14 @@ class RunflowAdapter(VendorAdapter):
     async def get_run(self, request: Request) -> Response:
         """``GET /v1/runs/{id}``."""
         job = self.caller_job(request, request.path_params["run_id"])
-        await self.emulator.jobs.observe(job)
+        await self.port.jobs.observe(job)
         return await self._respond(request, job)
 
     async def _respond(self, request: Request, job: Job, status: int = 200) -> Response:
         if job.metadata.get("sync_mode") and job.status is JobStatus.SUCCEEDED:
             urls = await self.data_uris(job.outputs)
             return await self.large_json(self.render_run(job, urls), status=status)
-        return self.json(self.render_run(job, self.emulator.file_urls(request, job)),
+        return self.json(self.render_run(job, self.file_urls(request, job)),
                          status=status)
 
     def status_word(self, job: Job) -> str:

@@ -38,6 +38,10 @@ Conventions the machinery relies on (a new vendor needs only a new contract file
   is a token that operation issues (fal's CDN upload token); the suite fetches one. A list of
   such steps runs in order, each step's ``"{token}"`` being the one before's (GMI Cloud's
   login, then session); ``"{api_key}"`` is the suite's key.
+* ``x-generated-enum: vendors`` / ``operations`` in place of an ``enum``: the enum is generated
+  when the contract is read (:func:`fill_generated`), from the vendor contracts beside it (their
+  ``x-vendor`` slugs; their ``operationId`` names with dotted prefixes and ``file``), so the
+  control plane's fault-rule enums name every vendor without a hand edit.
 * ``x-transport-responses: {status: response}`` at the top: what the HTTP server answers, before
   any route, to a request it cannot parse (a malformed header name, an unknown
   ``Transfer-Encoding``: uvicorn's ``text/plain`` 400). Every operation may get it, so loading
@@ -119,12 +123,71 @@ def path_of(name: str) -> Path:
 
 
 def text(name: str) -> str:
-    """The YAML text of contract ``name``.
+    """The YAML text of contract ``name``, generated enums filled in (:func:`fill_generated`).
 
     Raises:
         ContractError: no such contract.
     """
-    return path_of(name).read_text(encoding="utf-8")
+    return fill_generated(path_of(name).read_text(encoding="utf-8"), contracts_dir())
+
+
+_GENERATED = re.compile(r"^(?P<indent>[ \t]*)x-generated-enum:[ \t]*(?P<kind>[a-z]+)[ \t]*$",
+                        re.MULTILINE)
+
+
+def generated_enums(directory: Path) -> dict[str, list[str]]:
+    """The enums a contract may ask for with ``x-generated-enum: KIND``, from the vendor
+    contracts in ``directory`` (every ``*.yaml`` whose ``x-vendor`` is not ``emulator``).
+
+    Returns:
+        ``{"vendors": sorted slugs, "operations": sorted operation names a fault rule may use
+        (every ``operationId``, its dotted prefixes, and ``file``)}``.
+
+    Raises:
+        ContractError: a vendor contract does not parse.
+    """
+    from emulator.core.faults import FILE_OPERATION, operation_names
+
+    vendors: set[str] = set()
+    operations: set[str] = {FILE_OPERATION}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ContractError(f"{path}: {exc}") from None
+        if not isinstance(document, dict):
+            raise ContractError(f"{path}: not an OpenAPI document")
+        vendor = str(document.get("x-vendor", path.stem))
+        if vendor == "emulator" or _GENERATED.search(path.read_text(encoding="utf-8")):
+            continue
+        vendors.add(vendor)
+        for item in (document.get("paths") or {}).values():
+            for raw in (item or {}).values():
+                if isinstance(raw, dict) and raw.get("operationId"):
+                    operations.add(str(raw["operationId"]))
+    return {"vendors": sorted(vendors), "operations": sorted(operation_names(operations))}
+
+
+def fill_generated(source: str, directory: Path) -> str:
+    """``source`` (a contract's YAML text) with every ``x-generated-enum: KIND`` line replaced by
+    ``enum: [...]`` of :func:`generated_enums` for ``directory`` (the line's indentation kept;
+    the list in JSON flow style, which YAML reads). Text without such a line is returned as is.
+
+    Raises:
+        ContractError: an unknown ``KIND``, or a vendor contract does not parse.
+    """
+    if _GENERATED.search(source) is None:
+        return source
+    enums = generated_enums(directory)
+
+    def fill(match: re.Match[str]) -> str:
+        kind = match.group("kind")
+        if kind not in enums:
+            raise ContractError(f"x-generated-enum: unknown {kind!r}; known: "
+                                f"{', '.join(sorted(enums))}")
+        return f"{match.group('indent')}enum: {json.dumps(enums[kind])}"
+
+    return _GENERATED.sub(fill, source)
 
 
 def load(name: str) -> Contract:
@@ -744,7 +807,8 @@ class Contract:
             ContractError: unreadable, not YAML, or not an OpenAPI mapping.
         """
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+            document = yaml.safe_load(fill_generated(path.read_text(encoding="utf-8"),
+                                                     path.parent))
         except (OSError, yaml.YAMLError) as exc:
             raise ContractError(f"{path}: {exc}") from None
         if not isinstance(document, dict) or "openapi" not in document:
@@ -987,6 +1051,6 @@ class ContractSet:
 __all__ = [
     "ENV_DIR", "FORMATS", "IMAGE_URL", "WEBHOOK_URL", "Contract", "ContractError",
     "ContractSet", "Operation", "Problem", "SchemaValidator", "compile_schema", "contracts_dir",
-    "dereference", "for_vendor", "is_http_url", "is_image_url", "load", "load_all", "names",
-    "path_of", "text",
+    "dereference", "fill_generated", "for_vendor", "generated_enums", "is_http_url",
+    "is_image_url", "load", "load_all", "names", "path_of", "text",
 ]

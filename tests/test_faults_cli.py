@@ -91,13 +91,13 @@ def test_connection_fault_in_process_raises(kind: str, error: type[Exception]) -
 
 
 def test_the_contract_lists_the_vendors_and_operations_rules_may_name() -> None:
+    from emulator import contracts
     from emulator.app import Emulator
-    from emulator.contracts import contracts_dir
     from emulator.core import faults
     from emulator.settings import Settings
 
     rules = Emulator(Settings(engine="grabcut")).faults
-    document = yaml.safe_load((contracts_dir() / "emulator.yaml").read_text(encoding="utf-8"))
+    document = yaml.safe_load(contracts.text("emulator"))  # as served (enums generated)
     spec = document["components"]["schemas"]["FaultRuleSpec"]["properties"]
     assert spec["vendor"]["enum"] == rules.vendors()
     assert spec["operation"]["enum"] == rules.operation_names()

@@ -65,6 +65,7 @@ class ApiframeAdapter(VendorAdapter):
     title = "Apiframe"
     hosts = (HostSpec("api.apiframe.ai", ""),)
     source = "../shared/vendor-docs/apiframe.txt"
+    status_words = STATUS_WORDS
     job_not_found = "Job {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
@@ -33,7 +33,7 @@ from emulator.jsonbody import parse_json_async
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
     from emulator.core.faults import FaultRules
-    from emulator.core.jobs import Job, JobEngine
+    from emulator.core.jobs import Job, JobEngine, JobStatus
     from emulator.core.urls import OwnUrls
     from emulator.core.webhooks import Secrets
     from emulator.settings import Settings
@@ -122,6 +122,9 @@ class VendorAdapter:
     source: ClassVar[str] = ""
     #: The vendor's not-found message for a job id (``{id}`` is replaced by the id).
     job_not_found: ClassVar[str] = "Job {id} not found"
+    #: The vendor's status word for each core status (its one mapping table); every word is
+    #: in the enum its contract marks ``x-status-words: true`` (a test checks every adapter).
+    status_words: ClassVar[Mapping[JobStatus, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -161,6 +161,7 @@ class GmiCloudAdapter(VendorAdapter):
     title = "GMI Cloud"
     hosts = (HostSpec("console.gmicloud.ai", ""),)
     source = "../shared/vendor-docs/gmicloud.txt"
+    status_words = STATUS_WORDS
     job_not_found = "request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:

@@ -58,6 +58,7 @@ class PixazoAdapter(VendorAdapter):
     title = "Pixazo"
     hosts = (HostSpec("gateway.pixazo.ai", ""),)
     source = "../shared/vendor-docs/pixazo.txt"
+    status_words = STATUS_WORDS
     job_not_found = "Request '{id}' not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:

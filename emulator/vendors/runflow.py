@@ -73,6 +73,7 @@ class RunflowAdapter(VendorAdapter):
     title = "Runflow"
     hosts = (HostSpec("api.runflow.io", ""),)
     source = "../shared/vendor-docs/runflow.txt"
+    status_words = STATUS_WORDS
     job_not_found = "Run {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:

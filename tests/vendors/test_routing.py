@@ -1,4 +1,8 @@
-"""All five vendors on one port: no route shadows another, every host answers by its real name."""
+"""Every vendor on one port: no route shadows another, every host answers by its real name.
+
+Vendors, hosts and prefixes come from the registry and the contracts, never from a list here,
+so a new vendor (one module plus one contract) is checked with no edit;
+``tests/test_sixth_vendor.py`` runs the ``check_*`` functions on a throwaway one."""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from emulator.app import create_app
+from emulator import contracts
+from emulator.app import EmulatorApp, create_app
 from emulator.testing.server import EmulatorServer
+from emulator.vendors import load_all
 from emulator.vendors.base import VendorAdapter
 from tests.conftest import emulator_settings
+from tests.vendors.drivers import DRIVERS
 
 APP = create_app(emulator_settings())
 ADAPTERS: dict[str, VendorAdapter] = APP.state.emulator.adapters
@@ -27,19 +34,20 @@ def _scope(method: str, path: str, host: str) -> dict[str, Any]:
             "headers": [(b"host", host.encode())], "query_string": b""}
 
 
-def _resolve(scope: dict[str, Any]) -> Route | None:
+def _resolve(scope: dict[str, Any], app: EmulatorApp = APP) -> Route | None:
     """The endpoint route the app's route table picks for ``scope`` (the full match, else the
     partial one: a 405)."""
-    ctx = APP.table.resolve(scope)
+    ctx = app.table.resolve(scope)
     found = ctx.route or ctx.partial
     assert found is None or isinstance(found, Route)
     return found
 
 
-def _every_vendor_route() -> list[tuple[str, str, str, str, Route]]:
-    """(vendor, host name, prefix, method, route) for every route of every vendor host."""
+def vendor_routes(adapters: list[VendorAdapter]) -> list[tuple[str, str, str, str, Route]]:
+    """(vendor, host name, prefix, method, route) for every route of every host of
+    ``adapters``."""
     out = []
-    for adapter in ADAPTERS.values():
+    for adapter in adapters:
         per_host = adapter.routes()
         for spec in adapter.hosts:
             for route in per_host.get(spec.key, []):
@@ -49,47 +57,98 @@ def _every_vendor_route() -> list[tuple[str, str, str, str, Route]]:
     return out
 
 
-ROUTES = _every_vendor_route()
+ROUTES = vendor_routes(list(ADAPTERS.values()))
 
 
-def test_five_vendors_and_their_hosts_are_registered() -> None:
-    assert set(ADAPTERS) == {"apiframe", "pixazo", "gmicloud", "fal", "runflow"}
-    assert APP.state.emulator.host_names() == sorted([
-        "api.apiframe.ai", "gateway.pixazo.ai", "console.gmicloud.ai", "fal.run",
-        "queue.fal.run", "rest.fal.ai", "v3.fal.media", "api.runflow.io"])
-
-
-@pytest.mark.parametrize(("vendor", "host", "prefix", "method", "route"), ROUTES,
-                         ids=[f"{v}-{m}-{p}{r.path}" for v, _, p, m, r in ROUTES])
-def test_no_route_is_shadowed_on_the_one_port(vendor: str, host: str, prefix: str,
-                                              method: str, route: Route) -> None:
+def check_route(app: EmulatorApp, vendor: str, host: str, prefix: str, method: str,
+                route: Route) -> None:
+    """``route`` of ``vendor`` is reached on the one port (its host's ``prefix`` + path), and
+    by its real ``host`` name without the prefix; nothing else answers either."""
     path = prefix + _concrete(route.path)
-    found = _resolve(_scope(method, path, "127.0.0.1:8000"))
+    found = _resolve(_scope(method, path, "127.0.0.1:8000"), app)
     assert found is not None, f"{method} {path} reaches nothing"
     assert (found.name, found.path) == (route.name, route.path), (
         f"{method} {path} of {vendor} is answered by {found.name} {found.path}")
     assert method in (found.methods or set())
-
-
-@pytest.mark.parametrize(("vendor", "host", "prefix", "method", "route"), ROUTES,
-                         ids=[f"{v}-{m}-{h}{r.path}" for v, h, _, m, r in ROUTES])
-def test_every_route_answers_by_its_real_host_name(vendor: str, host: str, prefix: str,
-                                                   method: str, route: Route) -> None:
     path = _concrete(route.path)
-    found = _resolve(_scope(method, path, host))
+    found = _resolve(_scope(method, path, host), app)
     assert found is not None and (found.name, found.path) == (route.name, route.path)
     if prefix:
         # the prefixed form is the one port's, not the real host's
-        assert _resolve(_scope(method, prefix + path, host)) is None
+        assert _resolve(_scope(method, prefix + path, host), app) is None
 
 
-def test_prefixes_do_not_collide_with_root_routes() -> None:
-    prefixes = {spec.prefix for a in ADAPTERS.values() for spec in a.hosts if spec.prefix}
-    root_paths = [r.path for _, _, prefix, _, r in ROUTES if not prefix]
-    assert prefixes == {"/queue", "/rest", "/cdn"}
+def check_hosts(app: EmulatorApp, slug: str) -> None:
+    """Vendor ``slug`` is served, its real host names are its contract's, each names it
+    alone, and its prefixes on the one port are its contract's ``x-emulator`` servers'."""
+    emulator = app.state.emulator
+    adapter = emulator.adapters[slug]
+    contract = contracts.for_vendor(slug)
+    assert contract is not None, f"{slug} has no contract"
+    names = {spec.name for spec in adapter.hosts}
+    assert names == contract.real_hosts()
+    assert names <= set(emulator.host_names())
+    others = {spec.name for a in emulator.adapters.values() if a is not adapter
+              for spec in a.hosts}
+    assert not names & others, f"{slug} shares a host name: {sorted(names & others)}"
+    prefixes = {spec.prefix for spec in adapter.hosts}
+    assert len(prefixes) == len(adapter.hosts), f"{slug}: two hosts share a prefix"
+    # the contract's x-emulator server paths are a host's prefix, or below it (fal's
+    # "/queue/fal-ai/bria"); every prefix serves some operation
+    served = {p for op in contract.operations.values() for p in op.prefixes}
+
+    def under(path: str, prefix: str) -> bool:
+        return path == prefix or (prefix != "" and path.startswith(prefix + "/"))
+
+    assert all(any(under(p, prefix) for prefix in prefixes) for p in served), served
+    assert all(any(under(p, prefix) for p in served) for prefix in prefixes), prefixes
+
+
+def check_prefixes(app: EmulatorApp) -> None:
+    """No host prefix collides with another vendor's, with a root route, or with the
+    control plane."""
+    adapters = app.state.emulator.adapters.values()
+    prefixes = [spec.prefix for a in adapters for spec in a.hosts if spec.prefix]
+    assert len(prefixes) == len(set(prefixes)), prefixes
+    root_paths = [r.path for a in adapters for spec in a.hosts if not spec.prefix
+                  for r in a.routes().get(spec.key, []) if isinstance(r, Route)]
+    for prefix in prefixes:
+        assert not prefix.startswith("/_emulator"), prefix
     for path in root_paths:
         assert not any(path == p or path.startswith(p + "/") for p in prefixes), path
         assert not path.startswith("/_emulator")
+
+
+def test_every_registered_vendor_and_host_is_served() -> None:
+    assert set(ADAPTERS) == set(load_all())
+    assert APP.state.emulator.host_names() == sorted(
+        spec.name for cls in load_all().values() for spec in cls.hosts)
+
+
+def test_every_registered_vendor_has_a_driver() -> None:
+    """The end-to-end, fault and key-scoping tests run once per driver: a vendor without one
+    would be skipped silently, so it fails here instead."""
+    slugs = [d.slug for d in DRIVERS]
+    assert len(slugs) == len(set(slugs))
+    missing = sorted(set(load_all()) - set(slugs))
+    assert not missing, f"no driver in tests/vendors/drivers.py for {missing}"
+    assert set(slugs) <= set(load_all())
+
+
+@pytest.mark.parametrize("slug", sorted(ADAPTERS))
+def test_hosts_and_prefixes_are_the_contracts(slug: str) -> None:
+    check_hosts(APP, slug)
+
+
+@pytest.mark.parametrize(("vendor", "host", "prefix", "method", "route"), ROUTES,
+                         ids=[f"{v}-{m}-{h}{p}{r.path}" for v, h, p, m, r in ROUTES])
+def test_every_route_answers_on_the_one_port_and_by_its_real_host_name(
+        vendor: str, host: str, prefix: str, method: str, route: Route) -> None:
+    check_route(APP, vendor, host, prefix, method, route)
+
+
+def test_prefixes_do_not_collide_with_root_routes() -> None:
+    check_prefixes(APP)
 
 
 @pytest.mark.parametrize(("host", "method", "path", "status", "key"), [

@@ -68,6 +68,7 @@ class FalAdapter(FalWebhooks):
         HostSpec("v3.fal.media", "/cdn", "cdn"),
     )
     source = "../shared/vendor-docs/fal.txt"
+    status_words = STATUS_WORDS
     job_not_found = "Request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:

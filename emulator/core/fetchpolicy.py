@@ -6,8 +6,8 @@ unspecified, reserved or multicast address is refused, unless ``Settings.allow_f
 it. By default the loopback address the emulator itself listens on is allowed (any port), so
 a test suite serving its own images on 127.0.0.1 keeps working when the emulator serves on
 127.0.0.1 (the default); the emulator's own port there is never fetched over HTTP: its
-samples and files are read in-process (``Emulator.resolve_local``) and everything else on it
-(the ``/_emulator`` control plane) is refused.
+samples and files are read in-process (``emulator.core.urls.OwnUrls.resolve``) and everything
+else on it (the ``/_emulator`` control plane) is refused.
 
 How the address actually connected to is checked (DNS rebinding): :meth:`FetchPolicy.pin`
 resolves the host name itself, checks every address it gets, and the fetch then connects to

@@ -62,6 +62,7 @@ class Emulator:
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
         self.jobs.local_resolver = self.resolve_local
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
+        self.webhooks.policy = self.jobs.fetch_policy
         self.secrets = Secrets()
         self.webhooks.hooks.append(self._webhook_fault)
         self.jobs.final_listeners.append(self._on_final)

@@ -119,11 +119,33 @@ def parse_json(raw: bytes, *, limit: int | None = None, what: str = "request bod
                            "JSON is expected")
     check_shape(raw, what=what)
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:  # a UTF-16 body the byte scan misread; never a 500
         raise InvalidInput(f"{what} is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        _check_unicode(parsed, what)
+    return parsed
+
+
+#: A ``\uD800``-``\uDFFF`` escape: ``json.loads`` turns one without its pair into a lone
+#: surrogate, text that cannot be encoded as UTF-8 again (an answer echoing it was a 500).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _check_unicode(value: Any, what: str) -> None:
+    """Refuse a parsed body holding a lone surrogate (RFC 8259 section 8.2: such a string is
+    not Unicode text).
+
+    Raises:
+        InvalidInput: a string (a key or a value) with an unpaired surrogate.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} holds a \\u escape of an unpaired surrogate "
+                           "(\\uD800-\\uDFFF), which is not Unicode text") from None
 
 
 async def parse_json_async(raw: bytes, *, limit: int | None = None,

@@ -178,3 +178,15 @@ def test_parse_json_limits() -> None:
         with pytest.raises(Exception) as info:
             parse_json(bad)
         assert type(info.value).__name__ == "InvalidInput" and info.value.args[0]
+
+
+def test_an_unpaired_surrogate_is_400_and_nothing_is_stored(client: httpx.Client) -> None:
+    """``"\\ud800"`` parses to text that cannot be encoded again: a rule stored with it made the
+    reply a 500 (found by a 1000-example contract run of the control plane)."""
+    body = b'[{"status": 429, "message": "\\ud800"}]'
+    r = client.post("/_emulator/faults", content=body,
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "surrogate" in r.json()["detail"]
+    assert client.get("/_emulator/faults").json()["rules"] == []
+    paired = client.post("/_emulator/faults", json=[{"status": 429, "message": "\U0001F600"}])
+    assert paired.status_code in (200, 201) and paired.json()["rules"][0]["message"] == "\U0001F600"

@@ -46,11 +46,20 @@ Conventions the machinery relies on (a new vendor needs only a new contract file
   is a token that operation issues (fal's CDN upload token); the suite fetches one. A list of
   such steps runs in order, each step's ``"{token}"`` being the one before's (GMI Cloud's
   login, then session); ``"{api_key}"`` is the suite's key.
+* ``x-transport-responses: {status: response}`` at the top: what the HTTP server answers, before
+  any route, to a request it cannot parse (a malformed header name, an unknown
+  ``Transfer-Encoding``: uvicorn's ``text/plain`` 400). Every operation may get it, so loading
+  merges it into every operation's responses (:func:`with_transport_responses`).
 """
 
 from __future__ import annotations
 
-from emulator.contracts.document import Contract, ContractSet
+from emulator.contracts.document import (
+    TRANSPORT_RESPONSES,
+    Contract,
+    ContractSet,
+    with_transport_responses,
+)
 from emulator.contracts.errors import ContractError
 from emulator.contracts.formats import (
     FORMATS,
@@ -86,8 +95,9 @@ from emulator.contracts.responses import GENERIC_HEADERS, ResponseSpec
 
 __all__ = [
     "ENV_DIR", "FORMATS", "GENERIC_HEADERS", "HTTP_METHODS", "IMAGE_URL", "PACKAGED_DIR",
-    "SOURCE_DIR", "WEBHOOK_URL", "Contract", "ContractError", "ContractSet", "Operation",
-    "Parameter", "Problem", "ResponseSpec", "SchemaValidator", "SecurityScheme",
-    "compile_schema", "contracts_dir", "dereference", "for_vendor", "format_checker",
-    "is_http_url", "is_image_url", "load", "load_all", "names", "path_of", "text",
+    "SOURCE_DIR", "TRANSPORT_RESPONSES", "WEBHOOK_URL", "Contract", "ContractError",
+    "ContractSet", "Operation", "Parameter", "Problem", "ResponseSpec", "SchemaValidator",
+    "SecurityScheme", "compile_schema", "contracts_dir", "dereference", "for_vendor",
+    "format_checker", "is_http_url", "is_image_url", "load", "load_all", "names", "path_of",
+    "text", "with_transport_responses",
 ]

@@ -22,23 +22,65 @@ from emulator.contracts.operations import (
     SecurityScheme,
     server_parts,
 )
-from emulator.contracts.references import dereference
+from emulator.contracts.references import dereference, resolve_pointer
 from emulator.contracts.responses import ResponseSpec
+
+TRANSPORT_RESPONSES = "x-transport-responses"
+
+
+def with_transport_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its ``x-transport-responses`` merged into every operation (a copy;
+    ``document`` itself when it has none).
+
+    A status the operation lacks is added; for a status it has (inline or a local ``$ref``,
+    which is inlined), the media types it lacks are added to its ``content``, so a documented
+    JSON 400 and the HTTP server's plain-text 400 stand side by side.
+
+    Raises:
+        ContractError: ``x-transport-responses`` is not a mapping of responses, or a
+            response ``$ref`` cannot be resolved.
+    """
+    extra = document.get(TRANSPORT_RESPONSES)
+    if extra is None:
+        return document
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise ContractError(f"{TRANSPORT_RESPONSES} must map statuses to response objects")
+    doc = copy.deepcopy(document)
+    for item in (doc.get("paths") or {}).values():
+        for method in HTTP_METHODS:
+            op = item.get(method) if isinstance(item, dict) else None
+            if not isinstance(op, dict):
+                continue
+            responses = op.setdefault("responses", {})
+            for status, spec in extra.items():
+                have = responses.get(str(status))
+                if not isinstance(have, dict):
+                    responses[str(status)] = copy.deepcopy(spec)
+                    continue
+                if isinstance(have.get("$ref"), str):
+                    rest = {k: v for k, v in have.items() if k != "$ref"}
+                    have = {**copy.deepcopy(resolve_pointer(doc, have["$ref"])), **rest}
+                    responses[str(status)] = have
+                content = have.setdefault("content", {})
+                for media, body in (spec.get("content") or {}).items():
+                    content.setdefault(media, copy.deepcopy(body))
+    return doc
 
 
 class Contract:
     """One contract: its document, its operations, and lookups by id and by request path."""
 
     def __init__(self, name: str, document: dict[str, Any], path: Path | None = None) -> None:
-        """Compile ``document`` (an OpenAPI 3.1 mapping).
+        """Compile ``document`` (an OpenAPI 3.1 mapping); :attr:`document` is it with its
+        ``x-transport-responses`` merged in (:func:`with_transport_responses`).
 
         Raises:
             ContractError: a ``$ref`` cannot be resolved, or a schema is not valid JSON Schema.
         """
         self.name = name
         self.path = path
-        self.document = document
-        self.resolved: dict[str, Any] = dereference(document)
+        self.document = with_transport_responses(document)
+        self.resolved: dict[str, Any] = dereference(self.document)
         self.operations: dict[str, Operation] = {}
         for op in self._compile():
             self.operations[op.operation_id] = op
@@ -293,4 +335,4 @@ class ContractSet:
         return problems
 
 
-__all__ = ["Contract", "ContractSet"]
+__all__ = ["TRANSPORT_RESPONSES", "Contract", "ContractSet", "with_transport_responses"]

@@ -8,7 +8,12 @@ from typing import Any
 from emulator.contracts.errors import ContractError
 
 
-def _pointer(document: Any, ref: str) -> Any:
+def resolve_pointer(document: Any, ref: str) -> Any:
+    """The node a local ``$ref`` (``#/components/schemas/Id``) points at in ``document``.
+
+    Raises:
+        ContractError: a non-local or unresolvable ``$ref``.
+    """
     if not ref.startswith("#/"):
         raise ContractError(f"only local $refs are supported, got {ref!r}")
     node = document
@@ -36,7 +41,7 @@ def dereference(document: Any) -> Any:
             if isinstance(ref, str):
                 if ref in seen:
                     raise ContractError(f"recursive $ref {ref!r}")
-                target = walk(_pointer(document, ref), (*seen, ref))
+                target = walk(resolve_pointer(document, ref), (*seen, ref))
                 rest = {k: walk(v, seen) for k, v in node.items() if k != "$ref"}
                 return {**target, **rest} if isinstance(target, dict) and rest else target
             return {k: walk(v, seen) for k, v in node.items()}
@@ -47,4 +52,4 @@ def dereference(document: Any) -> Any:
     return walk(document, ())
 
 
-__all__ = ["dereference"]
+__all__ = ["dereference", "resolve_pointer"]

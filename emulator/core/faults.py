@@ -250,8 +250,20 @@ LATENCY_PATTERN = (r"^(uniform:[0-9]{1,3}(\.[0-9]{1,6})?:[0-9]{1,3}(\.[0-9]{1,6}
                    r"|lognormal:[0-9]{1,3}(\.[0-9]{1,6})?:[0-9](\.[0-9]{1,6})?)$")
 #: ``delay:SECONDS`` for webhooks (up to 9999.999 s).
 WEBHOOK_DELAY_PATTERN = r"^delay:[0-9]{1,4}(\.[0-9]{1,3})?$"
-#: A name (key, message, ...) must contain something other than white space.
-NON_BLANK = re.compile(r"\S")
+#: The white space a name (key, message, ...) may not consist of alone, stripped from its
+#: ends: ASCII's. Every regex dialect's ``\\s`` has these and disagrees on the rest (Python's
+#: adds ``\\x1c``-``\\x1f`` and ``\\x85``, ECMA's U+FEFF, Rust's neither), so any other
+#: character, a control character included, counts as something.
+BLANK = " \t\n\r\f\v"
+#: Matches a name that is not blank; the control-plane contract's ``NonBlank`` pattern
+#: (contracts/emulator.yaml; a test keeps them equal).
+NON_BLANK_PATTERN = r"[^ \t\n\r\f\v]"
+NON_BLANK = re.compile(NON_BLANK_PATTERN)
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty or only :data:`BLANK` white space."""
+    return NON_BLANK.search(text) is None
 #: Integer fields and their bounds; ``None``: unbounded.
 INTEGER_FIELDS: dict[str, tuple[int | None, int | None]] = {
     "status": (400, 599), "times": (1, None), "seed": (None, None)}
@@ -371,9 +383,9 @@ def parse_webhook(value: Any) -> WebhookFault:
 
 
 def _name(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not NON_BLANK.search(value):
-        raise RuleError(f"{name} must be a non-empty string, got {value!r}")
-    return value.strip()
+    if not isinstance(value, str) or is_blank(value):
+        raise RuleError(f"{name} must be a string with more than white space, got {value!r}")
+    return value.strip(BLANK)
 
 
 def operation_names(operations: Iterable[str]) -> set[str]:

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from emulator.core.billing import Billing, KeySettings, parse_key_settings
-from emulator.core.faults import FaultRule, FaultRules, RuleError
+from emulator.core.faults import FaultRule, FaultRules, RuleError, is_blank
 
 TOP_LEVEL = ("name", "description", "defaults", "keys", "faults", "steps")
 
@@ -90,7 +90,7 @@ def parse(data: Any, faults: FaultRules, *, default_name: str = "scenario") -> S
     if not isinstance(keys, Mapping):
         raise ScenarioError("keys must map each API key to its settings")
     for key, settings in keys.items():
-        if not isinstance(key, str) or not key.strip():
+        if not isinstance(key, str) or is_blank(key):
             raise ScenarioError(f"keys: {key!r} is not an API key")
         scenario.keys[key] = _key_settings(f"keys.{key}", {} if settings is None else settings)
     rules = data.get("faults", data.get("steps"))

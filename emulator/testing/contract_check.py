@@ -16,6 +16,13 @@ registrations stay there) on the contract laid out for the base URL
 * statuses a contract marks ``x-state-dependent`` accepted for valid data of their operation
   (a result that is not ready, a cancel too late), and a token fetched for every security
   scheme with ``x-token-from`` (fal's CDN upload), so uploads run with a real credential.
+* a request schemathesis makes that HTTP itself refuses (a malformed header name, an unknown
+  ``Transfer-Encoding``) gets uvicorn's ``text/plain`` 400 before any route: each contract
+  documents it once (``x-transport-responses``, merged into every operation at load), so no
+  check is switched off for it.
+
+``benchmarks/contracts_long.py`` runs every contract at 1000 examples (minutes each; CI keeps
+bounded counts).
 
 Against an emulator that accepts any key (no ``--keys``), ``ignored_auth`` cannot pass (an
 invented key is a valid key there), so it is skipped with a note; start the emulator with

@@ -190,7 +190,7 @@ CONCEPTS: dict[str, list[str]] = {
                 "is_image_url", "SchemaValidator", "compile_schema"],
     "operations": ["HTTP_METHODS", "Operation", "Parameter", "Problem", "SecurityScheme"],
     "responses": ["GENERIC_HEADERS", "ResponseSpec"],
-    "document": ["Contract", "ContractSet"],
+    "document": ["Contract", "ContractSet", "TRANSPORT_RESPONSES", "with_transport_responses"],
 }
 
 

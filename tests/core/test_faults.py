@@ -4,6 +4,7 @@ the webhook query, and the broken images."""
 from __future__ import annotations
 
 import io
+import json
 import random
 from typing import Any
 
@@ -61,7 +62,7 @@ def test_text_form_parses_into_the_same_rule_as_json(rules: FaultRules) -> None:
     ({"job": "exploded"}, "job must be one of failed, error, stuck, expired"),
     ({"job": "FAILED"}, "job must be one of failed, error, stuck, expired"),
     ({"vendor": "PIXAZO", "status": 500}, "unknown vendor 'PIXAZO'"),
-    ({"api_key": "  ", "status": 500}, "api_key must be a non-empty string"),
+    ({"api_key": "  ", "status": 500}, "api_key must be a string with more than white space"),
     ({"connection": "hangup"}, "connection must be one of reset, close"),
     ({"body": "huge"}, "body must be one of truncated, malformed, empty"),
     ({"image": "blurry"}, "image must be one of truncated-png, rgb-no-alpha, empty-alpha"),
@@ -80,6 +81,15 @@ def test_bad_rules_are_refused_with_what_is_wrong(rules: FaultRules, spec: dict[
         rules.add(spec)
     assert message in str(caught.value)
     assert rules.rules() == [] and not rules.live
+
+
+@pytest.mark.parametrize("message", ["\x1c", "\x1f\x85", "\x00\x01\x7f", "\u3000", "\ufeff"])
+def test_a_message_of_control_characters_is_kept(rules: FaultRules, message: str) -> None:
+    """Python's ``\\s`` (and ``str.strip``) count \\x1c-\\x1f and \\x85 as white space,
+    the contract's JSON Schema dialect does not: only ASCII white space is blank."""
+    rule = rules.parse({"status": 500, "message": f" {message}\n"}, source="admin")
+    assert rule.message == message and rule.status_message() == message
+    assert json.loads(json.dumps(rule.to_json()))["message"] == message
 
 
 def test_operations_match_their_dotted_sub_operations() -> None:

@@ -1,9 +1,14 @@
 """The Starlette application: every vendor host, the control plane, one port.
 
 Each vendor host answers by its real ``Host`` header and by a path prefix on the one port (the
-vendor's main API host at the root). A request walks one way: fault middleware (journal, fault
-rules; :mod:`emulator.middleware`) -> host/route -> vendor adapter -> core -> vendor adapter
-renders the reply.
+vendor's main API host at the root). A request walks one way, and is resolved once: the
+outermost middleware (:mod:`emulator.middleware`) resolves it into a
+:class:`~emulator.context.RequestContext` (adapter, host, operation, route, key) with the one
+route table built here at start-up, applies the fault rules, and serves it
+(:func:`emulator.boundary.serve`) -> guard -> vendor adapter -> core -> vendor adapter renders
+the reply; whatever a handler raises is rendered at the one error boundary
+(:mod:`emulator.boundary`), by the context's adapter or the control plane; the middleware
+journals the final status.
 """
 
 from __future__ import annotations
@@ -18,13 +23,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from emulator import samples
+from emulator.context import RouteTable
 from emulator.core import scenarios
 from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
@@ -32,14 +36,13 @@ from emulator.core.fetchpolicy import FETCH_FAILED, embedded_ipv4, parse_ip
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
 from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
-from emulator.errors import EmulatorError, InputImageError
+from emulator.errors import InputImageError
 from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
-from emulator.routing import DispatchRouter
 from emulator.settings import Settings
 from emulator.vendors import load_all
-from emulator.vendors.base import PREFIX_KEY, VENDOR_KEY, HostSpec, VendorAdapter
+from emulator.vendors.base import HostSpec, VendorAdapter
 
 log = logging.getLogger("emulator")
 
@@ -277,94 +280,33 @@ class Emulator:
             for scenario in self._startup_scenarios:
                 self.load_scenario(scenario)
 
-    def adapter_for_path(self, scope: Scope) -> VendorAdapter | None:
-        """The adapter owning a route that matches ``scope``'s path (any method)."""
-        for adapter in self.adapters.values():
-            for routes in adapter.routes().values():
-                for route in routes:
-                    match, _ = route.matches({**scope, "method": "GET", "type": "http"})
-                    if match is not Match.NONE:
-                        return adapter
-                    match, _ = route.matches({**scope, "method": "POST", "type": "http"})
-                    if match is not Match.NONE:
-                        return adapter
-        return None
-
-    def allowed_methods(self, scope: Scope, adapter: VendorAdapter) -> list[str]:
-        """Methods the vendor host a request reached accepts on its path (a 405's ``Allow``).
-
-        Starlette answers 405 with the methods of the first route whose path matches; a host
-        that serves one path with several routes (GMI Cloud: ``POST`` submit and ``GET`` list
-        of ``.../requests``) must list them all.
-        """
-        prefix = scope.get(PREFIX_KEY, "")
-        named = self._vendor_hosts.get((Request(scope).url.hostname or "").lower())
-        if prefix:
-            specs = [s for s in adapter.hosts if s.prefix == prefix]
-        elif named is not None and named[0] is adapter:
-            specs = [named[1]]
-        else:
-            specs = [s for s in adapter.hosts if not s.prefix]
-        per_host = adapter.routes()
-        methods: set[str] = set()
-        for spec in specs:
-            for route in per_host.get(spec.key, []):
-                if isinstance(route, Route) and route.methods:
-                    match, _ = route.matches({**scope, "type": "http"})
-                    if match is not Match.NONE:
-                        methods |= route.methods
-        return sorted(methods)
-
-
-class _Prefixed:
-    """ASGI wrapper recording the prefix a vendor host was reached under, and its vendor.
-
-    ``routes`` and ``vendor`` let the fault middleware resolve a request before routing.
-    """
-
-    def __init__(self, app: Router, prefix: str, vendor: str) -> None:
-        self.app = app
-        self.prefix = prefix
-        self.vendor = vendor
-
-    @property
-    def routes(self) -> list[BaseRoute]:
-        """The wrapped router's routes."""
-        return self.app.routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope[PREFIX_KEY] = self.prefix
-        scope[VENDOR_KEY] = self.vendor
-        await self.app(scope, receive, send)
-
 
 class EmulatorApp(Starlette):
-    """The Starlette app with the fault/journal middleware outermost.
+    """The Starlette app with the one middleware outermost, which resolves every request
+    once (:class:`~emulator.context.RouteTable`) and serves it (:mod:`emulator.boundary`).
 
-    Outside Starlette's own error middleware, the middleware sees the server's ``send`` (to
-    drop connections) and journals even the answers of unhandled errors. Its router is a
-    :class:`~emulator.routing.DispatchRouter` (Starlette's routing, minus the routes that
-    cannot match).
+    Outside Starlette's own stack, the middleware sees the server's ``send`` (to drop
+    connections) and journals every answer. Starlette's router has no routes: it serves the
+    lifespan only.
+
+    Attributes:
+        table: the route table of every vendor host and the control plane.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, table: RouteTable, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.router = DispatchRouter(self.router.routes, lifespan=self.router.lifespan_context)
+        self.table = table
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack wrapped in :class:`~emulator.middleware.FaultMiddleware`."""
+        """Starlette's stack (the lifespan) wrapped in
+        :class:`~emulator.middleware.FaultMiddleware` (every ``http`` request)."""
         from emulator.middleware import FaultMiddleware
 
         return FaultMiddleware(super().build_middleware_stack(), self.state.emulator,
-                               self.router.routes)
+                               self.table)
 
 
-def _generic_error(status: int, detail: str, headers: dict[str, str] | None = None
-                   ) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> EmulatorApp:
     """Build the application.
 
     Args:
@@ -382,52 +324,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     emulator = Emulator(settings)
 
-    def vendor_default(adapter: VendorAdapter) -> ASGIApp:
-        async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
-            path = scope.get("path", "")
-            response = adapter.error_response(
-                EmulatorError(f"no route for {path}", status=404, code="not_found"))
-            await response(scope, receive, send)
-
-        return not_found
-
-    host_routes: list[BaseRoute] = []
-    mounts: list[BaseRoute] = []
-    root_routes: list[BaseRoute] = []
-    files = file_route(emulator)
-    for adapter in emulator.adapters.values():
-        per_host = adapter.routes()
-        for spec in adapter.hosts:
-            routes = per_host.get(spec.key, [])
-            host_routes.append(Host(spec.name, app=_Prefixed(
-                DispatchRouter([*routes, files], default=vendor_default(adapter)), "",
-                adapter.slug)))
-            if spec.prefix:
-                mounts.append(Mount(spec.prefix, app=_Prefixed(
-                    DispatchRouter(routes, default=vendor_default(adapter)), spec.prefix,
-                    adapter.slug)))
-            else:
-                root_routes.extend(routes)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        adapter = (emulator.adapters.get(request.scope.get(VENDOR_KEY, ""))
-                   or emulator.adapter_for_path(request.scope))
-        headers = dict(exc.headers or {})
-        if adapter is not None:
-            allowed = (emulator.allowed_methods(request.scope, adapter)
-                       if exc.status_code == 405 else [])
-            if allowed:
-                headers["Allow"] = ", ".join(allowed)
-            response = adapter.error_response(
-                EmulatorError(str(exc.detail), status=exc.status_code, code="http_error"))
-            response.headers.update(headers)
-            return response
-        return _generic_error(exc.status_code, str(exc.detail), headers)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return _generic_error(500, "internal error in the emulator")
+    table = RouteTable(list(emulator.adapters.values()), file_route(emulator),
+                       admin_routes(emulator))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -448,14 +346,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await emulator.jobs.stop()
             await emulator.webhooks.stop()
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _generic_error(404, f"no route for {request.method} {request.url.path}")
-
-    app = EmulatorApp(
-        routes=[*host_routes, *mounts, *root_routes, files, *admin_routes(emulator)],
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, 404: not_found, 500: server_error},
-    )
+    app = EmulatorApp(lifespan=lifespan, table=table)
     app.state.emulator = emulator
     return app
 

@@ -48,6 +48,23 @@ class Unauthorized(EmulatorError):
     code = "unauthorized"
 
 
+class AdminTokenRequired(Unauthorized):
+    """401 from the control plane: no admin token, or a wrong one (``--admin-token``).
+
+    Answered with ``WWW-Authenticate: Bearer realm="rmbg-emulator"`` (RFC 6750), plus
+    ``error="invalid_token"`` for a wrong token.
+
+    Attributes:
+        challenge: the ``WWW-Authenticate`` header value.
+    """
+
+    code = "admin_token"
+
+    def __init__(self, message: str, *, error: str | None) -> None:
+        super().__init__(message)
+        self.challenge = 'Bearer realm="rmbg-emulator"' + (f', error="{error}"' if error else "")
+
+
 class PaymentRequired(EmulatorError):
     """402: the key's balance (USD) cannot cover the job's price."""
 

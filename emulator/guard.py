@@ -24,11 +24,12 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from emulator import contracts
+from emulator.context import CTX_KEY
 from emulator.core.clock import Clock
 from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
 from emulator.jsonbody import BodyTooLarge, parse_json_async
 from emulator.settings import Settings
-from emulator.vendors.base import JSON_ERROR_KEY, JSON_KEY, PREFIX_KEY
+from emulator.vendors.base import JSON_ERROR_KEY, JSON_KEY
 
 if TYPE_CHECKING:
     from emulator.vendors.base import VendorAdapter
@@ -67,6 +68,12 @@ def _may_have_body(scope: Scope) -> bool:
 
 
 log = logging.getLogger("emulator.guard")
+
+
+def _prefix(scope: Scope) -> str:
+    """The path prefix the request came under (``""`` or ``"/queue"``, ...)."""
+    ctx = scope.get(CTX_KEY)
+    return ctx.prefix if ctx is not None else ""
 
 
 class RequestGuard:
@@ -154,8 +161,8 @@ class RequestGuard:
             i = names.get(name)
             if i is not None and values[i] is None:
                 values[i] = value
-        return (id(op), scope["path"], scope.get("query_string", b""),
-                scope.get(PREFIX_KEY, ""), body, *values)
+        return (id(op), scope["path"], scope.get("query_string", b""), _prefix(scope), body,
+                *values)
 
     async def check(self, adapter: VendorAdapter, operation: str, request: Request) -> None:
         """Check ``request`` against the contract of ``adapter``'s ``operation``.
@@ -197,7 +204,7 @@ class RequestGuard:
         # request.url.path without building the URL (Starlette escapes these three).
         full_path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
         path = full_path
-        prefix = scope.get(PREFIX_KEY, "")
+        prefix = _prefix(scope)
         if prefix and path.startswith(prefix):
             path = path[len(prefix):] or "/"
         m = op.regex.match(path)

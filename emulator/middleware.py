@@ -1,28 +1,31 @@
-"""The one middleware: resolve (vendor, operation, api_key), apply fault rules, journal.
+"""The one middleware: resolve the request once, apply fault rules, serve it, journal it.
 
-A pure ASGI middleware, outermost in the app (outside Starlette's error middleware, so it sees
-the server's own ``send`` and can drop a connection). For each vendor request (everything but
-``/_emulator/*``; result files under ``/_emulator/files/{vendor}/`` count, as the ``file``
-operation of their vendor) it:
+A pure ASGI middleware, outermost in the app (outside Starlette's own stack, which only serves
+the lifespan here, so it sees the server's own ``send`` and can drop a connection). Every
+``http`` request is first resolved, once, by the app's :class:`~emulator.context.RouteTable`
+into a :class:`~emulator.context.RequestContext` stored on the scope (``scope["rmbg.ctx"]``):
+vendor, operation, route, and the API key read at most once. Then, for each vendor request
+(everything but ``/_emulator/*``; result files under ``/_emulator/files/{vendor}/`` count, as
+the ``file`` operation of their vendor) it:
 
 1. looks for per-request rules: the ``X-Emulator-Fault`` header and an API key starting with
-   ``fault.``; with none of these and no stored rule live, it only journals (the hot path:
-   one scan of the header list, one journal entry);
-2. otherwise resolves the vendor and operation before routing, by walking the app's own routes
-   (route names are ``"{slug}.{operation}"``), and the key through the adapter's ``api_key``;
-3. asks :meth:`emulator.core.faults.FaultRules.plan` for the rule, then waits its latency,
-   drops the connection, answers its status in the vendor's own error body
-   (``VendorAdapter.error_response``), or runs the app with the plan in
-   :data:`~emulator.core.faults.CURRENT_PLAN` (for job and image faults) and breaks the body;
-4. journals the request (:class:`~emulator.core.journal.Journal`).
+   ``fault.``; with none of these and no stored rule live, it only serves and journals (the
+   hot path: one scan of the header list, one journal entry);
+2. otherwise asks :meth:`emulator.core.faults.FaultRules.plan` for the rule (on the context's
+   vendor, operation and key), then waits its latency, drops the connection, refuses with its
+   status, or serves the request with the plan in :data:`~emulator.core.faults.CURRENT_PLAN`
+   (for job and image faults) and breaks the body;
+3. serves it with :func:`emulator.boundary.serve` (the route runs; whatever it raises, and any
+   refusal, is rendered by the one error boundary in the vendor's own body);
+4. journals the final status (:class:`~emulator.core.journal.Journal`).
 
 Before any of that, every request (the control plane's too) with a ``Content-Length`` over
 ``Settings.json_body_limit`` is answered 413 without its body being read (in the vendor's
 error body, or ``{"detail": ...}`` under ``/_emulator``), and a body without one (chunked) is
 read through :class:`~emulator.jsonbody.CappedReceive`, which stops past the limit.
 
-Control-plane requests (``/_emulator/*`` but result files) skip all that; with an admin token
-set they first pass :class:`AdminGate`, the one place that checks it.
+Control-plane requests (``/_emulator/*`` but result files) skip the faults and the journal;
+with an admin token set they first pass :class:`AdminGate`, the one place that checks it.
 
 Dropping a connection needs the server's transport: under uvicorn (h11 or httptools) it is
 ``send.__self__.transport``. ``reset`` aborts it with ``SO_LINGER`` 0 (the client reads a TCP
@@ -40,25 +43,25 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Host, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from emulator.boundary import serve
+from emulator.context import CTX_KEY, UNREAD, RequestContext, RouteTable
 from emulator.core.faults import (
     CURRENT_PLAN,
-    FILE_OPERATION,
     STATUS_CODES,
     FaultRule,
     Plan,
     RuleError,
 )
 from emulator.errors import (
+    AdminTokenRequired,
     EmulatorError,
     NotFound,
     PaymentRequired,
@@ -66,7 +69,7 @@ from emulator.errors import (
     Unauthorized,
 )
 from emulator.jsonbody import BodyTooLarge, CappedReceive, body_framing
-from emulator.vendors.base import API_KEY_KEY, OPERATION_KEY, VENDOR_KEY, VendorAdapter
+from emulator.vendors.base import VendorAdapter
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -80,54 +83,6 @@ FAULT_HEADER = b"x-emulator-fault"
 FAULT_KEY_PREFIX = "fault."
 #: Seconds to wait for the server to notice a connection we dropped.
 DISCONNECT_WAIT_S = 5.0
-
-
-class RouteResolver:
-    """Finds the vendor and operation a request will be routed to, before routing.
-
-    Walks the app's routes as Starlette's router does (Host, Mount, then routes, first full
-    match wins, a method mismatch counts for the vendor only). A Host or Mount wrapper that has
-    a ``vendor`` attribute names the vendor of requests under it that match no route.
-    """
-
-    def __init__(self, routes: Sequence[BaseRoute], vendors: Sequence[str]) -> None:
-        self.routes = routes
-        self.vendors = frozenset(vendors)
-
-    def resolve(self, scope: Scope) -> tuple[str | None, str | None]:
-        """``(vendor, operation)``; ``None`` for what cannot be told."""
-        path: str = scope["path"]
-        if path.startswith(FILES_PREFIX):
-            vendor = path[len(FILES_PREFIX):].split("/", 1)[0]
-            return (vendor, FILE_OPERATION) if vendor in self.vendors else (None, None)
-        return self._walk(self.routes, scope)
-
-    def _walk(self, routes: Sequence[BaseRoute], scope: Scope
-              ) -> tuple[str | None, str | None]:
-        partial: tuple[str | None, str | None] | None = None
-        for route in routes:
-            match, child = route.matches(scope)
-            if match is Match.NONE:
-                continue
-            if isinstance(route, (Host, Mount)):
-                inner = route.app
-                vendor, operation = self._walk(getattr(inner, "routes", []),
-                                               {**scope, **child})
-                return vendor or getattr(inner, "vendor", None), operation
-            vendor, operation = self.split(getattr(route, "name", None))
-            if match is Match.FULL:
-                return vendor, operation
-            if partial is None:
-                partial = (vendor, None)
-        return partial or (None, None)
-
-    def split(self, name: str | None) -> tuple[str | None, str | None]:
-        """``"pixazo.submit"`` -> ``("pixazo", "submit")``; anything else -> ``(None, None)``."""
-        if name:
-            slug, sep, operation = name.partition(".")
-            if sep and slug in self.vendors:
-                return slug, operation
-        return None, None
 
 
 class _Recorder:
@@ -281,15 +236,6 @@ def fault_error(rule: FaultRule) -> EmulatorError:
                          retry_after=retry_after)
 
 
-def _error_response(adapter: VendorAdapter | None, exc: EmulatorError,
-                    operation: str | None = None) -> Response:
-    if adapter is not None:
-        return adapter.error_response(exc, operation)
-    headers = ({"Retry-After": str(max(1, round(exc.retry_after)))}
-               if exc.retry_after is not None else None)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
-
-
 class AdminGate:
     """The control plane's one access check (``Settings.admin_token``, ``--admin-token``).
 
@@ -302,10 +248,10 @@ class AdminGate:
     def __init__(self, token: str | None) -> None:
         self.token = token.encode("ascii") if token is not None else None
 
-    def check(self, scope: Scope) -> Response | None:
-        """``None`` when the control-plane request in ``scope`` may pass, else the 401 to send:
-        ``{"detail": ...}`` JSON (the control plane's error shape) with
-        ``WWW-Authenticate: Bearer``."""
+    def check(self, scope: Scope) -> AdminTokenRequired | None:
+        """``None`` when the control-plane request in ``scope`` may pass, else the 401 to
+        refuse it with (rendered as ``{"detail": ...}`` JSON, the control plane's error shape,
+        with ``WWW-Authenticate: Bearer``: :func:`emulator.boundary.control_plane_error`)."""
         if self.token is None:
             return None
         path: str = scope["path"]
@@ -317,34 +263,29 @@ class AdminGate:
                 given = value
                 break
         if given is None:
-            return self._deny("the control plane needs 'Authorization: Bearer <admin token>' "
-                              "(this emulator was started with --admin-token)", None)
+            return AdminTokenRequired(
+                "the control plane needs 'Authorization: Bearer <admin token>' "
+                "(this emulator was started with --admin-token)", error=None)
         scheme, _, credentials = given.strip().partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(),
                                                                   self.token):
-            return self._deny("the admin token in 'Authorization: Bearer ...' is wrong",
-                              "invalid_token")
+            return AdminTokenRequired("the admin token in 'Authorization: Bearer ...' is wrong",
+                                      error="invalid_token")
         return None
-
-    @staticmethod
-    def _deny(detail: str, error: str | None) -> Response:
-        challenge = 'Bearer realm="rmbg-emulator"' + (f', error="{error}"' if error else "")
-        return JSONResponse({"detail": detail}, status_code=401,
-                            headers={"WWW-Authenticate": challenge})
 
 
 class FaultMiddleware:
-    """See the module docstring. ``routes`` are the app's top-level routes."""
+    """See the module docstring. ``app`` is Starlette's own stack (it serves the lifespan);
+    ``table`` resolves every ``http`` request, once."""
 
-    def __init__(self, app: ASGIApp, emulator: Emulator, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, emulator: Emulator, table: RouteTable) -> None:
         self.app = app
         self.emulator = emulator
+        self.table = table
         self.faults = emulator.faults
         self.journal = emulator.journal
         self.clock = emulator.clock
         self.traffic = emulator.traffic
-        self.adapters = emulator.adapters
-        self.resolver = RouteResolver(routes, list(emulator.adapters))
         self.body_limit = emulator.settings.json_body_limit
         self.admin_gate = AdminGate(emulator.settings.admin_token)
 
@@ -362,19 +303,16 @@ class FaultMiddleware:
             traffic.last_end = time.monotonic()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = scope[CTX_KEY] = self.table.resolve(scope)
         path: str = scope["path"]
         limit = self.body_limit
         if path.startswith(ADMIN_PREFIX) and not path.startswith(FILES_PREFIX):
-            denied = self.admin_gate.check(scope)
-            if denied is not None:
-                await denied(scope, receive, send)
-                return
+            refuse: EmulatorError | None = self.admin_gate.check(scope)
             length, chunked = body_framing(scope["headers"])
-            if length is not None and length > limit:
-                await JSONResponse({"detail": BodyTooLarge(limit, length).message},
-                                   status_code=413)(scope, receive, send)
-                return
-            await self.app(scope, CappedReceive(receive, limit) if chunked else receive, send)
+            if refuse is None and length is not None and length > limit:
+                refuse = BodyTooLarge(limit, length)
+            await serve(ctx, scope, CappedReceive(receive, limit) if chunked else receive, send,
+                        refuse=refuse)
             return
         started = time.perf_counter()
         at = self.clock.now()
@@ -392,29 +330,28 @@ class FaultMiddleware:
             elif b"fault." in value:
                 key_hint = True
         recorder = _Recorder(send)
+        refuse = None
         if chunked:
             # No Content-Length: stop reading once past the limit.
             receive = CappedReceive(receive, limit)
         elif length is not None and length > limit:
-            # Refused before a byte of the body is read, in the vendor's own 413 body.
-            await self._too_large(scope, receive, recorder, BodyTooLarge(limit, length), at,
-                                  started)
-            return
-        if header_text is not None or key_hint or self.faults.live:
-            await self._with_faults(scope, receive, send, recorder, header_text, at, started)
+            # Refused before a byte of the body is read (and before any fault rule), in the
+            # vendor's own 413 body.
+            refuse = BodyTooLarge(limit, length)
+        if refuse is None and (header_text is not None or key_hint or self.faults.live):
+            await self._with_faults(ctx, scope, receive, send, recorder, header_text, at,
+                                    started)
             return
         # The hot path: no rule can apply; only journal.
         try:
-            await self.app(scope, receive, recorder)
+            await serve(ctx, scope, receive, recorder, refuse=refuse)
         finally:
-            self._record(scope, at, started, recorder, None, None)
+            self._record(ctx, scope, at, started, recorder)
 
-    async def _with_faults(self, scope: Scope, receive: Receive, send: Send,
-                           recorder: _Recorder, header_text: str | None, at: float,
+    async def _with_faults(self, ctx: RequestContext, scope: Scope, receive: Receive,
+                           send: Send, recorder: _Recorder, header_text: str | None, at: float,
                            started: float) -> None:
-        vendor, operation = self.resolver.resolve(scope)
-        adapter = self.adapters.get(vendor) if vendor else None
-        key = self._key(adapter, scope)
+        key = ctx.api_key(scope)
         first: list[FaultRule] = []
         problem: str | None = None
         if header_text is not None:
@@ -427,31 +364,29 @@ class FaultMiddleware:
                 first.append(self.faults.parse_text(key[len(FAULT_KEY_PREFIX):], source="key"))
             except RuleError as exc:
                 problem = f"fault API key: {exc}"
-        plan: Plan | None = None
         recorded = False
 
         def record() -> None:
             nonlocal recorded
             if not recorded:
                 recorded = True
-                self._record(scope, at, started, recorder, plan, (vendor, operation, key))
+                self._record(ctx, scope, at, started, recorder)
 
         try:
             if problem is not None:
-                response = _error_response(adapter, EmulatorError(
-                    problem, status=400, code="invalid_fault_rule"), operation)
-                await response(scope, receive, recorder)
+                await serve(ctx, scope, receive, recorder, refuse=EmulatorError(
+                    problem, status=400, code="invalid_fault_rule"))
                 return
-            plan = self.faults.plan(vendor, operation, key, first)
+            plan = ctx.plan = self.faults.plan(ctx.vendor, ctx.operation, key, first)
             if plan.empty:
-                await self.app(scope, receive, recorder)
+                await serve(ctx, scope, receive, recorder)
                 return
-            await self._apply(plan, adapter, operation, scope, receive, send, recorder, record)
+            await self._apply(plan, ctx, scope, receive, send, recorder, record)
         finally:
             record()
 
-    async def _apply(self, plan: Plan, adapter: VendorAdapter | None, operation: str | None,
-                     scope: Scope, receive: Receive, send: Send, recorder: _Recorder,
+    async def _apply(self, plan: Plan, ctx: RequestContext, scope: Scope,
+                     receive: Receive, send: Send, recorder: _Recorder,
                      record: Callable[[], None]) -> None:
         rule = plan.rule
         if plan.latency_s > 0:
@@ -466,61 +401,35 @@ class FaultMiddleware:
         if rule is not None and rule.body is not None:
             out = _BodyFault(rule.body, recorder, send, receive)
         if rule is not None and rule.status is not None:
-            await _error_response(adapter, fault_error(rule), operation)(scope, receive, out)
+            await serve(ctx, scope, receive, out, refuse=fault_error(rule))
             return
         token = CURRENT_PLAN.set(plan)
         try:
-            await self.app(scope, receive, out)
+            await serve(ctx, scope, receive, out)
         finally:
             CURRENT_PLAN.reset(token)
 
-    async def _too_large(self, scope: Scope, receive: Receive, recorder: _Recorder,
-                         exc: BodyTooLarge, at: float, started: float) -> None:
-        vendor, operation = self.resolver.resolve(scope)
-        adapter = self.adapters.get(vendor) if vendor else None
+    def _record(self, ctx: RequestContext, scope: Scope, at: float, started: float,
+                recorder: _Recorder) -> None:
         try:
-            await _error_response(adapter, exc)(scope, receive, recorder)
-        finally:
-            self._record(scope, at, started, recorder, None,
-                         (vendor, operation, self._key(adapter, scope)))
-
-    def _key(self, adapter: VendorAdapter | None, scope: Scope) -> str | None:
-        if adapter is None:
-            return None
-        try:
-            return adapter.api_key(Request(scope))
-        except EmulatorError:
-            return None
-        except Exception:  # an adapter bug must not break every request
-            log.exception("%s: api_key() failed", adapter.slug)
-            return None
-
-    def _record(self, scope: Scope, at: float, started: float, recorder: _Recorder,
-                plan: Plan | None, known: tuple[str | None, str | None, str | None] | None
-                ) -> None:
-        try:
+            key: str | None = None
             lookup = None
-            if known is not None:
-                vendor, operation, key = known
-            else:
-                vendor = scope.get(VENDOR_KEY)
-                operation = scope.get(OPERATION_KEY)
-                if operation is None:
-                    named, _ = self.resolver.split(getattr(scope.get("route"), "name", None))
-                    vendor = vendor or named
-                key = scope.get(API_KEY_KEY)
-                adapter = self.adapters.get(vendor) if vendor else None
-                if key is None and adapter is not None:
-                    # Resolved when the journal is read (or at once where Retry-After needs it).
-                    mini = {"type": "http", "method": scope["method"], "path": scope["path"],
-                            "headers": scope["headers"], "scheme": scope.get("scheme", "http"),
-                            "server": scope.get("server"), "root_path": "",
-                            "query_string": scope.get("query_string", b"")}
-                    lookup = partial(self._key, adapter, mini)
+            adapter = ctx.adapter
+            if ctx.key is not UNREAD:
+                key = ctx.key
+            elif adapter is not None:
+                # Resolved when the journal is read (or at once where Retry-After needs it),
+                # from a copy of what the key is read from: the journal keeps no request.
+                mini = {"type": "http", "method": scope["method"], "path": scope["path"],
+                        "headers": scope["headers"], "scheme": scope.get("scheme", "http"),
+                        "server": scope.get("server"), "root_path": "",
+                        "query_string": scope.get("query_string", b"")}
+                lookup = partial(_detached_key, adapter, mini)
+            plan = ctx.plan
             self.journal.record(
-                at=at, method=scope["method"], path=scope["path"], vendor=vendor,
-                operation=operation, api_key=key, key_lookup=lookup, status=recorder.status,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
+                at=at, method=scope["method"], path=scope["path"], vendor=ctx.vendor,
+                operation=ctx.operation, api_key=key, key_lookup=lookup,
+                status=recorder.status, latency_ms=(time.perf_counter() - started) * 1000.0,
                 faults=plan.journal_json() if plan is not None else None,
                 retry_after=recorder.retry_after, ended=self.clock.now(),
             )
@@ -528,5 +437,15 @@ class FaultMiddleware:
             log.exception("journal: could not record %s", scope.get("path"))
 
 
-__all__ = ["AdminGate", "FaultMiddleware", "RouteResolver", "drop_connection", "fault_error",
-           "malformed"]
+def _detached_key(adapter: VendorAdapter, scope: Scope) -> str | None:
+    """``adapter``'s API key in ``scope`` (no request context: read afresh), or ``None``."""
+    try:
+        return adapter.api_key(Request(scope))
+    except EmulatorError:
+        return None
+    except Exception:  # an adapter bug must not break the journal
+        log.exception("%s: api_key() failed", adapter.slug)
+        return None
+
+
+__all__ = ["AdminGate", "FaultMiddleware", "drop_connection", "fault_error", "malformed"]

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from emulator import contracts
+from emulator.errors import EmulatorError, NotFound
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -30,7 +31,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         try:
             found = contracts.load_all()
         except contracts.ContractError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=500)
+            raise EmulatorError(str(exc), status=500) from exc
         return JSONResponse({"contracts": [
             {"name": c.name, "title": c.title, "version": c.version, "vendor": c.vendor,
              "url": f"{base}/{c.name}.yaml"}
@@ -42,7 +43,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         try:
             body = contracts.text(name)
         except contracts.ContractError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=404)
+            raise NotFound(str(exc)) from exc
         return Response(body, media_type=YAML_MEDIA_TYPE)
 
     async def violations(request: Request) -> Response:

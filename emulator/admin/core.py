@@ -1,8 +1,9 @@
 """The control plane under ``/_emulator``: health, reset, samples, output files, jobs, clock, keys.
 
-Errors here are ``{"detail": ...}`` JSON. Nothing here imitates a vendor, except the output
-files, which answer as the vendor's storage would (``VendorAdapter.storage_missing`` once a
-file has expired or is gone).
+Errors here are raised (:mod:`emulator.errors`) and answered as ``{"detail": ...}`` JSON by the
+one error boundary (:func:`emulator.boundary.control_plane_error`). Nothing here imitates a
+vendor, except the output files, which answer as the vendor's storage would
+(``VendorAdapter.storage_missing`` once a file has expired or is gone).
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from starlette.routing import BaseRoute, Route
 
 from emulator import __version__, samples
 from emulator.core.billing import KEY_FIELDS, parse_key_settings
-from emulator.core.faults import FILE_OPERATION
 from emulator.core.jobs import JobStatus
-from emulator.errors import InvalidInput
+from emulator.errors import Conflict, InvalidInput, NotFound
 from emulator.jsonbody import read_json
-from emulator.vendors.base import OPERATION_KEY, VENDOR_KEY
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -35,19 +34,16 @@ MAX_CLOCK_ADVANCE_S = 100 * 365 * 24 * 3600.0
 MAX_CLOCK_TIME = 221845392000.0
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
-
-
-async def _json(request: Request) -> dict[str, Any] | JSONResponse:
+async def _json(request: Request) -> dict[str, Any]:
     """The body as a JSON object (``{}`` when there is none), by the app's one parser
-    (:func:`emulator.jsonbody.read_json`); a 400/413 ``{"detail": ...}`` when unacceptable."""
-    try:
-        body = await read_json(request, default={})
-    except InvalidInput as exc:
-        return _error(exc.status, exc.message)
+    (:func:`emulator.jsonbody.read_json`).
+
+    Raises:
+        InvalidInput: not JSON, not an object (400), or too large (413).
+    """
+    body = await read_json(request, default={})
     if not isinstance(body, dict):
-        return _error(400, "body must be a JSON object")
+        raise InvalidInput("body must be a JSON object")
     return body
 
 
@@ -82,16 +78,13 @@ def file_route(emulator: Emulator) -> Route:
     async def get_file(request: Request) -> Response:
         name = request.path_params["name"]
         adapter = emulator.adapters.get(request.path_params["vendor"])
-        if adapter is not None:
-            request.scope[VENDOR_KEY] = adapter.slug
-            request.scope[OPERATION_KEY] = FILE_OPERATION
         record = emulator.jobs.files.get(name.split(".", 1)[0])
         gone = record is None or (
             record.expires_at is not None and emulator.clock.now() >= record.expires_at)
         if gone or record is None:
             if adapter is not None:
                 return adapter.storage_missing(name)
-            return _error(404, f"no file {name}")
+            raise NotFound(f"no file {name}")
         return Response(record.data, media_type=record.content_type,
                         headers={"Cache-Control": "public, max-age=3600"})
 
@@ -124,11 +117,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
 
     async def reset(request: Request) -> Response:
         body = await _json(request)
-        if isinstance(body, JSONResponse):
-            return body
         reload = body.get("scenarios", True)
         if not isinstance(reload, bool):
-            return _error(400, "scenarios must be true or false")
+            raise InvalidInput("scenarios must be true or false")
         emulator.reset(reload_scenarios=reload)
         return JSONResponse({"reset": True,
                              "scenarios": [s["name"] for s in emulator.scenarios]})
@@ -144,14 +135,14 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def sample_get(request: Request) -> Response:
         name = request.path_params["name"]
         if samples.lookup(name) is None:
-            return _error(404, f"no sample {name!r}; see {PREFIX}/samples")
+            raise NotFound(f"no sample {name!r}; see {PREFIX}/samples")
         return Response(samples.read_bytes(name), media_type="image/jpeg")
 
     async def job_list(request: Request) -> Response:
         q = request.query_params
         wanted = q.get("status")
         if wanted is not None and wanted not in {s.value for s in JobStatus}:
-            return _error(400, f"status must be one of {', '.join(s.value for s in JobStatus)}")
+            raise InvalidInput(f"status must be one of {', '.join(s.value for s in JobStatus)}")
         found = jobs.jobs(vendor=q.get("vendor"), api_key=q.get("api_key") or q.get("key"),
                           status=q.get("status"))
         return JSONResponse({"jobs": [j.summary() for j in found]})
@@ -162,17 +153,15 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def job_get(request: Request) -> Response:
         job = _job(request)
         if job is None:
-            return _error(404, f"no job {request.path_params['job_id']!r}")
+            raise NotFound(f"no job {request.path_params['job_id']!r}")
         return JSONResponse(job.summary())
 
     async def job_action(request: Request) -> Response:
         job = _job(request)
         if job is None:
-            return _error(404, f"no job {request.path_params['job_id']!r}")
+            raise NotFound(f"no job {request.path_params['job_id']!r}")
         action = request.path_params["action"]
         body = await _json(request)
-        if isinstance(body, JSONResponse):
-            return body
         if action == "advance":
             jobs.advance(job)
             await jobs.observe(job, count=False)
@@ -183,27 +172,25 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             message = body.get("message", "failed by the control plane")
             kind = body.get("status", "failed")
             if kind not in ("failed", "error"):
-                return _error(400, "status must be 'failed' or 'error'")
+                raise InvalidInput("status must be 'failed' or 'error'")
             if not isinstance(message, str):
-                return _error(400, "message must be a string")
+                raise InvalidInput("message must be a string")
             if job.status.terminal:
-                return _error(409, f"job is already {job.status.value}")
+                raise Conflict(f"job is already {job.status.value}")
             jobs.fail(job, str(message), status=JobStatus(kind))
         else:
-            return _error(404, f"unknown action {action!r}: advance, complete or fail")
+            raise NotFound(f"unknown action {action!r}: advance, complete or fail")
         return JSONResponse(job.summary())
 
     async def clock_advance(request: Request) -> Response:
         body = await _json(request)
-        if isinstance(body, JSONResponse):
-            return body
         seconds = _number(body, "seconds")
         if isinstance(seconds, str) or seconds is None:
-            return _error(400, seconds or "seconds is required")
+            raise InvalidInput(seconds or "seconds is required")
         if seconds > MAX_CLOCK_ADVANCE_S:
-            return _error(400, f"seconds must be <= {MAX_CLOCK_ADVANCE_S:g} (100 years)")
+            raise InvalidInput(f"seconds must be <= {MAX_CLOCK_ADVANCE_S:g} (100 years)")
         if emulator.clock.now() + seconds > MAX_CLOCK_TIME:
-            return _error(400, "the clock cannot go past the year 9000")
+            raise InvalidInput("the clock cannot go past the year 9000")
         now = emulator.clock.advance(seconds)
         return JSONResponse({"now": now, "advanced_s": seconds})
 
@@ -219,15 +206,13 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def key_put(request: Request) -> Response:
         key = request.path_params["key"]
         body = await _json(request)
-        if isinstance(body, JSONResponse):
-            return body
         strict = body.get("strict")
         if strict is not None and not isinstance(strict, bool):
-            return _error(400, "strict must be a boolean")
+            raise InvalidInput("strict must be a boolean")
         try:
             settings = parse_key_settings({k: v for k, v in body.items() if k in KEY_FIELDS})
         except ValueError as exc:
-            return _error(400, str(exc))
+            raise InvalidInput(str(exc)) from exc
         if strict is not None:
             emulator.guard.set_strict_key(key, strict)
         jobs.billing.configure(key, settings, emulator.clock.now())

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.admin.core import by_method
 from emulator.core.faults import RuleError
-from emulator.errors import InvalidInput
+from emulator.errors import InvalidInput, NotFound
 from emulator.jsonbody import read_json
 
 if TYPE_CHECKING:
@@ -25,30 +25,23 @@ if TYPE_CHECKING:
 PREFIX = "/_emulator/faults"
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
-
-
 def routes(emulator: Emulator) -> list[BaseRoute]:
     """``POST``, ``GET`` and ``DELETE`` on ``/_emulator/faults`` and ``/_emulator/faults/{id}``."""
     faults = emulator.faults
 
     async def add(request: Request) -> Response:
-        try:
-            body = await read_json(request, default=None)
-        except InvalidInput as exc:
-            return _error(exc.status, exc.message)
+        body = await read_json(request, default=None)
         if isinstance(body, dict):
             specs, single = [body], True
         elif isinstance(body, list) and body:
             specs, single = body, False
         else:
-            return _error(400, "body must be a rule object (e.g. {\"status\": 429}) or a "
+            raise InvalidInput("body must be a rule object (e.g. {\"status\": 429}) or a "
                                "non-empty list of them")
         try:
             added = faults.add_all(specs, source="admin")
         except RuleError as exc:
-            return _error(400, str(exc))
+            raise InvalidInput(str(exc)) from exc
         if single:
             return JSONResponse(added[0].to_json(), status_code=201)
         return JSONResponse({"rules": [r.to_json() for r in added]}, status_code=201)
@@ -59,13 +52,13 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def one(request: Request) -> Response:
         rule = faults.get(request.path_params["rule_id"])
         if rule is None:
-            return _error(404, f"no fault rule {request.path_params['rule_id']!r}")
+            raise NotFound(f"no fault rule {request.path_params['rule_id']!r}")
         return JSONResponse(rule.to_json())
 
     async def delete_one(request: Request) -> Response:
         rule_id = request.path_params["rule_id"]
         if not faults.remove(rule_id):
-            return _error(404, f"no fault rule {rule_id!r}")
+            raise NotFound(f"no fault rule {rule_id!r}")
         return JSONResponse({"deleted": [rule_id]})
 
     async def delete_all(request: Request) -> Response:

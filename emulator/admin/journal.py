@@ -27,10 +27,6 @@ PREFIX = "/_emulator/journal"
 BOUNDS = ("count", "min", "max")
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
-
-
 def _bound(body: dict[str, Any], name: str) -> int | None:
     if name not in body:
         return None
@@ -55,7 +51,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             if limit is not None and limit < 0:
                 raise ValueError("limit must be >= 0")
         except ValueError as exc:
-            return _error(400, str(exc))
+            raise InvalidInput(str(exc)) from exc
         found = journal.select(criteria)
         if limit is not None:
             found = found[len(found) - limit:] if limit else []
@@ -67,12 +63,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         return JSONResponse({"cleared": True})
 
     async def verify(request: Request) -> Response:
-        try:
-            body = await read_json(request, default={})
-        except InvalidInput as exc:
-            return _error(exc.status, exc.message)
+        body = await read_json(request, default={})
         if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object of criteria and count, min or max")
+            raise InvalidInput("body must be a JSON object of criteria and count, min or max")
         try:
             count, minimum, maximum = (_bound(body, name) for name in BOUNDS)
             if count is not None and (minimum is not None or maximum is not None):
@@ -80,7 +73,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             criteria = parse_criteria({k: v for k, v in body.items() if k not in BOUNDS},
                                       typed=True)
         except ValueError as exc:
-            return _error(400, str(exc))
+            raise InvalidInput(str(exc)) from exc
         return JSONResponse(journal.verify(criteria, count=count, minimum=minimum,
                                            maximum=maximum))
 

@@ -30,13 +30,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     """``POST`` and ``GET`` on ``/_emulator/scenarios``."""
 
     async def load(request: Request) -> Response:
-        try:
-            raw = await request.body()
-        except InvalidInput as exc:  # a chunked body past the app's limit
-            return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        raw = await request.body()  # InvalidInput: a chunked body past the app's limit
         if len(raw) > MAX_BYTES:
-            return JSONResponse({"detail": f"scenario is over {MAX_BYTES} bytes"},
-                                status_code=413)
+            raise InvalidInput(f"scenario is over {MAX_BYTES} bytes", status=413)
         try:
             # Nesting and structure limits first: deep flow-style YAML recurses as JSON does.
             check_shape(raw, what="scenario")
@@ -49,13 +45,13 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                                        default_name=request.query_params.get("name",
                                                                              "scenario"))
         except UnicodeDecodeError:
-            return JSONResponse({"detail": "scenario is not UTF-8 text"}, status_code=400)
+            raise InvalidInput("scenario is not UTF-8 text") from None
         except scenarios.ScenarioError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
+            raise InvalidInput(str(exc)) from exc
         except InvalidInput as exc:
-            return JSONResponse({"detail": exc.message}, status_code=400)
+            raise InvalidInput(exc.message) from exc
         except RecursionError:  # block-style YAML nested past the interpreter's stack
-            return JSONResponse({"detail": "scenario is nested too deeply"}, status_code=400)
+            raise InvalidInput("scenario is nested too deeply") from None
         return JSONResponse(emulator.load_scenario(scenario), status_code=201)
 
     async def listing(request: Request) -> Response:

@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.errors import InvalidInput, NotFound
+
 if TYPE_CHECKING:
     from emulator.app import Emulator
 
@@ -21,8 +23,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def listing(request: Request) -> Response:
         q = request.query_params
         if q.get("state") not in (None, "pending", "delivered", "failed", "dropped"):
-            return JSONResponse({"detail": "state must be pending, delivered, failed or dropped"},
-                                status_code=400)
+            raise InvalidInput("state must be pending, delivered, failed or dropped")
         found = outbox.deliveries(job_id=q.get("job_id"), vendor=q.get("vendor"),
                                   state=q.get("state"))
         return JSONResponse({"deliveries": [d.to_json() for d in found],
@@ -31,13 +32,13 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def one(request: Request) -> Response:
         delivery = outbox.get(request.path_params["delivery_id"])
         if delivery is None:
-            return JSONResponse({"detail": "no such delivery"}, status_code=404)
+            raise NotFound("no such delivery")
         return JSONResponse(delivery.to_json())
 
     async def resend(request: Request) -> Response:
         delivery = outbox.resend(request.path_params["delivery_id"])
         if delivery is None:
-            return JSONResponse({"detail": "no such delivery"}, status_code=404)
+            raise NotFound("no such delivery")
         return JSONResponse(delivery.to_json(), status_code=202)
 
     return [

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.context import CTX_KEY, UNREAD, RequestContext
 from emulator.core.files import StoredFile
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
@@ -37,18 +38,10 @@ log = logging.getLogger("emulator.vendors")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-#: scope key holding the path prefix a request came in under ("" or "/queue", ...).
-PREFIX_KEY = "rmbg.prefix"
-#: scope key naming the vendor that handled a request, for the journal.
-VENDOR_KEY = "rmbg.vendor"
-#: scope key naming the operation, for the journal and fault rules.
-OPERATION_KEY = "rmbg.operation"
 #: scope key holding the JSON body the request guard already parsed (parsed once).
 JSON_KEY = "rmbg.json"
 #: scope key holding the InvalidInput the guard's parse raised (so a bad body is parsed once).
 JSON_ERROR_KEY = "rmbg.json_error"
-#: scope key holding the API key an adapter's ``api_key`` found, for the journal.
-API_KEY_KEY = "rmbg.api_key"
 
 
 @dataclass(frozen=True)
@@ -196,26 +189,18 @@ class VendorAdapter:
 
     def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str
               ) -> Route:
-        """A Starlette route whose endpoint's errors are rendered in this vendor's shape.
+        """A Starlette route named ``"{slug}.{operation}"`` whose request is first checked
+        against the vendor's contract (``operation`` is the contract's ``operationId``; see
+        :mod:`emulator.guard`).
 
-        The request is first checked against the vendor's contract (``operation`` is the
-        contract's ``operationId``; see :mod:`emulator.guard`). Any :class:`EmulatorError`
-        becomes :meth:`render_error`; any other exception is logged and answered as the
-        vendor's 500, so a bad request never crashes the server.
+        The endpoint raises :class:`EmulatorError`; the one error boundary
+        (:mod:`emulator.boundary`) renders it through :meth:`error_response` (anything else
+        as the vendor's 500), so a bad request never crashes the server.
         """
 
         async def handler(request: Request) -> Response:
-            request.scope[VENDOR_KEY] = self.slug
-            request.scope[OPERATION_KEY] = operation
-            try:
-                await self.emulator.guard.check(self, operation, request)
-                return await endpoint(request)
-            except EmulatorError as exc:
-                return self.error_response(exc, operation)
-            except Exception:
-                log.exception("%s %s: unhandled error", self.slug, operation)
-                return self.error_response(
-                    EmulatorError("internal error in the emulator", status=500), operation)
+            await self.emulator.guard.check(self, operation, request)
+            return await endpoint(request)
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
 
@@ -294,7 +279,8 @@ class VendorAdapter:
         origin = self.origin(request)
         if host_key is not None:
             return self.public_url_at(origin, path, host_key=host_key)
-        return f"{origin}{request.scope.get(PREFIX_KEY, '')}{path}"
+        ctx: RequestContext | None = request.scope.get(CTX_KEY)
+        return f"{origin}{ctx.prefix if ctx is not None else ''}{path}"
 
     def public_url_at(self, origin: str, path: str, *, host_key: str) -> str:
         """Absolute URL of ``path`` on this vendor's host ``host_key``, for a client that
@@ -354,14 +340,25 @@ class VendorAdapter:
 
 
 def _noting_key(api_key: Callable[[Any, Request], str]) -> Callable[[Any, Request], str]:
-    """Wrap an adapter's ``api_key`` so the key it finds is kept in the request's scope
-    (:data:`API_KEY_KEY`): the journal then reads it there instead of parsing the auth header
-    again, and keeps no reference to the request."""
+    """Wrap an adapter's ``api_key`` so it reads the request's key once: the key it finds
+    (or the error it raises, ``Unauthorized``) is kept on the request's context
+    (:attr:`~emulator.context.RequestContext.key`, ``key_error``), where the fault rules,
+    the guard, the handler and the journal all find it; later calls answer the same."""
 
     @functools.wraps(api_key)
     def wrapper(self: Any, request: Request) -> str:
-        key = api_key(self, request)
-        request.scope[API_KEY_KEY] = key
+        ctx: RequestContext | None = request.scope.get(CTX_KEY)
+        if ctx is None or ctx.adapter is not self:
+            return api_key(self, request)
+        if ctx.key is UNREAD:
+            try:
+                ctx.key = api_key(self, request)
+            except EmulatorError as exc:
+                ctx.key, ctx.key_error = None, exc
+                raise
+        if ctx.key_error is not None:
+            raise ctx.key_error
+        key: str = ctx.key
         return key
 
     return wrapper

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router
+from starlette.routing import Route
 
 from emulator.app import create_app
 from emulator.testing.server import EmulatorServer
@@ -27,29 +27,13 @@ def _scope(method: str, path: str, host: str) -> dict[str, Any]:
             "headers": [(b"host", host.encode())], "query_string": b""}
 
 
-def _router_of(app: Any) -> Router:
-    while not isinstance(app, Router):
-        app = app.app
-    return app
-
-
-def _resolve(routes: list[BaseRoute], scope: dict[str, Any]) -> Route | None:
-    """The endpoint route Starlette would run for ``scope`` (first full match, else partial)."""
-    chosen: tuple[BaseRoute, dict[str, Any]] | None = None
-    for route in routes:
-        match, child = route.matches(scope)
-        if match is Match.FULL:
-            chosen = (route, child)
-            break
-        if match is Match.PARTIAL and chosen is None:
-            chosen = (route, child)
-    if chosen is None:
-        return None
-    route, child = chosen
-    if isinstance(route, (Host, Mount)):
-        return _resolve(_router_of(route.app).routes, {**scope, **child})
-    assert isinstance(route, Route)
-    return route
+def _resolve(scope: dict[str, Any]) -> Route | None:
+    """The endpoint route the app's route table picks for ``scope`` (the full match, else the
+    partial one: a 405)."""
+    ctx = APP.table.resolve(scope)
+    found = ctx.route or ctx.partial
+    assert found is None or isinstance(found, Route)
+    return found
 
 
 def _every_vendor_route() -> list[tuple[str, str, str, str, Route]]:
@@ -80,7 +64,7 @@ def test_five_vendors_and_their_hosts_are_registered() -> None:
 def test_no_route_is_shadowed_on_the_one_port(vendor: str, host: str, prefix: str,
                                               method: str, route: Route) -> None:
     path = prefix + _concrete(route.path)
-    found = _resolve(APP.router.routes, _scope(method, path, "127.0.0.1:8000"))
+    found = _resolve(_scope(method, path, "127.0.0.1:8000"))
     assert found is not None, f"{method} {path} reaches nothing"
     assert (found.name, found.path) == (route.name, route.path), (
         f"{method} {path} of {vendor} is answered by {found.name} {found.path}")
@@ -92,11 +76,11 @@ def test_no_route_is_shadowed_on_the_one_port(vendor: str, host: str, prefix: st
 def test_every_route_answers_by_its_real_host_name(vendor: str, host: str, prefix: str,
                                                    method: str, route: Route) -> None:
     path = _concrete(route.path)
-    found = _resolve(APP.router.routes, _scope(method, path, host))
+    found = _resolve(_scope(method, path, host))
     assert found is not None and (found.name, found.path) == (route.name, route.path)
     if prefix:
         # the prefixed form is the one port's, not the real host's
-        assert _resolve(APP.router.routes, _scope(method, prefix + path, host)) is None
+        assert _resolve(_scope(method, prefix + path, host)) is None
 
 
 def test_prefixes_do_not_collide_with_root_routes() -> None:

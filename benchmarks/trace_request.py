@@ -1,0 +1,150 @@
+"""How many emulator source files and module transitions one request crosses, in process.
+
+Not a test: prints figures. Usage:
+
+    python benchmarks/trace_request.py
+
+Sets up one finished Pixazo job, then traces (``sys.setprofile``) two requests made straight
+on the ASGI app: a Pixazo status poll, and a fal queue submit with an ``X-Emulator-Fault``
+header (``latency=0.001``: the plan is applied and the job still submitted). Counts the
+distinct source files of the ``emulator`` package entered, and the module transitions: each
+time the emulator module running changes (a call into, or a return back to, another emulator
+module; frames outside the package are looked through); then the same counting Starlette's
+modules too (the framework code a request walks through).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import starlette
+from PIL import Image
+
+import emulator
+from emulator.app import create_app
+from emulator.settings import Settings
+
+PACKAGE = str(Path(emulator.__file__).resolve().parent)
+FRAMEWORK = str(Path(starlette.__file__).resolve().parent)
+KEY = "trace-key"
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+           ) -> dict[str, Any]:
+    headers = [(b"host", b"127.0.0.1:8000"), *headers]
+    if body:
+        headers += [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+
+
+async def _call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+class Tracer:
+    """``sys.setprofile`` hook counting the files and module transitions under ``roots``
+    (path prefixes; frames elsewhere are looked through)."""
+
+    def __init__(self, roots: tuple[str, ...]) -> None:
+        self.roots = roots
+        self.files: set[str] = set()
+        self.transitions = 0
+        self.current: str | None = None
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            target: FrameType | None = frame
+        elif event == "return":
+            target = frame.f_back
+        else:
+            return
+        while target is not None and not target.f_code.co_filename.startswith(self.roots):
+            target = target.f_back
+        if target is None:
+            return
+        name = target.f_code.co_filename
+        self.files.add(name)
+        if name != self.current:
+            if self.current is not None:
+                self.transitions += 1
+            self.current = name
+
+
+class _Both:
+    """Two tracers at once: the emulator's files, and the emulator's and Starlette's."""
+
+    def __init__(self) -> None:
+        self.own = Tracer((PACKAGE,))
+        self.stack = Tracer((PACKAGE, FRAMEWORK))
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        self.own(frame, event, arg)
+        self.stack(frame, event, arg)
+
+
+async def _traced(app: Any, scope: dict[str, Any], body: bytes = b"") -> _Both:
+    tracer = _Both()
+    sys.setprofile(tracer)
+    try:
+        status, out = await _call(app, scope, body)
+    finally:
+        sys.setprofile(None)
+    assert status < 300, (status, out)
+    return tracer
+
+
+async def main_async() -> None:
+    """Set up a job, trace the two requests, print the figures."""
+    app = create_app(Settings(progression="immediate", engine="grabcut"))
+    emu = app.state.emulator
+    await emu.jobs.start()
+    try:
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 24), (200, 40, 40)).save(buf, format="PNG")
+        uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        body = json.dumps({"image_url": uri}).encode()
+        pixazo = [(b"ocp-apim-subscription-key", KEY.encode())]
+        status, out = await _call(app, _scope(
+            "POST", "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request", pixazo, body), body)
+        assert status == 202, out
+        poll = _scope("GET", "/v2/requests/status/" + json.loads(out)["request_id"], pixazo,
+                      b"")
+        await _call(app, dict(poll))  # warm
+        fal = [(b"authorization", f"Key {KEY}".encode()),
+               (b"x-emulator-fault", b"latency=0.001")]
+        submit = "/queue/fal-ai/bria/background/remove"
+        await _call(app, _scope("POST", submit, fal, body), body)  # warm
+        for name, scope, payload in (("pixazo status poll", poll, b""),
+                                     ("fal queue submit + fault header",
+                                      _scope("POST", submit, fal, body), body)):
+            both = await _traced(app, dict(scope), payload)
+            own = sorted(f[len(PACKAGE) + 1:] for f in both.own.files)
+            print(f"{name:34s} emulator: {len(own):3d} files {both.own.transitions:3d} "
+                  f"transitions; with starlette: {len(both.stack.files):3d} files "
+                  f"{both.stack.transitions:3d} transitions\n    {own}")
+    finally:
+        await emu.jobs.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main_async())

@@ -154,7 +154,7 @@ class Emulator:
 
     async def _on_final(self, job: Job) -> None:
         adapter = self.adapters.get(job.vendor)
-        message = adapter.webhook(job) if adapter is not None else None
+        message = await adapter.final_webhook(job) if adapter is not None else None
         if message is not None:
             self.webhooks.enqueue(message, job_id=job.id, vendor=job.vendor,
                                   api_key=job.api_key)

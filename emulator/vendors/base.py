@@ -114,6 +114,16 @@ class VendorAdapter:
         """
         return None
 
+    async def final_webhook(self, job: Job) -> WebhookMessage | None:
+        """The callback for ``job`` at its final status, as the job engine's final listener
+        (:meth:`emulator.app.Emulator._on_final`, on the event loop) asks for it.
+
+        The default is :meth:`webhook`, built on the loop (callback bodies are small); an
+        adapter whose body can hold whole images (fal's ``sync_mode`` data URIs) overrides
+        this to build it in a worker thread.
+        """
+        return self.webhook(job)
+
     def storage_missing(self, name: str) -> Response:
         """How the vendor's result storage answers for a result file that is gone (expired,
         or evicted from the emulator's bounded file store).

@@ -201,7 +201,7 @@ class FetchPolicy:
         kind = blocked_kind(ip)
         if kind is None:
             return None
-        return (f"the address {ip} is {kind} and input fetches there are refused "
+        return (f"the address {ip} is {kind}, where the emulator never connects "
                 "(serve --allow-fetch CIDR_OR_HOST allows it)")
 
     async def pin(self, host: str, port: int, *, url: str,

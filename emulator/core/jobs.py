@@ -25,7 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -49,6 +49,9 @@ from emulator.matte.engine import MatteEngine
 from emulator.settings import Settings, parse_progression
 
 log = logging.getLogger("emulator.jobs")
+
+#: A job's output-stage faults: rendered outputs in, broken outputs out (worker pool).
+OutputFault = Callable[[list[Rendered]], list[Rendered]]
 
 
 class JobStatus(str, enum.Enum):
@@ -93,11 +96,13 @@ class Job:
     ``metadata`` holds what the adapter needs to render the vendor's shape again (callback
     URL, the client's own metadata, ...); the core does not read it.
 
-    Fault injection (set by submit hooks, see :mod:`emulator.core.faults`): ``faults`` names
-    the faults given to the job (shown by the control plane); ``planned`` is an outcome decided
-    in advance, ``(status, error message, error code)``, and the image work is then skipped;
-    ``output_ttl_s`` overrides ``Settings.result_ttl_s`` for this job's files (0: expired at
-    once).
+    Fault injection (set at submit by the request's fault plan, see
+    :mod:`emulator.core.faults`): ``faults`` names the faults given to the job (shown by the
+    control plane); ``planned`` is an outcome decided in advance, ``(status, error message,
+    error code)``, and the image work is then skipped; ``output_ttl_s`` overrides
+    ``Settings.result_ttl_s`` for this job's files (0: expired at once); ``output_fault``
+    breaks the rendered outputs in the worker pool (output-stage effects; ``None`` for a job
+    without one, which pays nothing).
     """
 
     id: str
@@ -127,6 +132,7 @@ class Job:
     faults: dict[str, str] = field(default_factory=dict)
     planned: tuple[JobStatus, str, str] | None = None
     output_ttl_s: float | None = None
+    output_fault: OutputFault | None = field(default=None, repr=False)
     _done: asyncio.Event | None = field(default=None, repr=False)
 
     @property
@@ -176,11 +182,15 @@ class Job:
 
 
 FinalListener = Callable[[Job], Coroutine[Any, Any, None]]
-#: Called with each new job before its work starts (on the event loop); may set its fields.
-SubmitHook = Callable[[Job], None]
-#: Called in the worker pool with the rendered outputs of a job that carries faults
-#: (``Job.faults``; a job without faults skips the hooks); returns the outputs to store.
-OutputHook = Callable[[Job, list[Rendered]], list[Rendered]]
+
+
+class JobPlan(Protocol):
+    """What :meth:`JobEngine.submit` needs of a request's fault plan
+    (:class:`emulator.core.faults.Plan`): to act on the new job before its work starts."""
+
+    def act_on_job(self, job: Job) -> None:
+        """Give ``job`` its job-stage faults (may set ``planned``, ``stuck``,
+        ``output_ttl_s``, ``output_fault``, ``faults``)."""
 
 #: Inline sources (base64 text) up to this many characters are decoded on the event loop
 #: when the job's outputs may come from the result cache (about 10 us; no pool hop).
@@ -228,8 +238,6 @@ class JobEngine:
         self.fetch_policy = FetchPolicy(settings.allow_fetch, own_host=settings.host,
                                         own_port=settings.port)
         self.final_listeners: list[FinalListener] = []
-        self.submit_hooks: list[SubmitHook] = []
-        self.output_hooks: list[OutputHook] = []
         self._pool: ThreadPoolExecutor | None = None
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -317,6 +325,7 @@ class JobEngine:
         metadata: dict[str, Any] | None = None,
         watch: bool = False,
         price_usd: float | None = None,
+        plan: JobPlan | None = None,
     ) -> Job:
         """Create a job and start its work.
 
@@ -325,6 +334,8 @@ class JobEngine:
             watch: reveal the final status without polls (for webhooks); listeners in
                 :attr:`final_listeners` are called when it shows.
             price_usd: defaults to ``settings.price_usd`` ($0.018).
+            plan: the request's fault plan (``RequestContext.plan``), which acts on the new
+                job (:meth:`JobPlan.act_on_job`) before its work starts.
 
         Raises:
             InvalidInput: unknown task kind.
@@ -345,8 +356,8 @@ class JobEngine:
         self.store.put(job)
         if watch:
             self._watched[job.id] = job
-        for hook in self.submit_hooks:
-            hook(job)
+        if plan is not None:
+            plan.act_on_job(job)
         done, payloads = self._work_now(job)
         if not done:
             self._spawn(self._work(job, payloads))
@@ -415,8 +426,8 @@ class JobEngine:
                           compress_level=s.png_compress_level, max_pixels=s.max_input_pixels)
 
     def _render(self, job: Job, payloads: list[bytes], ctx: TaskContext) -> list[Rendered]:
-        """The task (or its cached outputs), then the output hooks of a job with faults, in
-        one worker-pool call."""
+        """The task (or its cached outputs), then the output faults of a job that carries
+        some (``Job.output_fault``), in one worker-pool call."""
         self._engine_seen = ctx.engine
         key = self._result_key(job, payloads, ctx.engine) if self.results.max_bytes else None
         rendered = self.results.get(key) if key is not None else None
@@ -424,9 +435,8 @@ class JobEngine:
             rendered = TASKS[job.task.kind](payloads, job.task.params, ctx)
             if key is not None:
                 self.results.put(key, rendered)
-        if job.faults:
-            for hook in self.output_hooks:
-                rendered = hook(job, rendered)
+        if job.output_fault is not None:
+            rendered = job.output_fault(rendered)
         return rendered
 
     def _drop_files(self, job: Job) -> None:

@@ -118,13 +118,19 @@ def path_of(name: str) -> Path:
     return path
 
 
-def text(name: str) -> str:
-    """The YAML text of contract ``name``.
+def text(name: str, catalog: Mapping[str, Iterable[str]] | None = None) -> str:
+    """The YAML text of contract ``name``; the control plane's with the enums filled from the
+    registries (:func:`fill_registry_enums`, with ``catalog``: see there).
 
     Raises:
         ContractError: no such contract.
     """
-    return path_of(name).read_text(encoding="utf-8")
+    raw = path_of(name).read_text(encoding="utf-8")
+    if name != CONTROL_PLANE:
+        return raw
+    document = yaml.safe_load(raw)
+    return yaml.safe_dump(fill_registry_enums(document, catalog), sort_keys=False,
+                          allow_unicode=True, width=100)
 
 
 def load(name: str) -> Contract:
@@ -153,6 +159,76 @@ def for_vendor(slug: str) -> Contract | None:
     except ContractError:
         return None
     return found[0] if found else None
+
+
+# -- the control plane's enums, from the registries -------------------------------------------
+#: The control plane's contract (``x-vendor: emulator``).
+CONTROL_PLANE = "emulator"
+
+
+def registry_catalog() -> dict[str, frozenset[str]]:
+    """Vendor slug -> its operation names (the ``file`` download included), from the adapter
+    registry (:func:`emulator.vendors.load_all`): what fault rules may name, as
+    ``FaultRules.catalog`` of an emulator built now has it."""
+    from emulator.core.faults import FILE_OPERATION
+    from emulator.vendors import load_all
+
+    return {slug: frozenset(cls(None).operations()) | {FILE_OPERATION}  # type: ignore[arg-type]
+            for slug, cls in sorted(load_all().items())}
+
+
+def fill_registry_enums(document: dict[str, Any],
+                        catalog: Mapping[str, Iterable[str]] | None = None) -> dict[str, Any]:
+    """A copy of the control-plane contract with what the registries decide filled in.
+
+    In ``components.schemas``: ``FaultRuleSpec``'s ``vendor`` and ``operation`` enums (from
+    ``catalog``: vendor slug -> operation names, dotted prefixes added as rules allow them;
+    default :func:`registry_catalog`), one property per registered fault effect (its
+    ``spec_schema``), ``anyOf`` (at least one effect) and ``allOf`` (effects that exclude each
+    other); ``FaultRule`` (the rule's JSON view) gets each effect's ``view_schema``. Property
+    order is the rule's: match fields, effects, options. A document without those schemas is
+    returned as it is. The running emulator serves it with its own ``FaultRules.catalog``
+    (``GET /_emulator/contracts/emulator.yaml``); loading it (:func:`load`) fills it from the
+    registries, so the guard, the property tests and ``contracts check`` see the same enums.
+    """
+    from emulator.core.faults import EFFECTS, MATCH_FIELDS, operation_names
+
+    schemas = (document.get("components") or {}).get("schemas") or {}
+    if "FaultRuleSpec" not in schemas or "FaultRule" not in schemas:
+        return document
+    catalog = registry_catalog() if catalog is None else catalog
+    doc = copy.deepcopy(document)
+    schemas = doc["components"]["schemas"]
+    spec = schemas["FaultRuleSpec"]
+    given: dict[str, Any] = spec.get("properties") or {}
+    filled = {
+        "vendor": {**given.get("vendor", {}), "type": "string", "enum": sorted(catalog)},
+        "operation": {**given.get("operation", {}), "type": "string", "enum": sorted(
+            operation_names(op for ops in catalog.values() for op in ops))},
+    }
+    props = {name: filled.get(name, given.get(name)) for name in MATCH_FIELDS
+             if name in filled or name in given}
+    props.update({name: effect.spec_schema() for name, effect in EFFECTS.items()})
+    props.update({k: v for k, v in given.items() if k not in props})
+    spec["properties"] = props
+    spec["anyOf"] = [{"required": [name]} for name in EFFECTS]
+    pairs = []
+    order = list(EFFECTS)
+    for name, effect in EFFECTS.items():
+        for other in effect.excludes:
+            if other in EFFECTS:
+                pairs.append(sorted((name, other), key=order.index))
+    if pairs:
+        spec["allOf"] = [{"not": {"required": pair}} for pair in pairs]
+    else:
+        spec.pop("allOf", None)
+    view = schemas["FaultRule"]
+    seen: dict[str, Any] = view.get("properties") or {}
+    head = {k: v for k, v in seen.items() if k in ("id", *MATCH_FIELDS)}
+    head.update({name: effect.view_schema() for name, effect in EFFECTS.items()})
+    head.update({k: v for k, v in seen.items() if k not in head})
+    view["properties"] = head
+    return doc
 
 
 # -- $ref resolution ---------------------------------------------------------------------------
@@ -749,6 +825,8 @@ class Contract:
             raise ContractError(f"{path}: {exc}") from None
         if not isinstance(document, dict) or "openapi" not in document:
             raise ContractError(f"{path}: not an OpenAPI document")
+        if document.get("x-vendor") == CONTROL_PLANE:
+            document = fill_registry_enums(document)
         return cls(path.stem, document, path)
 
     @property

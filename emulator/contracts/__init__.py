@@ -10,7 +10,8 @@ The package, by concept: :mod:`~emulator.contracts.loading` (where the files are
 the cache), :mod:`~emulator.contracts.references` (``$ref``),
 :mod:`~emulator.contracts.formats` (custom formats, compiled schemas, patterns),
 :mod:`~emulator.contracts.operations` (operations, prefixes, path matching, request checks),
-:mod:`~emulator.contracts.responses` (response checks) and
+:mod:`~emulator.contracts.responses` (response checks),
+:mod:`~emulator.contracts.registry` (the control plane's enums, from the registries) and
 :mod:`~emulator.contracts.document` (a whole contract, and several together). Every name is
 re-exported here: ``from emulator.contracts import Contract`` and ``contracts.load(...)``.
 
@@ -91,13 +92,14 @@ from emulator.contracts.operations import (
     SecurityScheme,
 )
 from emulator.contracts.references import dereference
+from emulator.contracts.registry import CONTROL_PLANE, fill_registry_enums, registry_catalog
 from emulator.contracts.responses import GENERIC_HEADERS, ResponseSpec
 
 __all__ = [
-    "ENV_DIR", "FORMATS", "GENERIC_HEADERS", "HTTP_METHODS", "IMAGE_URL", "PACKAGED_DIR",
-    "SOURCE_DIR", "TRANSPORT_RESPONSES", "WEBHOOK_URL", "Contract", "ContractError",
-    "ContractSet", "Operation", "Parameter", "Problem", "ResponseSpec", "SchemaValidator",
-    "SecurityScheme", "compile_schema", "contracts_dir", "dereference", "for_vendor",
-    "format_checker", "is_http_url", "is_image_url", "load", "load_all", "names", "path_of",
-    "text", "with_transport_responses",
+    "CONTROL_PLANE", "ENV_DIR", "FORMATS", "GENERIC_HEADERS", "HTTP_METHODS", "IMAGE_URL",
+    "PACKAGED_DIR", "SOURCE_DIR", "TRANSPORT_RESPONSES", "WEBHOOK_URL", "Contract",
+    "ContractError", "ContractSet", "Operation", "Parameter", "Problem", "ResponseSpec",
+    "SchemaValidator", "SecurityScheme", "compile_schema", "contracts_dir", "dereference",
+    "fill_registry_enums", "for_vendor", "format_checker", "is_http_url", "is_image_url", "load",
+    "load_all", "names", "path_of", "registry_catalog", "text", "with_transport_responses",
 ]

@@ -23,6 +23,7 @@ from emulator.contracts.operations import (
     server_parts,
 )
 from emulator.contracts.references import dereference, resolve_pointer
+from emulator.contracts.registry import CONTROL_PLANE, fill_registry_enums
 from emulator.contracts.responses import ResponseSpec
 
 TRANSPORT_RESPONSES = "x-transport-responses"
@@ -98,6 +99,8 @@ class Contract:
             raise ContractError(f"{path}: {exc}") from None
         if not isinstance(document, dict) or "openapi" not in document:
             raise ContractError(f"{path}: not an OpenAPI document")
+        if document.get("x-vendor") == CONTROL_PLANE:
+            document = fill_registry_enums(document)
         return cls(path.stem, document, path)
 
     @property

@@ -11,10 +11,14 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+import yaml
 
 from emulator.contracts.document import Contract
 from emulator.contracts.errors import ContractError
+from emulator.contracts.registry import CONTROL_PLANE, fill_registry_enums
 
 ENV_DIR = "RMBG_EMULATOR_CONTRACTS"
 #: The ``emulator`` package's directory (this module is ``emulator/contracts/loading.py``).
@@ -59,13 +63,20 @@ def path_of(name: str) -> Path:
     return path
 
 
-def text(name: str) -> str:
-    """The YAML text of contract ``name``.
+def text(name: str, catalog: Mapping[str, Iterable[str]] | None = None) -> str:
+    """The YAML text of contract ``name``; the control plane's with the enums filled from the
+    registries (:func:`~emulator.contracts.registry.fill_registry_enums`, with ``catalog``:
+    see there).
 
     Raises:
         ContractError: no such contract.
     """
-    return path_of(name).read_text(encoding="utf-8")
+    raw = path_of(name).read_text(encoding="utf-8")
+    if name != CONTROL_PLANE:
+        return raw
+    document = yaml.safe_load(raw)
+    return yaml.safe_dump(fill_registry_enums(document, catalog), sort_keys=False,
+                          allow_unicode=True, width=100)
 
 
 def load(name: str) -> Contract:

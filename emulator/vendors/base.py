@@ -32,6 +32,7 @@ from emulator.jsonbody import parse_json_async
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
+    from emulator.core.faults import Plan
     from emulator.core.jobs import Job
 
 log = logging.getLogger("emulator.vendors")
@@ -171,6 +172,14 @@ class VendorAdapter:
         if job is None:
             raise NotFound(self.job_not_found.format(id=job_id))
         return job
+
+    @staticmethod
+    def plan_of(request: Request) -> Plan | None:
+        """The request's fault plan (``RequestContext.plan``, set by the fault middleware;
+        ``None`` when no rule could apply), for ``JobEngine.submit(plan=...)``: its job and
+        image effects act on the job the request creates."""
+        ctx: RequestContext | None = request.scope.get(CTX_KEY)
+        return ctx.plan if ctx is not None else None
 
     def operations(self) -> frozenset[str]:
         """The operation names of this adapter's routes, on every host.

@@ -191,6 +191,7 @@ CONCEPTS: dict[str, list[str]] = {
     "operations": ["HTTP_METHODS", "Operation", "Parameter", "Problem", "SecurityScheme"],
     "responses": ["GENERIC_HEADERS", "ResponseSpec"],
     "document": ["Contract", "ContractSet", "TRANSPORT_RESPONSES", "with_transport_responses"],
+    "registry": ["CONTROL_PLANE", "fill_registry_enums", "registry_catalog"],
 }
 
 

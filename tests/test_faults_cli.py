@@ -51,7 +51,7 @@ def test_serve_with_a_scenario(tmp_path: Path) -> None:
          scenario], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         assert proc.stdout is not None
-        banner = []
+        banner: list[str] = []
         while not banner or "health:" not in banner[-1]:
             banner.append(proc.stdout.readline())
             assert banner[-1], "".join(banner)

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,11 +29,11 @@ from starlette.types import ASGIApp
 from emulator.context import RouteTable
 from emulator.core import scenarios
 from emulator.core.clock import Clock
-from emulator.core.faults import FaultRules, apply_to_job, corrupt_outputs
+from emulator.core.faults import FaultRules
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
 from emulator.core.urls import FILES_PATH, OwnUrls
-from emulator.core.webhooks import Delivery, Secrets, WebhookOutbox
+from emulator.core.webhooks import Secrets, WebhookOutbox
 from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine, create_engine
@@ -60,8 +61,8 @@ class Emulator:
         self._matte_lock = threading.Lock()
         self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
+        self.webhooks.policy = self.jobs.fetch_policy
         self.secrets = Secrets()
-        self.webhooks.hooks.append(self._webhook_fault)
         self.jobs.final_listeners.append(self._on_final)
         self.guard = RequestGuard(settings, self.clock)
         self.adapters: dict[str, VendorAdapter] = {
@@ -75,13 +76,13 @@ class Emulator:
         self.jobs.local_resolver = self.urls.resolve
         self.faults: FaultRules = FaultRules(
             {slug: a.operations() for slug, a in self.adapters.items()})
+        # Webhook-stage fault effects act on each delivery being queued.
+        self.webhooks.hooks.append(partial(self.faults.act_on_delivery, outbox=self.webhooks))
         self.journal: Journal = Journal(settings.journal_size)
         #: Requests in flight (kept by the fault middleware), for the idle collector.
         self.traffic: Traffic = Traffic()
         #: Full garbage-collection passes while idle; ``serve`` sets it (emulator.gcpolicy).
         self.idle_gc: IdleCollector | None = None
-        self.jobs.submit_hooks.append(apply_to_job)
-        self.jobs.output_hooks.append(corrupt_outputs)
         #: Scenarios loaded since the last reset (summaries, for ``GET /_emulator/scenarios``).
         self.scenarios: list[dict[str, Any]] = []
         self._startup_scenarios = [scenarios.load_file(path, self.faults)
@@ -114,37 +115,9 @@ class Emulator:
         """Name of the matte engine in use (``"(not loaded)"`` before first use)."""
         return self._matte.name if self._matte is not None else "(not loaded)"
 
-    def _webhook_fault(self, delivery: Delivery) -> list[Delivery]:
-        """Apply the first matching ``webhook`` fault rule to a delivery being queued.
-
-        ``drop`` (journaled as dropped, never sent), ``delay:S`` (S seconds later on the
-        emulator's clock), ``duplicate`` (sent twice), ``reorder`` (held until the next
-        delivery is queued, then sent after it), ``forged-signature`` (signature headers
-        replaced by random hex of the same length), ``stale-timestamp`` (timestamp and its
-        signature made one hour old: the signature still verifies).
-        """
-        taken = self.faults.take_webhook_fault(delivery.vendor, delivery.api_key)
-        if taken is None:
-            return [delivery]
-        _, fault = taken
-        delivery.faults.append(str(fault))
-        if fault.kind == "drop":
-            delivery.state, delivery.next_at = "dropped", None
-        elif fault.kind == "delay":
-            delivery.next_at = (delivery.next_at or self.clock.now()) + fault.delay_s
-        elif fault.kind == "duplicate":
-            return [delivery, self.webhooks.copy(delivery)]
-        elif fault.kind == "reorder":
-            self.webhooks.hold(delivery)
-        elif fault.kind == "forged-signature":
-            delivery.forge_signature = True
-        elif fault.kind == "stale-timestamp":
-            delivery.time_shift_s = -3600.0
-        return [delivery]
-
     async def _on_final(self, job: Job) -> None:
         adapter = self.adapters.get(job.vendor)
-        message = adapter.webhook(job) if adapter is not None else None
+        message = await adapter.final_webhook(job) if adapter is not None else None
         if message is not None:
             self.webhooks.enqueue(message, job_id=job.id, vendor=job.vendor,
                                   api_key=job.api_key)

@@ -2,7 +2,8 @@
 
 ``serve`` starts every vendor on one port; ``remove`` runs the same matte engine on local
 files; ``scenario check`` validates scenario files; ``models`` lists and installs weights;
-``contracts`` lists, shows and checks the OpenAPI contracts (``contracts check`` runs the
+``contracts`` lists, shows, validates and checks the OpenAPI contracts (``contracts validate``
+checks every document against the OpenAPI 3.1 schema; ``contracts check`` runs the
 property-based suite against any base URL).
 """
 
@@ -111,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("list", help="the contracts, with their operations")
     cshow = csub.add_parser("show", help="print one contract (YAML)")
     cshow.add_argument("name", metavar="VENDOR", help="a vendor slug, or emulator")
+    cvalidate = csub.add_parser(
+        "validate", help="validate contracts as OpenAPI 3.1 (openapi-spec-validator)",
+        description="Load every contract (or the ones named), compile it as the emulator "
+                    "does and validate it against the OpenAPI 3.1 schema with "
+                    "openapi-spec-validator (the test extra). Exit status 0 when all are "
+                    "valid, 1 when one is not, 2 when the validator is not installed.")
+    cvalidate.add_argument("names", nargs="*", metavar="VENDOR",
+                           help="contracts to validate (default: all)")
     ccheck = csub.add_parser(
         "check", help="run the property-based suite (schemathesis) against a base URL",
         description="Run the contract's schemathesis suite (fixed seed, bounded examples, "
@@ -328,9 +337,12 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_contracts(args: argparse.Namespace) -> int:
-    """``contracts list``, ``contracts show VENDOR`` and ``contracts check VENDOR``."""
+    """``contracts list``, ``contracts show VENDOR``, ``contracts validate [VENDOR...]`` and
+    ``contracts check VENDOR``."""
     from emulator import contracts
 
+    if args.contracts_command == "validate":
+        return _contracts_validate(args.names)
     try:
         if args.contracts_command == "list":
             found = contracts.load_all()
@@ -347,6 +359,43 @@ def cmd_contracts(args: argparse.Namespace) -> int:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
     return _contracts_check(args)
+
+
+def _contracts_validate(names: Sequence[str]) -> int:
+    """Validate contracts ``names`` (all when empty): each one loads and compiles
+    (:func:`emulator.contracts.load`) and its document passes openapi-spec-validator.
+    Prints one line per contract; returns 0 when all are valid, 1 when one is not, 2 when
+    openapi-spec-validator is missing or no contract is found."""
+    from emulator import contracts
+
+    try:
+        from openapi_spec_validator import validate
+        from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+    except ImportError:
+        print("rmbg-emulator: contracts validate needs openapi-spec-validator "
+              "(pip install 'rmbg-emulator[test]')", file=sys.stderr)
+        return 2
+    try:
+        chosen = list(names) or contracts.names()
+    except contracts.ContractError as exc:
+        print(f"rmbg-emulator: {exc}", file=sys.stderr)
+        return 2
+    failures = 0
+    for name in chosen:
+        try:
+            contract = contracts.load(name)
+            validate(contract.document)
+        except contracts.ContractError as exc:
+            failures += 1
+            print(f"{name}: invalid: {exc}", file=sys.stderr)
+        except OpenAPIValidationError as exc:
+            failures += 1
+            where = "/".join(str(p) for p in exc.path)
+            first = (str(exc.message).splitlines() or [""])[0]
+            print(f"{name}: invalid OpenAPI 3.1 at /{where}: {first}", file=sys.stderr)
+        else:
+            print(f"{name}: ok ({contract.path})")
+    return 1 if failures else 0
 
 
 def _contracts_check(args: argparse.Namespace) -> int:

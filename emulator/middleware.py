@@ -11,10 +11,11 @@ the ``file`` operation of their vendor) it:
 1. looks for per-request rules: the ``X-Emulator-Fault`` header and an API key starting with
    ``fault.``; with none of these and no stored rule live, it only serves and journals (the
    hot path: one scan of the header list, one journal entry);
-2. otherwise asks :meth:`emulator.core.faults.FaultRules.plan` for the rule (on the context's
-   vendor, operation and key), then waits its latency, drops the connection, refuses with its
-   status, or serves the request with the plan in :data:`~emulator.core.faults.CURRENT_PLAN`
-   (for job and image faults) and breaks the body;
+2. otherwise asks :meth:`emulator.core.faults.FaultRules.plan` for the plan (on the context's
+   vendor, operation and key), stores it on the context (``ctx.plan``: the adapter's submit
+   hands it to the job engine, for job and image faults) and lets its request-stage effects
+   act (:meth:`~emulator.core.faults.Plan.act_on_request`: latency, dropped connection,
+   broken body, status answer; each a registered effect, :mod:`emulator.core.faults.effects`);
 3. serves it with :func:`emulator.boundary.serve` (the route runs; whatever it raises, and any
    refusal, is rendered by the one error boundary in the vendor's own body);
 4. journals the final status (:class:`~emulator.core.journal.Journal`).
@@ -27,47 +28,33 @@ read through :class:`~emulator.jsonbody.CappedReceive`, which stops past the lim
 Control-plane requests (``/_emulator/*`` but result files) skip the faults and the journal;
 with an admin token set they first pass :class:`AdminGate`, the one place that checks it.
 
-Dropping a connection needs the server's transport: under uvicorn (h11 or httptools) it is
-``send.__self__.transport``. ``reset`` aborts it with ``SO_LINGER`` 0 (the client reads a TCP
-RST: ``httpx.ReadError``); ``close`` closes it (``httpx.RemoteProtocolError``: "Server
-disconnected without sending a response"). Where there is no transport (in-process ASGI), the
-middleware raises ``ConnectionResetError`` / ``ConnectionAbortedError`` instead.
+Dropping a connection needs the server's transport (:mod:`emulator.core.faults.asgi`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
-import socket
-import struct
 import time
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emulator.boundary import serve
 from emulator.context import CTX_KEY, UNREAD, RequestContext, RouteTable
 from emulator.core.faults import (
-    CURRENT_PLAN,
-    STATUS_CODES,
     FaultRule,
-    Plan,
+    RequestAct,
     RuleError,
+    drop_connection,
+    fault_error,
+    malformed,
+    sleep_at_least,
 )
-from emulator.errors import (
-    AdminTokenRequired,
-    EmulatorError,
-    NotFound,
-    PaymentRequired,
-    RateLimited,
-    Unauthorized,
-)
+from emulator.errors import AdminTokenRequired, EmulatorError
 from emulator.jsonbody import BodyTooLarge, CappedReceive, body_framing
 from emulator.vendors.base import VendorAdapter
 
@@ -104,136 +91,6 @@ class _Recorder:
                         with contextlib.suppress(ValueError):
                             self.retry_after = float(value)
         await self.send(message)
-
-
-async def sleep_at_least(seconds: float) -> None:
-    """Sleep ``seconds`` by ``time.perf_counter``: the event loop's timers may fire up to a
-    millisecond early (uvloop rounds to milliseconds), and an injected latency must never be
-    shorter than asked."""
-    deadline = time.perf_counter() + seconds
-    while (left := deadline - time.perf_counter()) > 0:
-        await asyncio.sleep(left)
-
-
-def _transport(send: Send) -> Any:
-    """The server's transport behind ``send`` (uvicorn), or ``None``."""
-    owner = getattr(send, "__self__", None)
-    transport = getattr(owner, "transport", None)
-    if transport is not None and hasattr(transport, "abort") and hasattr(transport, "close"):
-        return transport
-    return None
-
-
-async def drop_connection(send: Send, receive: Receive, *, reset: bool,
-                          read_body: bool = True) -> None:
-    """Close (FIN) or reset (RST) the client's connection without an HTTP answer.
-
-    With ``read_body``, the request body is read first, so the client has finished writing
-    and sees the drop when it reads its answer (else a client still writing would see a
-    write error first, and httpx reports that as a plain disconnect).
-
-    Raises:
-        ConnectionResetError, ConnectionAbortedError: no transport to drop (in-process ASGI).
-    """
-    transport = _transport(send)
-    if read_body:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(_until_body_read(receive), DISCONNECT_WAIT_S)
-    if transport is None:
-        if reset:
-            raise ConnectionResetError("connection reset by the emulator (fault rule)")
-        raise ConnectionAbortedError("connection closed by the emulator (fault rule)")
-    if reset:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    else:
-        transport.close()
-    # Let the server see the disconnect, so it does not try to answer 500 itself.
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(_until_disconnect(receive), DISCONNECT_WAIT_S)
-
-
-async def _until_body_read(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-class _BodyFault:
-    """``send`` wrapper that holds the answer and sends it broken (``truncated``,
-    ``malformed`` or ``empty``)."""
-
-    def __init__(self, kind: str, send: Send, raw_send: Send, receive: Receive) -> None:
-        self.kind = kind
-        self.send = send
-        self.raw_send = raw_send
-        self.receive = receive
-        self.start: Message | None = None
-        self.chunks: list[bytes] = []
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.start = dict(message)
-            return
-        if message["type"] != "http.response.body":
-            await self.send(message)
-            return
-        self.chunks.append(message.get("body", b""))
-        if message.get("more_body", False):
-            return
-        await self._emit(b"".join(self.chunks))
-
-    async def _emit(self, body: bytes) -> None:
-        assert self.start is not None
-        start = dict(self.start)
-        headers = MutableHeaders(raw=list(start.get("headers", [])))
-        if self.kind == "truncated":
-            headers["content-length"] = str(len(body))
-            start["headers"] = headers.raw
-            await self.send(start)
-            cut = body[:len(body) // 2]
-            if _transport(self.raw_send) is None:
-                await self.send({"type": "http.response.body", "body": cut})
-                return
-            await self.send({"type": "http.response.body", "body": cut, "more_body": True})
-            await drop_connection(self.raw_send, self.receive, reset=False, read_body=False)
-            return
-        new = b"" if self.kind == "empty" else malformed(body)
-        headers["content-length"] = str(len(new))
-        start["headers"] = headers.raw
-        await self.send(start)
-        await self.send({"type": "http.response.body", "body": new})
-
-
-def malformed(body: bytes) -> bytes:
-    """Invalid JSON that still looks like ``body``: quotes turned to single quotes, and a
-    stray brace at the end (so even ``{}`` or a number does not parse)."""
-    return body.replace(b'"', b"'") + b"}"
-
-
-def fault_error(rule: FaultRule) -> EmulatorError:
-    """The :class:`EmulatorError` an adapter renders for a status fault (with the rule's
-    ``Retry-After``, always present on a 429)."""
-    status = rule.status
-    assert status is not None
-    message = rule.status_message()
-    retry_after = rule.retry_after_s()
-    kinds: dict[int, type[EmulatorError]] = {402: PaymentRequired, 429: RateLimited,
-                                              401: Unauthorized, 404: NotFound}
-    kind = kinds.get(status)
-    if kind is not None:
-        return kind(message, retry_after=retry_after)
-    return EmulatorError(message, status=status, code=STATUS_CODES.get(status, "http_error"),
-                         retry_after=retry_after)
 
 
 class AdminGate:
@@ -381,33 +238,14 @@ class FaultMiddleware:
             if plan.empty:
                 await serve(ctx, scope, receive, recorder)
                 return
-            await self._apply(plan, ctx, scope, receive, send, recorder, record)
+            # The request-stage effects act (latency, drop, broken body, status answer); the
+            # job-stage ones ride on the plan, which the adapter's submit hands the job engine.
+            act = RequestAct(receive=receive, send=recorder, raw_send=send, record=record)
+            if await plan.act_on_request(act):
+                return
+            await serve(ctx, scope, receive, act.send, refuse=act.refuse)
         finally:
             record()
-
-    async def _apply(self, plan: Plan, ctx: RequestContext, scope: Scope,
-                     receive: Receive, send: Send, recorder: _Recorder,
-                     record: Callable[[], None]) -> None:
-        rule = plan.rule
-        if plan.latency_s > 0:
-            await sleep_at_least(plan.latency_s)
-        if rule is not None and rule.connection is not None:
-            # Journaled before the drop: a client that sees the drop may read the journal
-            # at once, before the server has noticed the connection is gone.
-            record()
-            await drop_connection(send, receive, reset=rule.connection == "reset")
-            return
-        out: Send = recorder
-        if rule is not None and rule.body is not None:
-            out = _BodyFault(rule.body, recorder, send, receive)
-        if rule is not None and rule.status is not None:
-            await serve(ctx, scope, receive, out, refuse=fault_error(rule))
-            return
-        token = CURRENT_PLAN.set(plan)
-        try:
-            await serve(ctx, scope, receive, out)
-        finally:
-            CURRENT_PLAN.reset(token)
 
     def _record(self, ctx: RequestContext, scope: Scope, at: float, started: float,
                 recorder: _Recorder) -> None:
@@ -448,4 +286,5 @@ def _detached_key(adapter: VendorAdapter, scope: Scope) -> str | None:
         return None
 
 
-__all__ = ["AdminGate", "FaultMiddleware", "drop_connection", "fault_error", "malformed"]
+__all__ = ["AdminGate", "FaultMiddleware", "drop_connection", "fault_error", "malformed",
+           "sleep_at_least"]

@@ -51,7 +51,7 @@ def test_serve_with_a_scenario(tmp_path: Path) -> None:
          scenario], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         assert proc.stdout is not None
-        banner = []
+        banner: list[str] = []
         while not banner or "health:" not in banner[-1]:
             banner.append(proc.stdout.readline())
             assert banner[-1], "".join(banner)
@@ -90,17 +90,33 @@ def test_connection_fault_in_process_raises(kind: str, error: type[Exception]) -
     assert [(e["operation"], e["status"]) for e in entries] == [("submit", None)]
 
 
-def test_the_contract_lists_the_vendors_and_operations_rules_may_name() -> None:
-    from emulator import contracts
-    from emulator.app import Emulator
+def test_the_served_contract_lists_the_vendors_operations_and_effects_of_the_registries(
+) -> None:
+    from emulator.contracts import contracts_dir
     from emulator.core import faults
-    from emulator.settings import Settings
 
-    rules = Emulator(Settings(engine="grabcut")).faults
-    document = yaml.safe_load(contracts.text("emulator"))  # as served (enums generated)
-    spec = document["components"]["schemas"]["FaultRuleSpec"]["properties"]
-    assert spec["vendor"]["enum"] == rules.vendors()
-    assert spec["operation"]["enum"] == rules.operation_names()
+    async def served() -> tuple[dict[str, object], list[str], list[str]]:
+        async with InProcessEmulator(emulator_settings(engine="grabcut")) as emu:
+            response = await emu.client.get("/_emulator/contracts/emulator.yaml")
+            assert response.status_code == 200
+            rules = emu.emulator.faults
+            return yaml.safe_load(response.text), rules.vendors(), rules.operation_names()
+
+    document, vendors, operations = asyncio.run(served())
+    schemas = document["components"]["schemas"]  # type: ignore[index]
+    spec = schemas["FaultRuleSpec"]["properties"]
+    assert spec["vendor"]["enum"] == vendors
+    assert spec["operation"]["enum"] == operations
     assert spec["latency"]["oneOf"][1]["pattern"] == faults.LATENCY_PATTERN
     assert spec["webhook"]["oneOf"][1]["pattern"] == faults.WEBHOOK_DELAY_PATTERN
-    assert set(spec) == set(faults.FIELDS)
+    assert list(spec) == list(faults.FIELDS)
+    for name, effect in faults.EFFECTS.items():
+        assert spec[name] == effect.spec_schema()
+    assert schemas["FaultRuleSpec"]["anyOf"] == [{"required": [n]} for n in faults.EFFECTS]
+    assert set(faults.EFFECTS) <= set(schemas["FaultRule"]["properties"])
+    # The file itself writes none of it by hand.
+    raw = yaml.safe_load((contracts_dir() / "emulator.yaml").read_text(encoding="utf-8"))
+    written = raw["components"]["schemas"]["FaultRuleSpec"]
+    assert "enum" not in written["properties"]["vendor"]
+    assert "enum" not in written["properties"]["operation"]
+    assert not set(faults.EFFECTS) & set(written["properties"]) and "anyOf" not in written

@@ -232,3 +232,15 @@ def test_source_checkout_conftest(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-q").assert_outcomes(passed=1)
     pytester.runpytest("-q", *PLUGIN).assert_outcomes(passed=1)
 
+
+
+def test_handle_module_and_plugin_reexports() -> None:
+    """The handle classes live in ``emulator.testing.handle``; the plugin re-exports the same
+    objects (its API is unchanged) and keeps only options, hooks and fixtures."""
+    from emulator.testing import handle, plugin
+
+    assert plugin.EmulatorHandle is handle.EmulatorHandle
+    assert plugin.InProcessEmulator is handle.InProcessEmulator
+    assert handle.EmulatorHandle.__module__ == "emulator.testing.handle"
+    assert {"EmulatorHandle", "InProcessEmulator", "rmbg_emulator",
+            "webhook_sink"} <= set(plugin.__all__)

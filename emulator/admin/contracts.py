@@ -1,8 +1,10 @@
 """``/_emulator/contracts`` (the OpenAPI documents) and ``/_emulator/violations``.
 
 ``GET /_emulator/contracts`` lists the contracts; ``GET /_emulator/contracts/{name}.yaml``
-serves one as YAML. ``GET /_emulator/violations`` lists the client requests that broke their
-vendor's contract (strict or not, see :mod:`emulator.guard`); ``DELETE`` forgets them.
+serves one as YAML (the control plane's with its enums of vendors, operations and fault
+effects filled from this emulator's registries: :func:`emulator.contracts.fill_registry_enums`).
+``GET /_emulator/violations`` lists the client requests that broke their vendor's contract
+(strict or not, see :mod:`emulator.guard`); ``DELETE`` forgets them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def contract_get(request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            body = contracts.text(name)
+            body = contracts.text(name, emulator.faults.catalog)
         except contracts.ContractError as exc:
             raise NotFound(str(exc)) from exc
         return Response(body, media_type=YAML_MEDIA_TYPE)

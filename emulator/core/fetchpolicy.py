@@ -26,6 +26,8 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import httpx
+
 from emulator.errors import InputImageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -199,14 +201,15 @@ class FetchPolicy:
         kind = blocked_kind(ip)
         if kind is None:
             return None
-        return (f"the address {ip} is {kind} and input fetches there are refused "
+        return (f"the address {ip} is {kind}, where the emulator never connects "
                 "(serve --allow-fetch CIDR_OR_HOST allows it)")
 
-    async def pin(self, host: str, port: int, *, url: str) -> Pinned:
+    async def pin(self, host: str, port: int, *, url: str,
+                  what: str = "fetching the input image") -> Pinned:
         """Resolve ``host`` and pick an allowed address to connect to.
 
-        Every resolved address is checked; the first allowed one is used. ``url`` is for the
-        messages only.
+        Every resolved address is checked; the first allowed one is used. ``url`` and
+        ``what`` (the action, ``"delivering the webhook"``) are for the messages only.
 
         Raises:
             InputImageError: (code ``fetch_failed``) the name does not resolve, or every
@@ -217,8 +220,8 @@ class FetchPolicy:
             addresses = await self.resolver(name, port)
         except OSError as exc:
             raise InputImageError(
-                f"fetching the input image failed: {url}: the host {name!r} does not "
-                f"resolve ({exc})", code=FETCH_FAILED) from None
+                f"{what} failed: {url}: the host {name!r} does not resolve ({exc})",
+                code=FETCH_FAILED) from None
         first_refusal = None
         for ip in addresses:
             reason = self.refusal(name, ip, port)
@@ -227,10 +230,31 @@ class FetchPolicy:
             first_refusal = first_refusal or reason
         if first_refusal is None:
             raise InputImageError(
-                f"fetching the input image failed: {url}: the host {name!r} resolves to no "
-                "address", code=FETCH_FAILED)
-        raise InputImageError(f"fetching the input image was refused: {url}: {first_refusal}",
-                              code=FETCH_FAILED)
+                f"{what} failed: {url}: the host {name!r} resolves to no address",
+                code=FETCH_FAILED)
+        raise InputImageError(f"{what} was refused: {url}: {first_refusal}", code=FETCH_FAILED)
+
+    async def request(self, client: httpx.AsyncClient, method: str, url: httpx.URL, *,
+                      short: str, what: str = "fetching the input image",
+                      headers: dict[str, str] | None = None, content: bytes | None = None,
+                      timeout: float) -> httpx.Request:
+        """A request for ``url`` that connects to the address this policy checked (one
+        :meth:`pin`), with the original ``Host`` header and TLS server name (httpx's
+        ``sni_hostname`` extension), so nothing resolves the name a second time. Used for
+        every outgoing call of the emulator: input fetches and webhook deliveries. ``client``
+        must not use a proxy (``trust_env=False`` or an explicit transport).
+
+        Raises:
+            InputImageError: as :meth:`pin`.
+        """
+        host = (url.raw_host or b"").decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        pinned = await self.pin(host, port, url=short, what=what)
+        return client.build_request(
+            method, url.copy_with(host=str(pinned.ip)),
+            headers={**(headers or {}), "Host": url.netloc.decode("ascii")},
+            content=content, extensions={"sni_hostname": host}, timeout=timeout,
+        )
 
 
 def check_allow_entries(entries: Iterable[str]) -> None:

@@ -228,14 +228,8 @@ async def _fetch(url: str, client: httpx.AsyncClient, *, policy: FetchPolicy,
             raise InputImageError(
                 f"fetching the input image failed: {short}: a redirect to {_short(hop)!r}, "
                 "which is not an http(s) URL", code=FETCH_FAILED)
-        host = target.raw_host.decode("ascii")
-        port = target.port or (443 if target.scheme == "https" else 80)
-        pinned = await policy.pin(host, port, url=_short(hop))
-        request = client.build_request(
-            "GET", target.copy_with(host=str(pinned.ip)),
-            headers={"Host": target.netloc.decode("ascii")},
-            extensions={"sni_hostname": host}, timeout=timeout_s,
-        )
+        request = await policy.request(client, "GET", target, short=_short(hop),
+                                       timeout=timeout_s)
         try:
             response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException:

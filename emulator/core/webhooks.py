@@ -25,6 +25,8 @@ import httpx
 
 from emulator.core.background import end_tasks
 from emulator.core.clock import Clock
+from emulator.core.fetchpolicy import FetchPolicy
+from emulator.errors import InputImageError
 
 log = logging.getLogger("emulator.webhooks")
 
@@ -205,6 +207,10 @@ class WebhookOutbox:
         self._deliveries: OrderedDict[str, Delivery] = OrderedDict()
         self._ids = itertools.count(1)
         self._client: httpx.AsyncClient | None = None
+        #: The address policy every delivery goes through (``Emulator`` gives it the input
+        #: fetches' one: a callback URL is a URL the client gave, like an ``image_url``);
+        #: ``None`` delivers anywhere.
+        self.policy: FetchPolicy | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -214,7 +220,10 @@ class WebhookOutbox:
     async def start(self) -> None:
         """Create the HTTP client and the delivery loop."""
         if self._client is None:
-            self._client = httpx.AsyncClient(headers={"User-Agent": "rmbg-emulator webhooks"})
+            # No proxy from the environment: the address the policy checks is the address
+            # connected to.
+            self._client = httpx.AsyncClient(headers={"User-Agent": "rmbg-emulator webhooks"},
+                                             trust_env=False)
         if self._loop_task is None:
             self._wake = asyncio.Event()
             self._loop_task = asyncio.create_task(self._run())
@@ -332,6 +341,25 @@ class WebhookOutbox:
                     self._sending.add(task)
                     task.add_done_callback(self._sending.discard)
 
+    async def _post(self, message: WebhookMessage, headers: dict[str, str]) -> httpx.Response:
+        """POST ``message`` to its URL, through :attr:`policy` when there is one.
+
+        Raises:
+            InputImageError: the policy refused the URL's address (never retried).
+            httpx.HTTPError: the delivery failed.
+        """
+        assert self._client is not None
+        timeout = message.policy.timeout_s
+        if self.policy is None:
+            return await self._client.post(message.url, content=message.body, headers=headers,
+                                           timeout=timeout)
+        url = httpx.URL(message.url)
+        short = message.url if len(message.url) <= 200 else message.url[:197] + "..."
+        request = await self.policy.request(self._client, "POST", url, short=short,
+                                            what="delivering the webhook", headers=headers,
+                                            content=message.body, timeout=timeout)
+        return await self._client.send(request)
+
     async def _attempt(self, delivery: Delivery) -> None:
         assert self._client is not None
         message = delivery.message
@@ -347,11 +375,12 @@ class WebhookOutbox:
         status: int | None = None
         error: str | None = None
         started = time.perf_counter()
+        refused = False
         try:
-            response = await self._client.post(message.url, content=message.body,
-                                               headers=headers,
-                                               timeout=message.policy.timeout_s)
+            response = await self._post(message, headers)
             status = response.status_code
+        except InputImageError as exc:  # the address policy refused the callback URL
+            error, refused = exc.message, True
         except httpx.TimeoutException:
             error = f"timed out after {message.policy.timeout_s:g} s"
         except httpx.HTTPError as exc:
@@ -368,7 +397,8 @@ class WebhookOutbox:
             self._wake.set()
         if status is not None and 200 <= status < 300:
             delivery.state = "delivered"
-        elif number < message.policy.attempts and message.policy.should_retry(status):
+        elif (not refused and number < message.policy.attempts
+              and message.policy.should_retry(status)):
             delivery.next_at = self.clock.now() + message.policy.delays_s[number - 1]
         else:
             delivery.state = "failed"

@@ -309,7 +309,7 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
                           + operations_config(contract), encoding="utf-8")
         cmd = command(flat, config, base_url, options, excluded)
         env = dict(os.environ)
-        package_root = str(Path(contracts.__file__).resolve().parent.parent)
+        package_root = str(contracts.loading.PACKAGE_DIR.parent)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         env["SCHEMATHESIS_HOOKS"] = "emulator.testing.schemathesis_hooks"

@@ -131,6 +131,7 @@ class ApiframeAdapter(VendorAdapter):
             job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
             task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
             watch=bool(webhook),
+            plan=self.plan_of(request),
         )
         return self.json({"jobId": job.id, "status": STATUS_WORDS[job.status]}, status=202)
 

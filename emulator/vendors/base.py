@@ -32,7 +32,7 @@ from emulator.jsonbody import parse_json_async
 
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
-    from emulator.core.faults import FaultRules
+    from emulator.core.faults import FaultRules, Plan
     from emulator.core.jobs import Job, JobEngine, JobStatus
     from emulator.core.urls import OwnUrls
     from emulator.core.webhooks import Secrets
@@ -166,6 +166,16 @@ class VendorAdapter:
         """
         return None
 
+    async def final_webhook(self, job: Job) -> WebhookMessage | None:
+        """The callback for ``job`` at its final status, as the job engine's final listener
+        (``Emulator._on_final`` in emulator/app.py, on the event loop) asks for it.
+
+        The default is :meth:`webhook`, built on the loop (callback bodies are small); an
+        adapter whose body can hold whole images (fal's ``sync_mode`` data URIs) overrides
+        this to build it in a worker thread.
+        """
+        return self.webhook(job)
+
     def storage_missing(self, name: str) -> Response:
         """How the vendor's result storage answers for a result file that is gone (expired,
         or evicted from the emulator's bounded file store).
@@ -213,6 +223,14 @@ class VendorAdapter:
         if job is None:
             raise NotFound(self.job_not_found.format(id=job_id))
         return job
+
+    @staticmethod
+    def plan_of(request: Request) -> Plan | None:
+        """The request's fault plan (``RequestContext.plan``, set by the fault middleware;
+        ``None`` when no rule could apply), for ``JobEngine.submit(plan=...)``: its job and
+        image effects act on the job the request creates."""
+        ctx: RequestContext | None = request.scope.get(CTX_KEY)
+        return ctx.plan if ctx is not None else None
 
     def operations(self) -> frozenset[str]:
         """The operation names of this adapter's routes, on every host.

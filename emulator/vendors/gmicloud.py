@@ -333,6 +333,7 @@ class GmiCloudAdapter(VendorAdapter):
             job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
             task=Task("remove", (source,)), origin=self.origin(request),
             metadata={"payload": self._echo(payload)},
+            plan=self.plan_of(request),
         )
         return self.json({
             "request_id": job.id,

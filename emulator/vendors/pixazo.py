@@ -105,6 +105,7 @@ class PixazoAdapter(VendorAdapter):
             job_id=request_id, vendor=self.slug, operation="submit", api_key=key,
             task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
             watch=webhook is not None,
+            plan=self.plan_of(request),
         )
         return self.json({
             "request_id": job.id,

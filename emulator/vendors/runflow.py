@@ -144,6 +144,7 @@ class RunflowAdapter(VendorAdapter):
             metadata={"input": echo, "sync_mode": sync_mode, "callback_url": callback,
                       "metadata": user_metadata},
             watch=callback is not None,
+            plan=self.plan_of(request),
         )
         if sync_mode:
             await engine.finish(job)

@@ -237,3 +237,38 @@ def test_unknown_contract_names_are_refused() -> None:
     for name in ("nope", "../pyproject", "PIXAZO"):
         with pytest.raises(contracts.ContractError):
             contracts.path_of(name)
+
+
+def test_contracts_validate_command_passes_the_shipped_contracts(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``rmbg-emulator contracts validate`` (the pre-commit hook): every contract, exit 0."""
+    from emulator.cli import main
+
+    assert main(["contracts", "validate"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == NAMES
+    assert all(": ok (" in line for line in lines)
+
+
+def test_contracts_validate_command_fails_on_an_invalid_contract(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A document that loads but is not OpenAPI 3.1 (``info`` without ``title``), a file that
+    is not an OpenAPI document, and an unknown name: exit 1, one message each."""
+    from emulator.cli import main
+
+    pixazo = contracts.text("pixazo")
+    (tmp_path / "good.yaml").write_text(pixazo, encoding="utf-8")
+    untitled = re.sub(r"(?m)^  title: .*\n", "", pixazo, count=1)
+    assert untitled != pixazo
+    (tmp_path / "untitled.yaml").write_text(untitled, encoding="utf-8")
+    (tmp_path / "notapi.yaml").write_text("just: yaml\n", encoding="utf-8")
+    monkeypatch.setenv(contracts.ENV_DIR, str(tmp_path))
+    assert main(["contracts", "validate"]) == 1
+    captured = capsys.readouterr()
+    assert "good: ok" in captured.out
+    assert re.search(r"^untitled: invalid OpenAPI 3\.1 at /info: .title. is a required "
+                     r"property$", captured.err, re.MULTILINE), captured.err
+    assert "notapi: invalid:" in captured.err and "not an OpenAPI document" in captured.err
+    assert main(["contracts", "validate", "good", "nope"]) == 1
+    assert "nope: invalid: no contract 'nope'" in capsys.readouterr().err

@@ -178,3 +178,35 @@ def test_fast_and_slow_validators_agree(index: int, value: Any) -> None:
     assert validator.fast is not None, "jsonschema-rs is installed in the test environment"
     assert bool(validator.fast.is_valid(value)) == bool(validator.slow.is_valid(value))
     assert validator.is_valid(value) == bool(validator.slow.is_valid(value))
+
+
+#: The package's modules by concept, and the names each defines.
+CONCEPTS: dict[str, list[str]] = {
+    "errors": ["ContractError"],
+    "loading": ["ENV_DIR", "SOURCE_DIR", "PACKAGED_DIR", "contracts_dir", "names", "path_of",
+                "text", "load", "load_all", "for_vendor"],
+    "references": ["dereference"],
+    "formats": ["IMAGE_URL", "WEBHOOK_URL", "FORMATS", "format_checker", "is_http_url",
+                "is_image_url", "SchemaValidator", "compile_schema"],
+    "operations": ["HTTP_METHODS", "Operation", "Parameter", "Problem", "SecurityScheme"],
+    "responses": ["GENERIC_HEADERS", "ResponseSpec"],
+    "document": ["Contract", "ContractSet", "TRANSPORT_RESPONSES", "with_transport_responses"],
+    "registry": ["CONTROL_PLANE", "fill_registry_enums", "registry_catalog"],
+}
+
+
+def test_the_package_is_split_by_concept_and_reexports_every_name() -> None:
+    """``emulator.contracts`` is a package of modules by concept; every name importers used
+    from the single module is still there, the very object its concept module defines."""
+    import importlib
+
+    assert contracts.__file__ is not None and contracts.__file__.endswith("__init__.py")
+    for module, defined in CONCEPTS.items():
+        concept = importlib.import_module(f"emulator.contracts.{module}")
+        for name in defined:
+            assert getattr(contracts, name) is getattr(concept, name), (module, name)
+    assert set(contracts.__all__) == {n for names in CONCEPTS.values() for n in names}
+    # the emulator package's directory, from which the YAML files are found
+    from emulator.contracts.loading import PACKAGE_DIR
+    assert (PACKAGE_DIR / "contracts" / "__init__.py").is_file()
+    assert PACKAGE_DIR.parent / "contracts" == contracts.SOURCE_DIR

@@ -39,3 +39,19 @@ def test_build_py_ships_the_contracts_and_the_package_finds_them(tmp_path: Path)
 
 def test_manifest_puts_the_contracts_in_the_sdist() -> None:
     assert "include contracts/*.yaml" in (REPO / "MANIFEST.in").read_text().splitlines()
+
+
+def test_license_is_apache_2_and_ships(tmp_path: Path) -> None:
+    """``LICENSE`` holds the Apache License 2.0 text and the built metadata names it as an SPDX
+    expression (PEP 639), with the file attached."""
+    pytest.importorskip("setuptools")
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    env = {k: v for k, v in os.environ.items() if k != contracts.ENV_DIR}
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    metadata = next(tmp_path.glob("*.egg-info")) / "PKG-INFO"
+    lines = metadata.read_text(encoding="utf-8").splitlines()
+    assert "License-Expression: Apache-2.0" in lines
+    assert "License-File: LICENSE" in lines

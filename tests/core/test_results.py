@@ -8,9 +8,9 @@ import base64
 import numpy as np
 
 from emulator.core.clock import Clock
-from emulator.core.faults import corrupt_outputs
+from emulator.core.faults import FaultRules
 from emulator.core.inputs import ImageSource
-from emulator.core.jobs import Job, JobEngine, JobStatus, Task
+from emulator.core.jobs import Job, JobEngine, JobPlan, JobStatus, Task
 from emulator.core.results import ResultCache, result_key
 from emulator.core.tasks import Rendered
 from emulator.matte.engine import MatteEngine
@@ -78,9 +78,10 @@ def test_key_depends_on_everything_the_outputs_depend_on() -> None:
                              max_pixels=100)
 
 
-async def _run(engine: JobEngine, source: ImageSource, **fields: object) -> Job:
+async def _run(engine: JobEngine, source: ImageSource, plan: JobPlan | None = None,
+               **fields: object) -> Job:
     job = engine.submit(job_id=f"j{len(engine.store)}", vendor="v", operation="submit",
-                        api_key="k", task=Task("remove", (source,)))
+                        api_key="k", task=Task("remove", (source,)), plan=plan)
     for name, value in fields.items():
         setattr(job, name, value)
     await asyncio.wait_for(job.done.wait(), 30)
@@ -155,17 +156,12 @@ def test_a_job_with_an_image_fault_is_corrupted_even_from_the_cache() -> None:
     async def scenario() -> tuple[bytes, bytes]:
         matte = CountingEngine()
         engine = _engine(matte)
-        engine.output_hooks.append(corrupt_outputs)
-
-        def empty_alpha(job: Job) -> None:
-            if job.id == "j1":
-                job.faults = {"rule": "f1", "image": "empty-alpha"}
-
-        engine.submit_hooks.append(empty_alpha)
+        rules = FaultRules({"v": ["submit"]})
+        rules.add({"image": "empty-alpha"})
         await engine.start()
         try:
             clean = await _run(engine, _source())
-            broken = await _run(engine, _source())
+            broken = await _run(engine, _source(), rules.plan("v", "submit", "k"))
         finally:
             await engine.stop()
         assert matte.calls == 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from emulator.core.files import StoredFile
 from emulator.testing.server import EmulatorServer
 from emulator.testing.sink import Received, WebhookSink
 from tests.conftest import OriginServer, emulator_settings
@@ -117,6 +120,36 @@ def test_fal_webhook_is_signed_and_verifies_against_the_jwks(
                         got.answered)
     with pytest.raises(InvalidSignature):
         verify_fal(client, tampered)
+
+
+def test_fal_sync_mode_webhook_builds_its_data_uri_off_the_event_loop(
+        client: httpx.Client, origin: OriginServer, sink: WebhookSink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued ``sync_mode`` request's webhook payload holds the output as a data URI: its
+    base64 (milliseconds per megapixel) is encoded in a worker thread, never on the loop."""
+    calls: list[tuple[str, bool]] = []
+    encode = StoredFile.data_uri
+
+    def recording(self: StoredFile) -> str:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        calls.append((threading.current_thread().name, on_loop))
+        return encode(self)
+
+    monkeypatch.setattr(StoredFile, "data_uri", recording)
+    submitted = client.post(FAL.submit_path, params={"fal_webhook": f"{sink.url}/sync"},
+                            json={"image_url": f"{origin.url}/small.png", "sync_mode": True},
+                            headers=FAL.headers())
+    assert submitted.status_code == 200, submitted.text
+    got = sink.wait_for(1)[0]
+    verify_fal(client, got)
+    image = got.json()["payload"]["image"]
+    assert image["url"].startswith("data:image/png;base64,")
+    assert base64.b64decode(image["url"].split(",", 1)[1])[:4] == b"\x89PNG"
+    assert calls and not any(on_loop for _, on_loop in calls), calls
 
 
 def test_runflow_callback_is_signed_with_the_callback_secret(

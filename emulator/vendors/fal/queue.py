@@ -128,7 +128,8 @@ class FalQueue(FalStorage):
         engine = self.port.jobs
         job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="run",
                             api_key=key, task=task, origin=self.origin(request),
-                            metadata=metadata, price_usd=price)
+                            metadata=metadata, price_usd=price,
+                            plan=self.plan_of(request))
         await engine.finish(job)
         return await self._result_response(request, job)
 
@@ -144,7 +145,8 @@ class FalQueue(FalStorage):
         engine = self.port.jobs
         job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit",
                             api_key=key, task=task, origin=self.origin(request),
-                            metadata=metadata, price_usd=price, watch=webhook is not None)
+                            metadata=metadata, price_usd=price, watch=webhook is not None,
+                            plan=self.plan_of(request))
         return self.json({
             "status": STATUS_WORDS[job.status],
             "request_id": job.id,

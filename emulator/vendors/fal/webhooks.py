@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -65,6 +66,14 @@ class FalWebhooks(FalQueue):
             policy=RetryPolicy(delays_s=tuple(7.0 * 2**i for i in range(10)), timeout_s=15.0,
                                retry_on_4xx=True, source=self.source),
         )
+
+    async def final_webhook(self, job: Job) -> WebhookMessage | None:
+        """:meth:`webhook`, built in a worker thread when its payload holds ``sync_mode`` data
+        URIs (base64 of every output and its JSON: milliseconds per megapixel)."""
+        if (job.metadata.get("fal_webhook") and job.metadata.get("sync_mode")
+                and job.status is JobStatus.SUCCEEDED):
+            return await run_in_threadpool(self.webhook, job)
+        return self.webhook(job)
 
     def _result_now(self, job: Job) -> dict[str, Any]:
         """The result body without a request (URLs under the job's submit origin)."""

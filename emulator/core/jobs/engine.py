@@ -1,0 +1,430 @@
+"""The job engine: the facade adapters and the control plane use.
+
+Two things move separately, as in moto's managed state
+(``moto/moto_api/_internal/managed_state_model.py``):
+
+* the **work** (fetch, decode, matte, encode) starts at submit and runs in the worker pool
+  (:class:`~emulator.core.jobs.runner.Runner`);
+* the **visible status** follows the progression policy
+  (:class:`~emulator.core.jobs.progression.Progression`): ``polls:N`` (``immediate`` is
+  ``polls:0``) advances one step per status read, ``time`` follows a latency profile on the
+  :class:`~emulator.core.clock.Clock`.
+
+A job never shows its final status before its work has ended: under ``polls`` the read that
+is due to show it waits for the work (off the event loop); under ``time`` the job shows
+processing until the work ends. The engine joins the two: submit, lookups, status reads, the
+ticker that reveals watched jobs, billing at the end of the work, and the control plane's
+actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from emulator.core.background import end_tasks
+from emulator.core.billing import Billing
+from emulator.core.clock import Clock
+from emulator.core.fetchpolicy import FetchPolicy
+from emulator.core.files import FileStore
+from emulator.core.inputs import LocalResolver
+from emulator.core.jobs.model import (
+    FINAL_STAGE,
+    PROCESSING_STAGE,
+    FinalListener,
+    Job,
+    JobPlan,
+    JobStatus,
+    Task,
+)
+from emulator.core.jobs.progression import Progression
+from emulator.core.jobs.runner import Runner
+from emulator.core.results import ResultCache
+from emulator.core.store import InMemoryJobStore, JobStore
+from emulator.core.tasks import TASKS
+from emulator.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
+from emulator.matte.engine import MatteEngine
+from emulator.settings import Settings
+
+log = logging.getLogger("emulator.jobs")
+
+
+class JobEngine:
+    """Creates jobs, runs their image work in a worker pool, and reveals their status.
+
+    Use :meth:`start` and :meth:`stop` from the event loop that serves requests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        matte: Callable[[], MatteEngine],
+        store: JobStore | None = None,
+        files: FileStore | None = None,
+        billing: Billing | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        # Past max_jobs the oldest jobs whose work has ended go, shown final or not (a job
+        # never polled would otherwise stay "queued" and be kept for ever).
+        self.files = files if files is not None else FileStore(settings.max_file_bytes)
+        self.store: JobStore = store if store is not None else InMemoryJobStore(
+            settings.max_jobs, lambda j: j.work_done, on_evict=self._drop_files
+        )
+        self.billing = billing if billing is not None else Billing(
+            settings.default_balance_usd, ledger_size=settings.ledger_size)
+        #: The work of jobs (pool, inputs, result cache).
+        self.runner = Runner(settings, clock=clock, matte=matte, files=self.files,
+                             finish=self._finish_work)
+        #: The visible status of jobs.
+        self.progression = Progression(settings, clock)
+        self.final_listeners: list[FinalListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: dict[str, Job] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._generation = 0
+
+    # -- the parts, as attributes ----------------------------------------------------------
+    @property
+    def results(self) -> ResultCache:
+        """Outputs by input (:attr:`Runner.results`); kept across :meth:`reset`."""
+        return self.runner.results
+
+    @property
+    def local_resolver(self) -> LocalResolver | None:
+        """Bytes of the emulator's own URLs without HTTP (:attr:`Runner.local_resolver`)."""
+        return self.runner.local_resolver
+
+    @local_resolver.setter
+    def local_resolver(self, resolver: LocalResolver | None) -> None:
+        self.runner.local_resolver = resolver
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        """Which addresses input fetches may reach (:attr:`Runner.fetch_policy`)."""
+        return self.runner.fetch_policy
+
+    @property
+    def mode(self) -> str:
+        """The progression mode: ``"polls"`` or ``"time"``."""
+        return self.progression.mode
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the worker pool, the HTTP client for inputs and the final-status ticker."""
+        await self.runner.start()
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        """Stop the ticker, end running work, close the client and the pool.
+
+        Work still running after ``grace_s`` seconds (an input fetch from a host that never
+        answers, a wait for the pool) is cancelled (:func:`emulator.core.background.end_tasks`):
+        its job ends as ``error`` with code ``system_error``. Image work already running in a
+        worker thread cannot be interrupted; its result is dropped.
+        """
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._tasks:
+            await end_tasks(list(self._tasks), grace_s=grace_s, what="job tasks")
+        await self.runner.close()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The worker pool for blocking image work (:attr:`Runner.pool`).
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        return self.runner.pool
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker pool and await its result."""
+        return await self.runner.run_blocking(fn, *args)
+
+    @property
+    def busy(self) -> int:
+        """Background tasks not yet ended (image work of unfinished jobs, listeners)."""
+        return len(self._tasks)
+
+    def reset(self) -> None:
+        """Forget jobs, files, balances and watches; running work finishes unseen."""
+        self._generation += 1
+        self.store.clear()
+        self.files.clear()
+        self.billing.reset()
+        self._watched.clear()
+
+    # -- submit ------------------------------------------------------------------------------
+    def submit(
+        self,
+        *,
+        job_id: str,
+        vendor: str,
+        operation: str,
+        api_key: str,
+        task: Task,
+        origin: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        watch: bool = False,
+        price_usd: float | None = None,
+        plan: JobPlan | None = None,
+    ) -> Job:
+        """Create a job and start its work.
+
+        Args:
+            job_id: the vendor-shaped id (the adapter makes it).
+            watch: reveal the final status without polls (for webhooks); listeners in
+                :attr:`final_listeners` are called when it shows.
+            price_usd: defaults to ``settings.price_usd`` ($0.018).
+            plan: the request's fault plan (``RequestContext.plan``), which acts on the new
+                job (:meth:`JobPlan.act_on_job`) before its work starts.
+
+        Raises:
+            InvalidInput: unknown task kind.
+            RateLimited: the key's rate limit or concurrency cap is reached.
+            PaymentRequired: the key's available balance cannot cover the price.
+        """
+        if task.kind not in TASKS:
+            raise InvalidInput(f"unknown task {task.kind!r}")
+        now = self.clock.now()
+        price = self.settings.price_usd if price_usd is None else price_usd
+        self.billing.throttle(api_key, now)
+        self.billing.open_job(api_key, price, now, job_id, vendor)
+        job = Job(
+            id=job_id, vendor=vendor, operation=operation, api_key=api_key, task=task,
+            created_at=now, updated_at=now, price_usd=price, origin=origin,
+            metadata=dict(metadata or {}), generation=self._generation,
+        )
+        self.store.put(job)
+        if watch:
+            self._watched[job.id] = job
+        if plan is not None:
+            plan.act_on_job(job)
+        done, payloads = self.runner.work_now(job)
+        if not done:
+            self._spawn(self.runner.work(job, payloads))
+        return job
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def find(self, job_id: str, *, vendor: str | None = None,
+             api_key: str | None = None) -> Job | None:
+        """The job, or ``None`` when there is none, it is another vendor's, or it was made
+        with another key.
+
+        Vendors scope every request to the account that makes it: a job of another account
+        is, to a status read, a result read or a cancel, exactly an unknown id. An account is
+        the API key as the adapter's ``api_key`` returns it (stripped; a ``fault.<rule>`` key
+        is an account of its own, as it is for billing). Adapters pass the caller's key (see
+        :meth:`emulator.vendors.base.VendorAdapter.caller_job`); the control plane passes
+        none and sees every job. Costs one dict lookup and two comparisons.
+
+        Args:
+            job_id: the vendor-shaped id.
+            vendor: only a job of this vendor (``None``: any).
+            api_key: only a job submitted with this key (``None``: any key).
+        """
+        job = self.store.get(job_id)
+        if job is None or (vendor is not None and job.vendor != vendor) or (
+                api_key is not None and job.api_key != api_key):
+            return None
+        return job
+
+    def get(self, job_id: str, *, vendor: str | None = None,
+            api_key: str | None = None) -> Job:
+        """:meth:`find`, raising when it finds nothing.
+
+        Raises:
+            NotFound: no such job (or another vendor's, or another key's).
+        """
+        job = self.find(job_id, vendor=vendor, api_key=api_key)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job
+
+    def _drop_files(self, job: Job) -> None:
+        """An evicted job's result files go with it (else they would outlive it until the
+        file store's byte bound: about 450 bytes each, for ever)."""
+        for f in job.outputs:
+            self.files.discard(f.id)
+
+    def _finish_work(self, job: Job, outcome: JobStatus) -> None:
+        """End ``job``'s work with ``outcome`` (once): bill it (charged on success), and wake
+        whoever waits for it."""
+        if job.outcome is not None:
+            return
+        job.outcome = outcome
+        job.work_ended_at = self.clock.now()
+        if job.generation == self._generation:
+            charge = outcome is JobStatus.SUCCEEDED
+            self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,
+                                   job.vendor, charge=charge)
+            job.charged_usd = job.price_usd if charge else 0.0
+        if job._done is not None:
+            job._done.set()
+
+    # -- what clients see -------------------------------------------------------------------
+    async def observe(self, job: Job, *, count: bool = True) -> JobStatus:
+        """The status a client sees now; ``count`` marks a vendor status read (polls mode).
+
+        May wait (without blocking the loop) for the job's work under ``polls``, at most
+        ``Settings.max_wait_s`` seconds: past that the job shows processing (the read that
+        is due to show the final status again is the next one).
+        """
+        if job.status.terminal:
+            return job.status
+        if count:
+            job.status_reads += 1
+        progression = self.progression
+        stage = progression.due_stage(job, ticker=not count)
+        if stage == FINAL_STAGE and not job.work_done:
+            if progression.waits_for_work(job):
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(job.done.wait(), self.settings.max_wait_s)
+            if not job.work_done:
+                stage = PROCESSING_STAGE
+        self._show(job, stage)
+        return job.status
+
+    async def finish(self, job: Job) -> JobStatus:
+        """Wait (without blocking the loop) until ``job`` shows its final status; return it.
+
+        For synchronous endpoints (fal.run, Runflow ``sync_mode``): the final status is made
+        due now (:meth:`complete`) and shows as soon as the image work has ended, whatever
+        the progression. Not a status read.
+
+        Raises:
+            GatewayTimeout: (504) the image work did not end within ``Settings.max_wait_s``
+                seconds; the job goes on and shows its final status once it ends.
+        """
+        if not job.status.terminal:
+            self.complete(job)
+            await self.observe(job, count=False)
+        if not job.status.terminal:
+            raise GatewayTimeout(
+                f"Request timed out: the job's image work did not end within "
+                f"{self.settings.max_wait_s:g} s (serve --max-wait)")
+        return job.status
+
+    async def refresh(self, job: Job) -> JobStatus:
+        """The status ``job`` shows now, without counting a status read (for listings).
+
+        Under ``time`` the status follows the clock; under ``polls`` it is the status the
+        last read showed, since only status reads move it.
+        """
+        if self.progression.mode == "time" and not job.status.terminal:
+            return await self.observe(job, count=False)
+        return job.status
+
+    def _show(self, job: Job, stage: int) -> None:
+        if self.progression.show(job, stage):
+            self._watched.pop(job.id, None)
+            for listener in self.final_listeners:
+                self._spawn(listener(job))
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            for job in list(self._watched.values()):
+                try:
+                    # A job whose final status is due waits for its work in observe(); the
+                    # ticker never does (one slow job would hold every other watched job).
+                    if not job.work_done and self.progression.waits_for_work(job):
+                        continue
+                    await self.observe(job, count=False)
+                except Exception:  # never let the ticker die
+                    log.exception("ticker: job %s", job.id)
+
+    # -- control -----------------------------------------------------------------------------
+    def watch(self, job: Job) -> None:
+        """Reveal ``job``'s final status as soon as it is due, without polls."""
+        if not job.status.terminal:
+            self._watched[job.id] = job
+
+    def advance(self, job: Job) -> None:
+        """Move the visible status one step (queued -> processing -> final)."""
+        self.progression.advance(job)
+        self.watch(job)
+
+    def complete(self, job: Job) -> None:
+        """Make the final status due now (it shows once the work has ended)."""
+        self.progression.complete(job)
+        self.watch(job)
+
+    def fail(self, job: Job, message: str, *, status: JobStatus = JobStatus.FAILED) -> None:
+        """End the job now in ``status`` (failed or error) with ``message``, not charged.
+
+        Raises:
+            Conflict: the job already shows a final status.
+        """
+        if job.status.terminal:
+            raise Conflict(f"job {job.id} is already {job.status.value}")
+        self._void(job, f"ended as {status.value} by the control plane")
+        job.outputs = []
+        job.error, job.error_code = message, "forced_failure"
+        if job.outcome is None:
+            self._finish_work(job, status)
+        else:
+            job.outcome = status
+        self.progression.complete(job)
+        self._show(job, FINAL_STAGE)
+
+    def _void(self, job: Job, note: str) -> None:
+        """Refund a job already charged whose success is being overridden."""
+        if job.charged_usd and job.generation == self._generation:
+            self.billing.refund(job.api_key, job.charged_usd, self.clock.now(), job.id,
+                                job.vendor, note)
+        job.charged_usd = 0.0
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a job that still shows queued.
+
+        Raises:
+            Conflict: it already runs or has ended.
+        """
+        if not self.progression.still_queued(job):
+            raise Conflict(f"job {job.id} is {job.status.value}; only a queued job can be "
+                           "cancelled")
+        self._void(job, "cancelled")
+        job.outputs = []
+        if job.outcome is None:
+            self._finish_work(job, JobStatus.CANCELLED)
+        else:
+            job.outcome = JobStatus.CANCELLED
+        job.error = None
+        job.floor_stage = FINAL_STAGE
+        self._show(job, FINAL_STAGE)
+
+    def jobs(self, **filters: str | None) -> list[Job]:
+        """Jobs whose attributes equal every non-``None`` filter (vendor, api_key, status)."""
+        out = []
+        for job in self.store.jobs():
+            ok = True
+            for key, want in filters.items():
+                if want is None:
+                    continue
+                have = getattr(job, key)
+                have = have.value if isinstance(have, JobStatus) else have
+                if str(have) != want:
+                    ok = False
+                    break
+            if ok:
+                out.append(job)
+        return out
+
+
+__all__ = ["JobEngine"]

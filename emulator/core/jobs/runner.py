@@ -1,0 +1,275 @@
+"""The runner: a job's work (inputs, the task in the worker pool, the result cache, its files).
+
+A job's work starts at submit (:meth:`Runner.work_now` or :meth:`Runner.work`) and runs apart
+from the status it shows (:mod:`emulator.core.jobs.progression`): load the inputs (inline
+base64, or a URL fetched under the fetch policy, or one of the emulator's own files with no
+HTTP), render the task in a thread pool whose threads run at a lower priority than the event
+loop, keep the outputs as files, then hand the outcome to ``finish`` (the engine: billing and
+the job's ``done`` event). The outputs of an input already seen come from the result cache
+(:mod:`emulator.core.results`), on the event loop when nothing needs the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from emulator.core.clock import Clock
+from emulator.core.fetchpolicy import FetchPolicy
+from emulator.core.files import FileStore
+from emulator.core.inputs import (
+    ImageSource,
+    LocalFetch,
+    LocalResolver,
+    decode_inline,
+    fetch_url,
+)
+from emulator.core.jobs.model import Job, JobStatus
+from emulator.core.results import ResultCache, result_key
+from emulator.core.tasks import TASKS, Rendered, TaskContext
+from emulator.errors import EmulatorError
+from emulator.matte.engine import MatteEngine
+from emulator.settings import Settings
+
+log = logging.getLogger("emulator.jobs")
+
+#: Inline sources (base64 text) up to this many characters are decoded on the event loop
+#: when the job's outputs may come from the result cache (about 10 us; no pool hop).
+INLINE_NOW_CHARS = 16 * 1024
+#: Inline inputs up to this many characters stay on a finished job (100,000 jobs: 50 MB).
+KEEP_INLINE_CHARS = 512
+
+#: Ends a job's work with its outcome (the engine's; idempotent).
+Finish = Callable[[Job, JobStatus], None]
+
+
+class Runner:
+    """Runs jobs' work: the worker pool, the HTTP client for inputs, the result cache.
+
+    Use :meth:`start` and :meth:`close` from the event loop that serves requests.
+
+    Attributes:
+        results: outputs by input; kept across resets since no client can see it.
+        local_resolver: bytes of the emulator's own URLs, without HTTP (the app sets it).
+        fetch_policy: which addresses input fetches may reach (``Settings.allow_fetch``; the
+            emulator's own loopback address is allowed, its own port refused).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Clock, matte: Callable[[], MatteEngine],
+                 files: FileStore, finish: Finish) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._matte = matte
+        self.files = files
+        self.finish = finish
+        self.results = ResultCache(settings.result_cache_bytes)
+        self._engine_seen: MatteEngine | None = None
+        self.local_resolver: LocalResolver | None = None
+        self.fetch_policy = FetchPolicy(settings.allow_fetch, own_host=settings.host,
+                                        own_port=settings.port)
+        self._pool: ThreadPoolExecutor | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Create the worker pool and the HTTP client for inputs."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="matte",
+                                            initializer=lower_priority,
+                                            initargs=(self.settings.worker_nice,))
+        if self._client is None:
+            # An explicit transport: no proxy from the environment, so the address the
+            # fetch policy checked is the address connected to (inputs.fetch_url).
+            self._client = httpx.AsyncClient(
+                headers={"User-Agent": "rmbg-emulator (input fetch)"},
+                transport=httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=32)),
+            )
+
+    async def close(self) -> None:
+        """Close the client and the pool (work still queued in the pool is cancelled)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The worker pool for blocking image work.
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        if self._pool is None:
+            raise RuntimeError("JobEngine.start() has not been called")
+        return self._pool
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker pool and await its result."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def load(self, source: ImageSource, origin: str | None) -> bytes:
+        """The bytes of one input: inline ones decoded in the pool, URLs fetched under
+        :attr:`fetch_policy` (the emulator's own through :attr:`local_resolver`), both at most
+        ``Settings.max_input_bytes``.
+
+        Raises:
+            InputImageError: (an :class:`~emulator.errors.EmulatorError`) bad inline data or
+                a fetch that failed or was refused.
+        """
+        max_bytes = self.settings.max_input_bytes
+        if source.kind != "url":
+            data: bytes = await self.run_blocking(decode_inline, source, max_bytes)
+            return data
+        resolver = self.local_resolver
+        local: LocalFetch | None = None
+        if resolver is not None:
+            def local(url: str) -> Awaitable[bytes | None]:
+                return resolver(url, origin)
+        assert self._client is not None
+        return await fetch_url(source.value, self._client, policy=self.fetch_policy,
+                               max_bytes=max_bytes, timeout_s=self.settings.fetch_timeout_s,
+                               deadline_s=self.settings.fetch_deadline_s, local=local)
+
+    def result_key(self, job: Job, payloads: list[bytes], engine: MatteEngine) -> str:
+        """The result cache's key of ``job``'s task on ``payloads`` with ``engine``."""
+        s = self.settings
+        return result_key(job.task.kind, job.task.params, payloads,
+                          engine=f"{engine.name}@{id(engine):x}",
+                          compress_level=s.png_compress_level, max_pixels=s.max_input_pixels)
+
+    def render(self, job: Job, payloads: list[bytes], ctx: TaskContext) -> list[Rendered]:
+        """The task (or its cached outputs), then the output faults of a job that carries
+        some (``Job.output_fault``), in one worker-pool call."""
+        self._engine_seen = ctx.engine
+        key = self.result_key(job, payloads, ctx.engine) if self.results.max_bytes else None
+        rendered = self.results.get(key) if key is not None else None
+        if rendered is None:
+            rendered = TASKS[job.task.kind](payloads, job.task.params, ctx)
+            if key is not None:
+                self.results.put(key, rendered)
+        if job.output_fault is not None:
+            rendered = job.output_fault(rendered)
+        return rendered
+
+    def keep(self, job: Job, rendered: list[Rendered]) -> None:
+        """Store ``rendered`` as ``job``'s output files (with the job's result TTL)."""
+        now = self.clock.now()
+        ttl = self.settings.result_ttl_s if job.output_ttl_s is None else job.output_ttl_s
+        job.outputs = [
+            self.files.put(r.data, content_type=r.content_type, width=r.width,
+                           height=r.height, now=now, ttl_s=ttl, suffix=r.suffix)
+            for r in rendered
+        ]
+
+    def work_now(self, job: Job) -> tuple[bool, list[bytes] | None]:
+        """End ``job``'s work at once, on the event loop, when its outputs are in the result
+        cache and nothing about it needs the pool: small inline inputs only, no faults, an
+        engine already in use.
+
+        Returns:
+            Whether it did (else the work runs as a task), and the inputs it decoded on the
+            way, if any, so that the task does not decode them again.
+        """
+        engine = self._engine_seen
+        sources = job.task.sources
+        if (engine is None or job.planned is not None or job.faults
+                or any(s.kind == "url" or len(s.value) > INLINE_NOW_CHARS for s in sources)
+                or self._matte() is not engine):
+            return False, None
+        try:
+            payloads = [decode_inline(s, self.settings.max_input_bytes) for s in sources]
+        except EmulatorError:
+            return False, None  # the task reports it, in the usual way
+        rendered = self.results.get(self.result_key(job, payloads, engine))
+        if rendered is None:
+            return False, payloads
+        job.work_started_at = self.clock.now()
+        forget_inline(job)
+        self.keep(job, rendered)
+        self.finish(job, JobStatus.SUCCEEDED)
+        return True, None
+
+    async def work(self, job: Job, payloads: list[bytes] | None = None) -> None:
+        """The job's work as a task: load its inputs (unless ``payloads`` has them already),
+        render them in the pool, store the outputs, then end the work."""
+        job.work_started_at = self.clock.now()
+        outcome = JobStatus.SUCCEEDED
+        if job.planned is not None:
+            outcome, job.error, job.error_code = job.planned
+            self.finish(job, outcome)
+            return
+        try:
+            if payloads is None:
+                payloads = [await self.load(src, job.origin) for src in job.task.sources]
+            forget_inline(job)
+            ctx = TaskContext(
+                engine=self._matte(),
+                max_pixels=self.settings.max_input_pixels,
+                compress_level=self.settings.png_compress_level,
+            )
+            rendered: list[Rendered] = await self.run_blocking(self.render, job, payloads, ctx)
+            self.keep(job, rendered)
+        except EmulatorError as exc:
+            outcome = JobStatus.FAILED
+            job.error, job.error_code = exc.message, exc.code
+        except asyncio.CancelledError:
+            # Only stop() cancels the work: the job ends, visibly, instead of vanishing.
+            job.error = "the emulator shut down before the job's work ended"
+            job.error_code = "system_error"
+            self.finish(job, JobStatus.ERROR)
+            raise
+        except Exception as exc:
+            log.exception("job %s: internal error in the image pipeline", job.id)
+            outcome = JobStatus.ERROR
+            job.error = f"internal error in the emulator's image pipeline: {type(exc).__name__}"
+            job.error_code = "system_error"
+        self.finish(job, outcome)
+
+
+def forget_inline(job: Job) -> None:
+    """Drop a loaded job's inline inputs (base64 text, up to ~33 MB each), keeping a short
+    description: a finished job stays in the store long after its work. Inputs of up to
+    :data:`KEEP_INLINE_CHARS` characters are kept as they are (no new object per job)."""
+    sources = job.task.sources
+    if any(s.kind != "url" and len(s.value) > KEEP_INLINE_CHARS for s in sources):
+        job.task.sources = tuple(
+            s if s.kind == "url" or len(s.value) <= KEEP_INLINE_CHARS
+            else ImageSource(s.kind, s.describe()) for s in sources)
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux; elsewhere nothing).
+
+    The worker threads run at a lower priority than the event loop's thread: on a machine
+    with fewer cores than busy threads (the 2-core CI machine, a load generator, two matte
+    workers and their onnxruntime threads), the scheduler then gives the loop the CPU it
+    needs to answer polls while images are matted (docs/PERFORMANCE.md, "busy pool").
+    Threads a worker starts (onnxruntime's intra-op pool, built in the pool) inherit it.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        # On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice)
+
+
+def default_threads() -> int:
+    """CPU count, for onnxruntime's intra-op threads."""
+    return os.cpu_count() or 1
+
+
+__all__ = [
+    "INLINE_NOW_CHARS", "KEEP_INLINE_CHARS", "Finish", "Runner", "default_threads",
+    "forget_inline", "lower_priority",
+]

@@ -6,6 +6,7 @@ Every field has a default that works on a fresh machine with no network and no k
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class Settings:
                 or not self.admin_token.isascii()):
             raise ValueError("admin_token must be printable ASCII text, not blank")
 
-    @property
+    @functools.cached_property
     def json_body_limit(self) -> int:
         """The largest JSON request body accepted (bytes): the base64 text of a
         ``max_input_bytes`` file plus 1 MiB (36,001,112, about 34.3 MiB, for the default

@@ -46,6 +46,11 @@ class GrabCutEngine:
         bgd = np.zeros((1, 65), np.float64)
         fgd = np.zeros((1, 65), np.float64)
         prior = mask == cv2.GC_PR_FGD
+        # GrabCut seeds its GMMs by k-means on OpenCV's RNG, which is per thread and moves
+        # with every call: without a fixed seed the same photograph gave another matte
+        # depending on what the worker thread ran before (the result cache and the tests rely
+        # on every engine being deterministic).
+        cv2.setRNGSeed(0)
         cv2.grabCut(bgr, mask, None, bgd, fgd, ITERATIONS,  # type: ignore[call-overload]
                     cv2.GC_INIT_WITH_MASK)
         chosen = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)

@@ -107,7 +107,7 @@ class BriaAdapter(VendorAdapter):
     slug = "bria"
     title = "Bria"
     hosts = (HostSpec("engine.prod.bria-api.com", ""),)
-    source = "https://docs.bria.ai/"
+    source = "../shared/vendor-docs/NOTES.md"  # Bria's own platform API (v2); docs.bria.ai
     status_words = STATUS_WORDS
     job_not_found = "Request {id} not found"
 

@@ -249,6 +249,13 @@ class BriaDriver(Driver):
     def poll_url(self, client: httpx.Client, response: httpx.Response) -> str:
         return str(response.json()["status_url"])
 
+    def status(self, body: dict[str, Any]) -> str:
+        """The SDK's reading (``BriaResponse``): the 202 reply has no ``status``; with a
+        ``status_url`` it is ``IN_PROGRESS``."""
+        if "status" not in body and "status_url" in body:
+            return "IN_PROGRESS"
+        return str(body["status"])
+
     def urls(self, body: dict[str, Any]) -> list[str]:
         return [body["result"]["image_url"]]
 

@@ -135,7 +135,8 @@ class BriaAdapter(VendorAdapter):
 
         Raises:
             InvalidInput: (400) ``image`` missing or not a URL/base64/data URI, a flag not
-                a boolean, ``webhook_url`` not an http(s) URL.
+                a boolean, ``webhook_url`` not an http(s) URL (``null`` is refused for each
+                optional field: the SDK leaves ``None`` fields out).
         """
         key = self.api_key(request)
         body = await self.json_object(request)
@@ -144,15 +145,14 @@ class BriaAdapter(VendorAdapter):
         source = parse_source(body["image"], field="image", allow_base64=True)
         flags: dict[str, bool] = {}
         for name in _FLAGS:
-            value = body.get(name)
-            if value is not None and not isinstance(value, bool):
+            value = body.get(name, name == "preserve_alpha")
+            if not isinstance(value, bool):
                 raise InvalidInput(f"{name} must be a boolean", field=name)
-            flags[name] = bool(value) if value is not None else name == "preserve_alpha"
+            flags[name] = value
         sync = flags.pop("sync")
         metadata: dict[str, Any] = {**flags, "sync": sync}
-        webhook = body.get("webhook_url")
-        if webhook is not None:
-            hook = parse_source(webhook, field="webhook_url")
+        if "webhook_url" in body:
+            hook = parse_source(body["webhook_url"], field="webhook_url")
             if hook.kind != "url":
                 raise InvalidInput("webhook_url must be an http(s) URL", field="webhook_url")
             if not sync:

@@ -187,17 +187,22 @@ class BriaAdapter(VendorAdapter):
     def webhook(self, job: Job) -> WebhookMessage | None:
         """The final status body POSTed to ``webhook_url``, signed (module docstring).
 
+        Signed at each attempt's time (so a ``stale-timestamp`` fault signs the old time).
         Bria's docs give no retry schedule: one attempt, 15 s time-out.
         """
         url = job.metadata.get("webhook_url")
         if not url:
             return None
         raw = self.json_bytes(self.render_job(job, self.file_urls_at(job.origin, job)))
-        timestamp = str(int(self.port.clock.now()))
-        headers = {"Bria-Webhook-Id": job.id, "Bria-Webhook-Timestamp": timestamp,
-                   "Bria-Webhook-Signature": sign(job.api_key, job.id, timestamp, raw)}
-        return WebhookMessage(url=url, body=raw, headers=headers,
-                              policy=RetryPolicy(source=self.source))
+        token, request_id = job.api_key, job.id
+
+        def signed(payload: bytes, at: float) -> dict[str, str]:
+            timestamp = str(int(at))
+            return {"Bria-Webhook-Timestamp": timestamp,
+                    "Bria-Webhook-Signature": sign(token, request_id, timestamp, payload)}
+
+        return WebhookMessage(url=url, body=raw, headers={"Bria-Webhook-Id": job.id},
+                              policy=RetryPolicy(source=self.source), sign=signed)
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The status body ``{request_id, status, result? | error?}``; also the webhook body."""

@@ -1,8 +1,9 @@
 """Webhooks: the emulator delivers to ``webhook_sink``; the client's receiver checks what came.
 
 fal signs with ED25519 (keys from the JWKS the emulator serves), Runflow with HMAC-SHA256 and a
-callback secret, Bria with HMAC-SHA256 keyed by the API token; Pixazo and Apiframe sign nothing, so only submitted jobs are accepted. Every
-job's outcome is handled once, however often it is delivered.
+callback secret, Bria with HMAC-SHA256 keyed by the API token; Pixazo and Apiframe sign nothing,
+so only submitted jobs are accepted. Every job's outcome is handled once, however often it is
+delivered.
 """
 
 from __future__ import annotations

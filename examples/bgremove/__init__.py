@@ -1,5 +1,5 @@
-"""bgremove: remove an image's background through Pixazo, Apiframe, GMI Cloud, fal.ai or
-Runflow (all five resell Bria RMBG 2.0), behind one interface.
+"""bgremove: remove an image's background through Pixazo, Apiframe, GMI Cloud, fal.ai,
+Runflow (all five resell Bria RMBG 2.0) or Bria's own API, behind one interface.
 
 A worked example of a client library tested against the rmbg-emulator; see ``examples/README.md``.
 
@@ -45,6 +45,7 @@ from .vendors import (
     VENDORS,
     ApiframeRemover,
     BackgroundRemover,
+    BriaRemover,
     FalRemover,
     GmiCloudRemover,
     Job,
@@ -65,6 +66,7 @@ __all__ = [
     "BackgroundRemovalError",
     "BackgroundRemover",
     "Backoff",
+    "BriaRemover",
     "Clock",
     "Cutout",
     "FailoverRemover",

@@ -1,6 +1,6 @@
 """One client per vendor behind one interface: submit, poll, download, verify.
 
-:class:`BackgroundRemover` holds everything the five vendors share (HTTP with retries, polling
+:class:`BackgroundRemover` holds everything the six vendors share (HTTP with retries, polling
 with backoff, download, PNG checks); each subclass says only how its vendor names things: the
 submit request, the status read, the status words and the webhook body. Wire facts come from
 the vendors' pages (``shared/vendor-docs/<vendor>.txt`` and ``NOTES.md`` in the rmbg-emulator
@@ -98,7 +98,8 @@ def _message(response: httpx.Response) -> str:
     """The vendor's error message, whatever its error body looks like.
 
     Pixazo ``{"error", "message"}``, Apiframe ``{"message", "code"}`` (the code follows in
-    brackets), GMI ``{"error"}``, fal and Runflow ``{"detail": str | [{"msg"}]}``.
+    brackets), GMI ``{"error"}``, fal and Runflow ``{"detail": str | [{"msg"}]}``, Bria
+    ``{"error": {"code", "message", "details"}}``.
     """
     try:
         body = response.json()
@@ -111,6 +112,8 @@ def _message(response: httpx.Response) -> str:
         value = body.get(key)
         if isinstance(value, list) and value and isinstance(value[0], dict):
             value = value[0].get("msg")
+        if isinstance(value, dict):  # Bria: {"error": {"code", "message", "details"}}
+            value = ": ".join(str(value[k]) for k in ("message", "details") if value.get(k))
         if isinstance(value, str) and value and value not in parts:
             parts.append(value)
     code = body.get("code")
@@ -703,13 +706,59 @@ class RunflowRemover(BackgroundRemover):
         return str(body["plain_secret"])
 
 
+class BriaRemover(BackgroundRemover):
+    """Bria's own platform API v2 (NOTES.md, Bria; docs.bria.ai): header ``api_token``;
+    ``POST /v2/image/edit/remove_background`` answers 202 ``{request_id, status_url}``;
+    ``GET /v2/status/{id}`` shows ``IN_PROGRESS`` then ``COMPLETED`` (``result.image_url``) or
+    ``ERROR`` (``error{code, message, details}``); ``UNKNOWN`` counts as still running, as
+    ``bria-client`` polls on it. Webhook: ``webhook_url`` in the body, signed with an HMAC
+    keyed by the API token (see :mod:`bgremove.webhooks`)."""
+
+    vendor = "bria"
+    default_base_url = "https://engine.prod.bria-api.com"
+    SUBMIT = "/v2/image/edit/remove_background"
+    STATUS: ClassVar[dict[str, JobStatus]] = {
+        "IN_PROGRESS": JobStatus.RUNNING, "UNKNOWN": JobStatus.RUNNING,
+        "COMPLETED": JobStatus.SUCCEEDED, "ERROR": JobStatus.FAILED}
+
+    def auth_headers(self) -> dict[str, str]:
+        """``api_token: KEY``."""
+        return {"api_token": self.api_key}
+
+    def _submit(self, image_url: str, webhook_url: str | None) -> Submission:
+        request: dict[str, Any] = {"image": image_url}
+        if webhook_url:
+            request["webhook_url"] = webhook_url
+        body = self.post_json(self.url(self.SUBMIT), request)
+        job_id = str(body["request_id"])
+        return Submission(self.vendor, job_id,
+                          str(body.get("status_url") or self.url(f"/v2/status/{job_id}")))
+
+    def _read(self, submission: Submission) -> Job:
+        return self.request("GET", submission.status_url,
+                            lambda r: self.parse_job(_json_object(r)))
+
+    @classmethod
+    def parse_job(cls, body: Mapping[str, Any]) -> Job:
+        """``{request_id, status, result: {image_url}, error: {code, message, details}}``."""
+        word = str(body["status"])
+        result = body.get("result") or {}
+        urls = (str(result["image_url"]),) if result.get("image_url") else ()
+        error = body.get("error")
+        message = None
+        if isinstance(error, dict):
+            message = ": ".join(str(error[k]) for k in ("message", "details") if error.get(k))
+        return Job(cls.vendor, str(body["request_id"]), _words(cls.STATUS, word), word, urls,
+                   message or None, body)
+
+
 #: Every vendor slug, in a stable order.
 VENDORS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def create_remover(vendor: str, api_key: str, **kwargs: Any) -> BackgroundRemover:
     """The client for ``vendor`` (``pixazo``, ``apiframe``, ``gmicloud``, ``fal``,
-    ``runflow``); ``kwargs`` go to :class:`BackgroundRemover`.
+    ``runflow``, ``bria``); ``kwargs`` go to :class:`BackgroundRemover`.
 
     Raises:
         KeyError: unknown vendor.
@@ -723,6 +772,7 @@ def create_remover(vendor: str, api_key: str, **kwargs: Any) -> BackgroundRemove
 
 __all__ = [
     "REGISTRY", "VENDORS", "ApiframeRemover", "BackgroundRemovalError", "BackgroundRemover",
+    "BriaRemover",
     "FalRemover", "GmiCloudRemover", "Job", "JobStatus", "PixazoRemover", "RunflowRemover",
     "Submission", "create_remover",
 ]

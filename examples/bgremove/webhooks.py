@@ -10,9 +10,12 @@ body (the exact bytes: signatures cover them) from whatever web framework you us
   must be recent (replays of old deliveries are refused).
 * Runflow signs with HMAC-SHA256 (NOTES.md, Runflow): ``Runflow-Signature`` is the hex HMAC of
   the raw body with a callback secret (``whsec_...``) made by ``POST /v1/callback-secrets``.
-* Pixazo and Apiframe (and Runflow without a secret) sign nothing: the receiver then accepts
-  only jobs it was told about (:meth:`WebhookReceiver.expect`), so nobody can make it download
-  an arbitrary URL.
+* Bria signs with HMAC-SHA256 (NOTES.md, Bria): ``Bria-Webhook-Signature: v1=<base64>`` over
+  ``"{Bria-Webhook-Id}.{Bria-Webhook-Timestamp}.{body}"``, keyed by an HMAC of the API token
+  (:meth:`WebhookReceiver.verify_bria`); the timestamp must be recent.
+* Pixazo and Apiframe (and Runflow without a secret, Bria without its token) sign nothing:
+  the receiver then accepts only jobs it was told about (:meth:`WebhookReceiver.expect`), so
+  nobody can make it download an arbitrary URL.
 
 Every vendor may deliver more than once (fal retries for two hours, Runflow three times; an
 answer lost on the way back looks like a failure to them): each job's outcome is handled once,
@@ -91,6 +94,8 @@ class WebhookReceiver:
         fal_jwks_url: where fal's public keys are (default: fal's; the emulator serves them at
             ``url_for("fal", "rest") + "/.well-known/jwks.json"``).
         runflow_secrets: Runflow callback secrets (several while rotating).
+        bria_api_tokens: Bria API tokens whose deliveries are checked (Bria keys the
+            signature with the token that submitted the job; several while rotating).
         http: client for the JWKS fetch (default: one of our own, with ``verify``).
         max_skew_s: how far a fal timestamp may be from ``now()`` (seconds).
         now: unix time (seconds) for the timestamp check.
@@ -99,12 +104,14 @@ class WebhookReceiver:
     """
 
     def __init__(self, *, fal_jwks_url: str = "https://rest.fal.ai/.well-known/jwks.json",
-                 runflow_secrets: Iterable[str] = (), http: httpx.Client | None = None,
+                 runflow_secrets: Iterable[str] = (), bria_api_tokens: Iterable[str] = (),
+                 http: httpx.Client | None = None,
                  verify: bool | str = True, max_skew_s: float = 300.0,
                  now: Callable[[], float] = time.time, jwks_refresh_s: float = 60.0,
                  remember: int = 100_000) -> None:
         self.fal_jwks_url = fal_jwks_url
         self.runflow_secrets = list(runflow_secrets)
+        self.bria_api_tokens = list(bria_api_tokens)
         self._http = http
         self.tls_verify = verify
         self.max_skew_s = max_skew_s
@@ -153,6 +160,9 @@ class WebhookReceiver:
         elif vendor == "runflow" and self.runflow_secrets:
             self.verify_runflow(lower, body)
             signed = True
+        elif vendor == "bria" and self.bria_api_tokens:
+            self.verify_bria(lower, body)
+            signed = True
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -162,6 +172,8 @@ class WebhookReceiver:
         job = cls.parse_webhook(data)
         if vendor == "fal" and job.job_id != lower.get("x-fal-webhook-request-id"):
             raise InvalidSignature("fal: the body's request_id is not the signed one")
+        if vendor == "bria" and signed and job.job_id != lower.get("bria-webhook-id"):
+            raise InvalidSignature("bria: the body's request_id is not the signed one")
         key = (vendor, job.job_id)
         with self._lock:
             if not signed and key not in self._expected and key not in self._handled:
@@ -251,6 +263,39 @@ class WebhookReceiver:
             if hmac.compare_digest(expected, given.strip().lower()):
                 return
         raise InvalidSignature("runflow: Runflow-Signature matches no callback secret")
+
+    def verify_bria(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Check Bria's signature (NOTES.md, Bria; ``bria_client.toolkit``'s
+        ``verify_webhook_signature``): a ``v1=<base64>`` token of ``Bria-Webhook-Signature``
+        equals HMAC-SHA256 over ``"{Bria-Webhook-Id}.{Bria-Webhook-Timestamp}.{body}"`` keyed
+        by ``HMAC-SHA256(key=api_token, msg="bria-webhook-signing-v1")``, for one of
+        :attr:`bria_api_tokens`; the timestamp within ``max_skew_s`` of ``now()``.
+
+        Raises:
+            InvalidSignature: a header missing, a stale timestamp, or no token matches.
+        """
+        try:
+            webhook_id = headers["bria-webhook-id"]
+            timestamp = headers["bria-webhook-timestamp"]
+            given = headers["bria-webhook-signature"]
+        except KeyError as exc:
+            raise InvalidSignature(f"bria: header {exc.args[0]} is missing") from None
+        try:
+            skew = abs(self.now() - int(timestamp))
+        except ValueError:
+            raise InvalidSignature(f"bria: timestamp {timestamp!r} is not an integer") from None
+        if skew > self.max_skew_s:
+            raise InvalidSignature(f"bria: timestamp is {skew:.0f} s away from now (at most "
+                                   f"{self.max_skew_s:g})")
+        tokens = [t.strip()[3:] for t in given.split(",") if t.strip().startswith("v1=")]
+        message = f"{webhook_id}.{timestamp}.".encode() + body
+        for api_token in self.bria_api_tokens:
+            key = hmac.new(api_token.encode(), b"bria-webhook-signing-v1",
+                           hashlib.sha256).digest()
+            expected = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+            if any(hmac.compare_digest(expected, t) for t in tokens):
+                return
+        raise InvalidSignature("bria: Bria-Webhook-Signature matches no API token")
 
 
 __all__ = ["STATUS_FOR", "WebhookEvent", "WebhookReceiver", "ed25519_keys"]

@@ -41,11 +41,12 @@ pytestmark = pytest.mark.rmbg_emulator(virtual_clock=True, progression="polls:2"
 MakeRemover = Callable[..., BackgroundRemover]
 #: The journal's operation name of each vendor's submit.
 SUBMIT = {"pixazo": "submit", "apiframe": "submit", "gmicloud": "submit",
-          "fal": "submit.remove", "runflow": "submit"}
+          "fal": "submit.remove", "runflow": "submit", "bria": "submit"}
 #: What each vendor's 402 says (the vendors' pages and NOTES.md).
 PAYMENT_WORDS = {"pixazo": "Your wallet does not have enough balance",
                  "apiframe": "(INSUFFICIENT_CREDITS)", "gmicloud": "insufficient balance",
-                 "fal": "Exhausted balance", "runflow": "Insufficient credits"}
+                 "fal": "Exhausted balance", "runflow": "Insufficient credits",
+                 "bria": "Payment Required"}
 
 
 def submits(emulator: EmulatorHandle, vendor: str) -> list[Any]:

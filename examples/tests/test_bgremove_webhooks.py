@@ -1,8 +1,9 @@
 """Webhooks: the emulator delivers to ``webhook_sink``; the client's receiver checks what came.
 
 fal signs with ED25519 (keys from the JWKS the emulator serves), Runflow with HMAC-SHA256 and a
-callback secret; Pixazo and Apiframe sign nothing, so only submitted jobs are accepted. Every
-job's outcome is handled once, however often it is delivered.
+callback secret, Bria with HMAC-SHA256 keyed by the API token; Pixazo and Apiframe sign nothing,
+so only submitted jobs are accepted. Every job's outcome is handled once, however often it is
+delivered.
 """
 
 from __future__ import annotations
@@ -87,13 +88,15 @@ def test_forged_fal_deliveries_are_rejected(
     assert receiver.handle("fal", headers, body).signed
 
 
-@pytest.mark.parametrize("vendor", ["fal", "runflow"])
+@pytest.mark.parametrize("vendor", ["fal", "runflow", "bria"])
 def test_fault_rule_forged_signature_is_rejected(
         vendor: str, make_remover: MakeRemover, rmbg_emulator: EmulatorHandle,
-        receiver: WebhookReceiver, webhook_sink: WebhookSink, image_uri: str) -> None:
+        receiver: WebhookReceiver, webhook_sink: WebhookSink, image_uri: str,
+        api_key: str) -> None:
     remover = make_remover(vendor)
     if isinstance(remover, RunflowRemover):
         receiver.runflow_secrets.append(remover.create_callback_secret())
+    receiver.bria_api_tokens.append(api_key)
     rmbg_emulator.inject(vendor=vendor, webhook="forged-signature")
     _, (delivery,) = deliver(vendor, remover, webhook_sink, image_uri)
     with pytest.raises(InvalidSignature):
@@ -123,6 +126,34 @@ def test_runflow_hmac_verified_and_forgeries_rejected(
     assert (event.signed, event.job.job_id, event.job.status) == (True, job_id,
                                                                   JobStatus.SUCCEEDED)
     assert runflow.fetch(event.job, image_size).size == image_size
+
+
+def test_bria_hmac_verified_and_forgeries_rejected(
+        make_remover: MakeRemover, receiver: WebhookReceiver, webhook_sink: WebhookSink,
+        image_uri: str, image_size: tuple[int, int], api_key: str) -> None:
+    bria = make_remover("bria")
+    receiver.bria_api_tokens.append(api_key)
+    job_id, (delivery,) = deliver("bria", bria, webhook_sink, image_uri)
+    headers, body = delivery.headers, delivery.body
+    assert headers["bria-webhook-signature"].startswith("v1=")
+
+    wrong = WebhookReceiver(bria_api_tokens=["not-the-token"])
+    with pytest.raises(InvalidSignature, match="matches no API token"):
+        wrong.handle("bria", headers, body)
+    with pytest.raises(InvalidSignature, match="missing"):
+        receiver.handle("bria", {}, body)
+    with pytest.raises(InvalidSignature):
+        receiver.handle("bria", headers, body.replace(b"COMPLETED", b"ERROR"))
+    with pytest.raises(InvalidSignature):  # the id is signed too
+        receiver.handle("bria", {**headers, "bria-webhook-id": "another"}, body)
+    later = WebhookReceiver(bria_api_tokens=[api_key], now=lambda: time.time() + 3600)
+    with pytest.raises(InvalidSignature, match="timestamp"):
+        later.handle("bria", headers, body)
+
+    event = receiver.handle("bria", headers, body)
+    assert (event.signed, event.job.job_id, event.job.status) == (True, job_id,
+                                                                  JobStatus.SUCCEEDED)
+    assert bria.fetch(event.job, image_size).size == image_size
 
 
 @pytest.mark.parametrize("vendor", ["pixazo", "apiframe"])

@@ -232,6 +232,43 @@ class RunflowDriver(Driver):
         return "Insufficient credits" in str(body["detail"])
 
 
+class BriaDriver(Driver):
+    """Bria's own API: async submit (202) and the status service."""
+
+    def submit_with_webhook(self, client: httpx.Client, image: Any, hook: str
+                            ) -> httpx.Response:
+        return client.post(self.submit_path, json={**self.body(image), "webhook_url": hook},
+                           headers=self.headers())
+
+    def body(self, image: Any) -> dict[str, Any]:
+        return {"image": image}
+
+    def job_id(self, response: httpx.Response) -> str:
+        return str(response.json()["request_id"])
+
+    def poll_url(self, client: httpx.Client, response: httpx.Response) -> str:
+        return str(response.json()["status_url"])
+
+    def status(self, body: dict[str, Any]) -> str:
+        """The SDK's reading (``BriaResponse``): the 202 reply has no ``status``; with a
+        ``status_url`` it is ``IN_PROGRESS``."""
+        if "status" not in body and "status_url" in body:
+            return "IN_PROGRESS"
+        return str(body["status"])
+
+    def urls(self, body: dict[str, Any]) -> list[str]:
+        return [body["result"]["image_url"]]
+
+    def error(self, body: dict[str, Any]) -> str:
+        return str(body["error"]["details"])
+
+    def error_message(self, body: dict[str, Any]) -> str:
+        return str(body["error"]["details"])
+
+    def is_payment_required(self, body: dict[str, Any]) -> bool:
+        return bool(body["error"]["code"] == 402)
+
+
 PIXAZO = PixazoDriver(
     slug="pixazo", key_header="Ocp-Apim-Subscription-Key", key_prefix="",
     submit_path="/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request",
@@ -281,10 +318,19 @@ RUNFLOW = RunflowDriver(
     unknown_job_path="/v1/runs/00000000-0000-0000-0000-000000000000",
     job_requests=(("GET", "/v1/runs/{id}"),),
 )
+BRIA = BriaDriver(
+    slug="bria", key_header="api_token", key_prefix="",
+    submit_path="/v2/image/edit/remove_background",
+    status_words={"queued": "IN_PROGRESS", "processing": "IN_PROGRESS",
+                  "succeeded": "COMPLETED", "failed": "ERROR", "error": "ERROR"},
+    unknown_job_path="/v2/status/00000000000000000000000000000000",
+    poll_url_in_reply=True,
+    job_requests=(("GET", "/v2/status/{id}"),),
+)
 
 #: One driver per registered vendor: a vendor without one fails
 #: ``tests/vendors/test_routing.py::test_every_registered_vendor_has_a_driver``.
-DRIVERS = [PIXAZO, APIFRAME, GMICLOUD, FAL, RUNFLOW]
+DRIVERS = [PIXAZO, APIFRAME, GMICLOUD, FAL, RUNFLOW, BRIA]
 
 
 def documents_a_webhook(driver: Driver) -> bool:

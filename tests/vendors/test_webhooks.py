@@ -20,7 +20,15 @@ from emulator.core.files import StoredFile
 from emulator.testing.server import EmulatorServer
 from emulator.testing.sink import Received, WebhookSink
 from tests.conftest import OriginServer, emulator_settings
-from tests.vendors.drivers import APIFRAME, FAL, PIXAZO, RUNFLOW, WEBHOOK_DRIVERS, Driver
+from tests.vendors.drivers import (
+    APIFRAME,
+    BRIA,
+    FAL,
+    PIXAZO,
+    RUNFLOW,
+    WEBHOOK_DRIVERS,
+    Driver,
+)
 
 ids = [d.slug for d in WEBHOOK_DRIVERS]
 
@@ -328,3 +336,40 @@ def test_fault_reorder_sends_the_held_delivery_after_the_next(
                                                       f"{sink.url}/2"))
     got = sink.wait_for(2)
     assert [g.json()["request_id"] for g in got] == [second, first]
+
+
+def bria_signature_valid(got: Received, token: str = "test-key") -> bool:
+    """Bria's check as NOTES.md gives it (no SDK needed): the key is
+    ``HMAC-SHA256(key=api_token, msg="bria-webhook-signing-v1")``; any ``v1=`` token of the
+    comma-separated header equals base64 HMAC-SHA256 over ``"{id}.{timestamp}.{raw body}"``."""
+    h = got.headers
+    key = hmac.new(token.encode(), b"bria-webhook-signing-v1", hashlib.sha256).digest()
+    message = f"{h['bria-webhook-id']}.{h['bria-webhook-timestamp']}.".encode() + got.body
+    expected = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+    tokens = [t.strip() for t in h["bria-webhook-signature"].split(",")]
+    return any(t.startswith("v1=") and hmac.compare_digest(t[3:], expected) for t in tokens)
+
+
+def test_bria_webhook_is_signed_with_the_token_derived_key(
+        client: httpx.Client, origin: OriginServer, sink: WebhookSink) -> None:
+    submitted = BRIA.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/b")
+    got = sink.wait_for(1)[0]
+    assert got.headers["bria-webhook-id"] == BRIA.job_id(submitted)
+    assert abs(time.time() - int(got.headers["bria-webhook-timestamp"])) < 600
+    assert bria_signature_valid(got)
+    assert not bria_signature_valid(got, token="another-token")
+    body = got.json()
+    assert body["status"] == "COMPLETED" and body["request_id"] == BRIA.job_id(submitted)
+    assert body["result"]["image_url"].startswith("http")
+
+
+def test_bria_faults_forge_the_signature_or_age_the_timestamp(
+        client: httpx.Client, origin: OriginServer, sink: WebhookSink) -> None:
+    inject(client, vendor="bria", webhook="forged-signature", times=1)
+    BRIA.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/b")
+    assert not bria_signature_valid(sink.wait_for(1)[0])
+    inject(client, vendor="bria", webhook="stale-timestamp", times=1)
+    BRIA.submit_with_webhook(client, f"{origin.url}/small.png", f"{sink.url}/b")
+    stale = sink.wait_for(2)[1]
+    assert bria_signature_valid(stale)
+    assert time.time() - int(stale.headers["bria-webhook-timestamp"]) >= 3500

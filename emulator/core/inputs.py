@@ -318,6 +318,20 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         InputImageError: empty data, not an image, a format outside :data:`ACCEPTED_FORMATS`,
             more than ``max_pixels`` pixels, or truncated/corrupt data.
     """
+    return decode_image_alpha(data, max_pixels=max_pixels, keep_alpha=False)[0]
+
+
+def decode_image_alpha(data: bytes, *, max_pixels: int, keep_alpha: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`decode_image`, also returning the input's own alpha channel when it has one
+    (RGBA, LA, PA, or a palette with transparency) and ``keep_alpha`` is set.
+
+    Returns:
+        ``(H x W x 3 uint8 RGB, H x W uint8 alpha or None)``, both C-contiguous.
+
+    Raises:
+        InputImageError: as :func:`decode_image`.
+    """
     if not data:
         raise InputImageError("the input image is empty (0 bytes)", code=UNREADABLE)
     try:
@@ -344,11 +358,15 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             ImageOps.exif_transpose(img, in_place=True)
             # One step at a time, each dropping the image before it, so at most two full-size
             # copies live at once (the chained form held three: 8 bytes a pixel for a GIF).
+            alpha: np.ndarray | None = None
             if "A" in img.mode or img.mode == "P":
                 img = img.convert("RGBA")
+                if keep_alpha:
+                    alpha = np.ascontiguousarray(np.asarray(img.getchannel("A"),
+                                                            dtype=np.uint8))
             if img.mode != "RGB":
                 img = img.convert("RGB")
-            return _rgb_array(img)
+            return _rgb_array(img), alpha
     except InputImageError:
         raise
     except UnidentifiedImageError:

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
-from emulator.core.inputs import decode_image
+from emulator.core.inputs import decode_image, decode_image_alpha
 from emulator.matte.compose import composite, cutout, encode_png
 from emulator.matte.engine import MatteEngine, bounded_alpha
 
@@ -52,12 +53,20 @@ def remove_background(payloads: list[bytes], params: dict[str, Any],
                       ctx: TaskContext) -> list[Rendered]:
     """Background removal: one RGBA PNG, the input's width and height, RGB kept where alpha > 0.
 
+    Params: ``preserve_alpha`` (bool, default false): an input with its own alpha channel keeps
+    its transparency: the output alpha is the matte times the input's alpha / 255 (Bria's
+    ``preserve_alpha``, docs.bria.ai).
+
     Raises:
         InputImageError: the input cannot be decoded (see :func:`decode_image`).
     """
-    rgb = decode_image(payloads[0], max_pixels=ctx.max_pixels)
+    rgb, own = decode_image_alpha(payloads[0], max_pixels=ctx.max_pixels,
+                                  keep_alpha=bool(params.get("preserve_alpha", False)))
     height, width = rgb.shape[:2]
     alpha = bounded_alpha(ctx.engine, rgb)
+    if own is not None:
+        alpha = cv2.multiply(alpha, own, scale=1.0 / 255.0)
+        del own
     rgba = cutout(rgb, alpha)
     del rgb, alpha  # only the cut-out is held while the PNG is encoded
     png = encode_png(rgba, compress_level=ctx.compress_level)

@@ -22,11 +22,11 @@ service, webhooks), the published ``bria-client`` SDK (0.3.x) and
   ``Bria-Webhook-Signature: v1=<base64 HMAC-SHA256>`` over ``"{id}.{timestamp}.{raw body}"``
   with the key ``HMAC-SHA256(key=api_token, msg="bria-webhook-signing-v1")`` (the SDK's
   ``verify_webhook_signature``).
-* ``preserve_alpha`` and the two moderation flags are checked to be booleans and kept in the
-  job's metadata. The emulator's matte is computed from the input's colour (the core's
-  ``remove`` task drops an input alpha channel), so an input's own alpha is not multiplied
-  into the output: the contract says so (``x-emulator-choice``). No moderation is run (the
-  emulator has no detector), so moderation never refuses.
+* ``preserve_alpha`` (default true) and the two moderation flags are checked to be booleans
+  and kept in the job's metadata. ``preserve_alpha`` goes to the core's ``remove`` task: an
+  input with its own alpha channel keeps its transparency (the output alpha is the matte times
+  the input's alpha). No moderation is run (the emulator has no detector), so moderation never
+  refuses.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ class BriaAdapter(VendorAdapter):
         engine = self.port.jobs
         job = engine.submit(
             job_id=uuid.uuid4().hex, vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
+            task=Task("remove", (source,), {"preserve_alpha": flags["preserve_alpha"]}),
+            origin=self.origin(request), metadata=metadata,
             watch="webhook_url" in metadata, plan=self.plan_of(request),
         )
         if not sync:

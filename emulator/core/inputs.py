@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import io
 import re
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
@@ -230,16 +231,8 @@ async def _fetch(url: str, client: httpx.AsyncClient, *, policy: FetchPolicy,
                 "which is not an http(s) URL", code=FETCH_FAILED)
         request = await policy.request(client, "GET", target, short=_short(hop),
                                        timeout=timeout_s)
-        try:
+        with _transport_errors(short, timeout_s):
             response = await client.send(request, stream=True, follow_redirects=False)
-        except httpx.TimeoutException:
-            raise InputImageError(
-                f"fetching the input image timed out after {timeout_s:g} s: {short}",
-                code=FETCH_FAILED) from None
-        except httpx.HTTPError as exc:
-            raise InputImageError(
-                f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}",
-                code=FETCH_FAILED) from None
         try:
             if response.has_redirect_location:
                 if redirects == MAX_REDIRECTS:
@@ -267,7 +260,7 @@ async def _read_body(response: httpx.Response, short: str, max_bytes: int,
             "bytes", code=TOO_LARGE)
     chunks: list[bytes] = []
     size = 0
-    try:
+    with _transport_errors(short, timeout_s):
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > max_bytes:
@@ -275,6 +268,19 @@ async def _read_body(response: httpx.Response, short: str, max_bytes: int,
                     f"the input image at {short} is over the limit of {max_bytes} bytes",
                     code=TOO_LARGE)
             chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def _transport_errors(short: str, timeout_s: float) -> Iterator[None]:
+    """httpx's time-outs and transport errors while fetching, as :class:`InputImageError`
+    (code ``fetch_failed``) naming the URL and the cause.
+
+    Raises:
+        InputImageError: in place of ``httpx.TimeoutException`` / ``httpx.HTTPError``.
+    """
+    try:
+        yield
     except httpx.TimeoutException:
         raise InputImageError(
             f"fetching the input image timed out after {timeout_s:g} s: {short}",
@@ -283,7 +289,6 @@ async def _read_body(response: httpx.Response, short: str, max_bytes: int,
         raise InputImageError(
             f"fetching the input image failed: {short}: {type(exc).__name__}: {exc}",
             code=FETCH_FAILED) from None
-    return b"".join(chunks)
 
 
 def _short(url: str) -> str:

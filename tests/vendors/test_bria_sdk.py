@@ -11,7 +11,6 @@ import asyncio
 import io
 import ssl
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,7 +19,6 @@ import pytest
 from PIL import Image
 
 from emulator.testing.server import EmulatorServer
-from tests.conftest import emulator_settings
 
 bria_client = pytest.importorskip("bria_client")
 from bria_client import BriaAsyncClient, BriaSyncClient  # noqa: E402
@@ -30,20 +28,6 @@ ENDPOINT = "image/edit/remove_background"
 SAMPLE = "/_emulator/samples/chelsea.jpg"
 WIDTH, HEIGHT = 451, 300
 TOKEN = "bria-test-token"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(emulator_settings(engine="grabcut", progression="polls:2")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    settings = emulator_settings(engine="grabcut", progression="polls:2", tls=True,
-                                 tls_dir=str(tmp_path_factory.mktemp("tls")))
-    with EmulatorServer(settings) as running:
-        yield running
 
 
 def aim(monkeypatch: pytest.MonkeyPatch, base: str, token: str = TOKEN) -> None:

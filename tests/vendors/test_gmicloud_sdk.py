@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +29,6 @@ from gmicloud._internal._models import SubmitRequestRequest  # noqa: E402
 MODEL = "bria-image-remove-background"
 SAMPLE = "/_emulator/samples/chelsea.jpg"
 WIDTH, HEIGHT = 451, 300
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(emulator_settings(engine="grabcut", progression="polls:2")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    settings = emulator_settings(engine="grabcut", progression="polls:2", tls=True,
-                                 tls_dir=str(tmp_path_factory.mktemp("tls")))
-    with EmulatorServer(settings) as running:
-        yield running
 
 
 def aim(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, base: str) -> None:

@@ -120,10 +120,18 @@ def test_polls_politely_counts_reads_per_job_per_second(tmp_path: Path) -> None:
 
 def test_pays_once_flags_a_submit_after_a_success(tmp_path: Path) -> None:
     jobs = [{"id": "j1", "status": "succeeded", "created_at": 1.0, "completed_at": 2.0},
-            {"id": "j2", "status": "succeeded", "created_at": 3.0, "completed_at": 4.0}]
+            {"id": "j2", "status": "failed", "created_at": 2.0, "completed_at": 2.5}]
     [problem] = properties.pays_once(_record(tmp_path, success=True, jobs=jobs))
-    assert problem.prop == "pays once" and "j2" in problem.detail
+    assert problem.prop == "pays once" and "job j2 was submitted after job j1" in problem.detail
     assert properties.pays_once(_record(tmp_path, success=True, jobs=jobs[:1])) == []
+    # a failed job, then a resubmit that succeeds: one image paid
+    retried = [{"id": "j1", "status": "failed", "created_at": 1.0, "completed_at": 2.0},
+               {"id": "j2", "status": "succeeded", "created_at": 3.0, "completed_at": 4.0}]
+    assert properties.pays_once(_record(tmp_path, success=True, jobs=retried)) == []
+    both = [{"id": "j1", "status": "succeeded", "created_at": 1.0, "completed_at": 3.0},
+            {"id": "j2", "status": "succeeded", "created_at": 2.0, "completed_at": 3.5}]
+    assert "2 jobs succeeded" in str(properties.pays_once(_record(tmp_path, success=True,
+                                                                  jobs=both)))
 
 
 # -- the fixture, with real clients ------------------------------------------------------------

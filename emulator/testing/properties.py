@@ -16,8 +16,8 @@ it holds. :func:`check_all` runs the chosen ones.
 * **never a false success**: a client that says it succeeded has written a PNG with an alpha
   channel, of the input's size, whose alpha is not zero everywhere; on a recoverable behaviour
   it succeeds; on an unrecoverable one it does not claim success.
-* **pays once**: no job was submitted after another job of the run had succeeded (its result
-  was already paid for).
+* **pays once**: at most one job of the run succeeded (each is paid), and no job was
+  submitted after one had succeeded.
 
 Requires Pillow (a dependency of the emulator).
 """
@@ -28,9 +28,10 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emulator.testing.behaviours import Behaviour
+if TYPE_CHECKING:
+    from emulator.testing.behaviours import Behaviour
 
 __all__ = ["PROPERTIES", "Outcome", "Problem", "RunRecord", "check_all", "honours_retry_after",
            "never_false_success", "pays_once", "polls_politely", "speaks_contract",
@@ -179,14 +180,23 @@ def never_false_success(run: RunRecord) -> list[Problem]:
 
 
 def pays_once(run: RunRecord) -> list[Problem]:
-    """No job was created after another job of the run had succeeded."""
-    done = [j for j in run.jobs if j.get("status") == "succeeded" and j.get("completed_at")]
+    """One image is paid for: at most one job of the run succeeded, and no job was created at
+    or after the moment the first one succeeded (emulator clock; under a virtual clock that
+    stands still, the same instant counts as after)."""
+    done = sorted((j for j in run.jobs if j.get("status") == "succeeded"
+                   and j.get("completed_at") is not None),
+                  key=lambda j: float(j["completed_at"]))
     if not done:
         return []
-    first = min(float(j["completed_at"]) for j in done)
-    extra = [j for j in run.jobs if float(j.get("created_at") or 0) > first]
-    return [Problem("pays once", f"job {j['id']} was submitted after a job of the run had "
-                                 "already succeeded") for j in extra]
+    first = done[0]
+    extra = [j for j in run.jobs if j is not first
+             and float(j.get("created_at") or 0) >= float(first["completed_at"])]
+    problems = [Problem("pays once", f"job {j['id']} was submitted after job {first['id']} "
+                                     "had already succeeded") for j in extra]
+    if len(done) > 1:
+        problems.append(Problem("pays once", f"{len(done)} jobs succeeded (each one is paid): "
+                                             f"{', '.join(str(j['id']) for j in done)}"))
+    return problems
 
 
 #: Every property by name (the names :func:`check_all` switches take).

@@ -172,6 +172,13 @@ class EmulatorHandle:
         result: dict[str, Any] = self._admin("PUT", f"/keys/{key}", json={"balance_usd": usd})
         return result
 
+    def violations(self, **filters: Any) -> list[dict[str, Any]]:
+        """Contract violations of client requests (``GET /_emulator/violations``), oldest
+        first; ``filters``: ``vendor``, ``api_key``."""
+        found: list[dict[str, Any]] = self._admin("GET", "/violations", params=filters)[
+            "violations"]
+        return found
+
     def jobs(self, **filters: Any) -> list[dict[str, Any]]:
         """Jobs (``GET /_emulator/jobs``)."""
         found: list[dict[str, Any]] = self._admin("GET", "/jobs", params=filters)["jobs"]

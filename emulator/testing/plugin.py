@@ -5,6 +5,9 @@ Fixtures:
 * ``rmbg_emulator``: a real server on a free port in a background thread, started once per
   session (per distinct marker settings) and reset before each test. See :class:`EmulatorHandle`.
 * ``webhook_sink``: a receiver on a free port that records deliveries and can fail the first N.
+* ``client_properties``: property-based tests of a client integration on the
+  ``rmbg_emulator`` server: ``client_properties.check("pixazo", fn, max_examples=15)``
+  (:class:`~emulator.testing.clientcheck.ClientPropertyRunner`; needs ``hypothesis``).
 
 Marker ``@pytest.mark.rmbg_emulator(progression=..., faults=[...], engine=..., tls=...,
 latency=..., virtual_clock=...)`` picks the server's settings and injects fault rules before the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,11 +35,12 @@ from emulator.testing.handle import EmulatorHandle, InProcessEmulator
 
 if TYPE_CHECKING:
     from emulator.settings import Settings
+    from emulator.testing.clientcheck import ClientPropertyRunner
     from emulator.testing.server import EmulatorServer
     from emulator.testing.sink import WebhookSink
 
-__all__ = ["MARKER", "SETTING_KEYS", "EmulatorHandle", "InProcessEmulator", "pytest_addoption",
-           "pytest_configure", "rmbg_emulator", "webhook_sink"]
+__all__ = ["MARKER", "SETTING_KEYS", "EmulatorHandle", "InProcessEmulator", "client_properties",
+           "pytest_addoption", "pytest_configure", "rmbg_emulator", "webhook_sink"]
 
 MARKER = "rmbg_emulator"
 SETTING_KEYS = ("progression", "engine", "tls", "latency", "virtual_clock", "engine_preset",
@@ -124,3 +129,13 @@ def webhook_sink() -> Iterator[WebhookSink]:
 
     with WebhookSink() as sink:
         yield sink
+
+
+@pytest.fixture()
+def client_properties(rmbg_emulator: EmulatorHandle, tmp_path: Path) -> ClientPropertyRunner:
+    """Property-based checks of a client on the ``rmbg_emulator`` server (the marker picks
+    its settings): ``client_properties.check(vendor, fn, max_examples=...)`` where
+    ``fn(base_url, api_key, image_url, output_path) -> bool``. Needs ``hypothesis``."""
+    from emulator.testing.clientcheck import ClientPropertyRunner
+
+    return ClientPropertyRunner(rmbg_emulator, tmp_path)

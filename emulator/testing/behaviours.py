@@ -1,0 +1,255 @@
+"""What a vendor does to one client run, as data: :class:`Behaviour` and the hypothesis strategy
+:func:`behaviours` that draws them from the vendor's contract.
+
+A behaviour is an ordered tuple of fault rules in the emulator's own rule grammar (README
+"Faults, billing, journal"), so it replays anywhere rules load: ``POST /_emulator/faults``,
+``POST /_emulator/scenarios`` or ``rmbg-emulator serve --scenario`` with
+:meth:`Behaviour.to_scenario_yaml`. It is labelled:
+
+* *recoverable*: only transient faults, each family at most ``retry_budget`` times per
+  operation in all, then the vendor succeeds. A correct client ends with the cut-out.
+* *unrecoverable*: one permanent fault besides the transient ones. A correct client ends with
+  a clear error and must not claim success.
+
+Families (``families=`` picks some; default all):
+
+=============== ====================================================== =====================
+family          rule                                                   label
+=============== ====================================================== =====================
+``rate-limit``  ``status: 429`` with ``retry_after`` 1..N s, ``times``  recoverable
+``server-error`` a documented 5xx of the operation, ``times``           recoverable
+``connection``  ``connection: reset | close``, ``times``               recoverable
+``body``        ``body: truncated | malformed | empty`` on the status  recoverable
+                operation, ``times``
+``latency``     ``latency: uniform:0:0.2`` (seconds), ``times``         recoverable
+``payment``     ``status: 402`` on submit, every time                  unrecoverable
+``job-failure`` ``job: failed | error``, every job                     unrecoverable
+``image``       ``image: truncated-png | rgb-no-alpha | empty-alpha``,  unrecoverable
+                every job
+=============== ====================================================== =====================
+
+Decisions, and why:
+
+* Only statuses the contract documents for the operation are drawn (``429`` and ``5xx`` of
+  ``responses``; ``402`` of the submit). A vendor whose contract has no 429 on an operation
+  gets none there.
+* ``body`` faults act on the status operation only: a submit whose answer arrives broken has
+  already created (and will charge) a job, and the vendors document no idempotency key, so
+  whether a client should resubmit is a trade-off, not a property (left for a later slice).
+  ``connection`` faults drop the request before the vendor runs, so they are safe on submit.
+* Permanent faults carry no ``times``: every job fails, every result file is broken, the
+  wallet stays empty. Then "unrecoverable" holds whatever the client does (a client that
+  resubmits after a broken PNG could otherwise get a good one, at a second price).
+* A broken result image (truncated, RGB without alpha, alpha 0 everywhere) is
+  *unrecoverable*: a client cannot make a correct cut-out from it, so "never a false success"
+  means it must report failure rather than hand the broken file on.
+* The sum of ``times`` of the transient rules on one operation is at most ``retry_budget``,
+  so "recoverable" means "within the budget" even when rules stack (rules are tried in order,
+  each until its ``times`` are spent).
+* Rule order: transient rules, then the permanent one, then ``latency`` rules. A latency-only
+  rule that applies lets its request through and stops the rules after it for that request,
+  so after it a ``402`` would miss a submit and "unrecoverable" would be false.
+* Shrinking: the rule list has ``min_size=0`` and ``times`` is ``integers(1, budget)``, the
+  permanent fault is ``none() | ...``, so hypothesis shrinks towards one rule, ``times: 1``.
+
+Requires ``hypothesis`` (the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from hypothesis import strategies as st
+
+from emulator import contracts
+
+__all__ = ["FAMILIES", "PERMANENT_FAMILIES", "TRANSIENT_FAMILIES", "Behaviour", "behaviours",
+           "operations_of"]
+
+#: Families whose faults a correct client rides out (within the retry budget).
+TRANSIENT_FAMILIES = ("rate-limit", "server-error", "connection", "body", "latency")
+#: Families whose fault is permanent: a correct client ends with an error.
+PERMANENT_FAMILIES = ("payment", "job-failure", "image")
+FAMILIES = (*TRANSIENT_FAMILIES, *PERMANENT_FAMILIES)
+#: Latency drawn by the ``latency`` family (seconds, seeded by the behaviour's seed).
+LATENCY = "uniform:0:0.2"
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the vendor does to one client run.
+
+    Attributes:
+        vendor: the vendor slug (``pixazo``, ...).
+        seed: seed of the rules' random draws (latency), so a replay draws the same.
+        rules: fault rules as plain dicts in the rule grammar, tried in this order.
+        recoverable: True when a correct client must end with the cut-out; False when it
+            must end with an error (see the module docstring for the labels).
+    """
+
+    vendor: str
+    seed: int
+    rules: tuple[Mapping[str, Any], ...]
+    recoverable: bool
+
+    def describe(self) -> str:
+        """One line: the label and each rule's effect, e.g.
+        ``recoverable: submit status=429 retry_after=1 x1``."""
+        label = "recoverable" if self.recoverable else "unrecoverable"
+        if not self.rules:
+            return f"{label}: no faults"
+        parts = []
+        for rule in self.rules:
+            fields = [f"{k}={v}" for k, v in rule.items()
+                      if k not in ("vendor", "operation", "times", "seed")]
+            times = f" x{rule['times']}" if "times" in rule else " always"
+            parts.append(f"{rule.get('operation', '*')} {' '.join(fields)}{times}")
+        return f"{label}: " + "; ".join(parts)
+
+    def to_scenario(self) -> dict[str, Any]:
+        """The scenario mapping (``name``, ``description``, ``faults``) of
+        :mod:`emulator.core.scenarios`."""
+        return {"name": f"behaviour-{self.vendor}-{self.seed}",
+                "description": self.describe(),
+                "faults": [dict(rule) for rule in self.rules]}
+
+    def to_scenario_yaml(self) -> str:
+        """:meth:`to_scenario` as YAML, for ``rmbg-emulator serve --scenario FILE``."""
+        return yaml.safe_dump(self.to_scenario(), sort_keys=False, default_flow_style=None)
+
+
+def operations_of(vendor: str) -> tuple[str, str, dict[str, list[int]]]:
+    """``(submit, status, documented)`` of a vendor's contract: the operation ids of its
+    submit (the first ``submit*`` operation: fal's ``submit.remove``) and its status read, and
+    each one's documented error statuses (>= 400).
+
+    Raises:
+        KeyError: the contract has no ``submit*`` or no ``status`` operation.
+        emulator.contracts.ContractError: the contract cannot be loaded.
+    """
+    contract = contracts.load(vendor)
+    submit = next((op for op in contract.operations if op.startswith("submit")), None)
+    if submit is None or "status" not in contract.operations:
+        raise KeyError(f"{vendor}: its contract needs a submit* and a status operation")
+    documented = {op: sorted(int(s) for s in contract.operations[op].responses
+                             if s.isdigit() and int(s) >= 400)
+                  for op in (submit, "status")}
+    return submit, "status", documented
+
+
+def _transient(vendor: str, seed: int, families: frozenset[str], budget: int,
+               max_retry_after: int) -> st.SearchStrategy[dict[str, Any]]:
+    submit, status, documented = operations_of(vendor)
+    options: list[st.SearchStrategy[dict[str, Any]]] = []
+    times = st.integers(1, budget)
+    for op in (submit, status):
+        codes = documented[op]
+        base = {"vendor": vendor, "operation": op}
+        if "rate-limit" in families and 429 in codes:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()}, "status": st.just(429),
+                "retry_after": st.integers(1, max_retry_after), "times": times}))
+        server = [c for c in codes if c >= 500]
+        if "server-error" in families and server:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()}, "status": st.sampled_from(server),
+                "times": times}))
+        if "connection" in families:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()},
+                "connection": st.sampled_from(("reset", "close")), "times": times}))
+        if "body" in families and op == status:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()},
+                "body": st.sampled_from(("truncated", "malformed", "empty")), "times": times}))
+        if "latency" in families:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()}, "latency": st.just(LATENCY),
+                "seed": st.just(seed), "times": times}))
+    return st.one_of(options) if options else st.nothing()
+
+
+def _permanent(vendor: str, families: frozenset[str]) -> list[st.SearchStrategy[dict[str, Any]]]:
+    submit, _, documented = operations_of(vendor)
+    base = {"vendor": vendor, "operation": submit}
+    out: list[st.SearchStrategy[dict[str, Any]]] = []
+    if "payment" in families and 402 in documented[submit]:
+        out.append(st.just({**base, "status": 402}))
+    if "job-failure" in families:
+        out.append(st.sampled_from(("failed", "error")).map(lambda j: {**base, "job": j}))
+    if "image" in families:
+        out.append(st.sampled_from(("truncated-png", "rgb-no-alpha", "empty-alpha")).map(
+            lambda i: {**base, "image": i}))
+    return out
+
+
+#: Key order of a drawn rule (match fields, effects, options), so YAML and repr read alike.
+KEY_ORDER = ("vendor", "operation", "status", "retry_after", "connection", "body", "latency",
+             "job", "image", "seed", "times")
+
+
+def _canonical(rule: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: rule[k] for k in sorted(rule, key=lambda k: (
+        KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))}
+
+
+def _within_budget(rules: list[dict[str, Any]], budget: int) -> bool:
+    spent: dict[str, int] = {}
+    for rule in rules:
+        spent[rule["operation"]] = spent.get(rule["operation"], 0) + int(rule["times"])
+    return all(n <= budget for n in spent.values())
+
+
+def behaviours(vendor: str, *, retry_budget: int = 3, families: Iterable[str] | None = None,
+               max_retry_after: int = 1, max_rules: int = 3) -> st.SearchStrategy[Behaviour]:
+    """A hypothesis strategy of :class:`Behaviour` for ``vendor``, from its contract.
+
+    Args:
+        retry_budget: the most transient faults in a row one operation gets (sum of ``times``
+            per operation), >= 1.
+        families: the families to draw from (:data:`FAMILIES`; default all).
+        max_retry_after: the longest ``Retry-After`` drawn, whole seconds (>= 1; keep it
+            small so runs are fast).
+        max_rules: the most transient rules in one behaviour.
+
+    Raises:
+        ValueError: an unknown family, a budget or ``max_retry_after`` below 1, or no family
+            that applies to this vendor.
+        KeyError: the vendor's contract has no submit/status operation.
+    """
+    chosen = frozenset(FAMILIES if families is None else families)
+    unknown = sorted(chosen - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown behaviour family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
+    if retry_budget < 1 or max_retry_after < 1 or max_rules < 0:
+        raise ValueError("retry_budget and max_retry_after must be >= 1, max_rules >= 0")
+    permanent = _permanent(vendor, chosen)
+    transient_families = chosen & set(TRANSIENT_FAMILIES)
+    if not permanent and not transient_families:
+        raise ValueError(f"no family of {sorted(chosen)} applies to {vendor}")
+
+    @st.composite
+    def draw(data: st.DrawFn) -> Behaviour:
+        seed = data(st.integers(0, 2**16))
+        rules: list[dict[str, Any]] = []
+        if transient_families:
+            rules = data(st.lists(_transient(vendor, seed, transient_families, retry_budget,
+                                             max_retry_after), max_size=max_rules)
+                         .filter(lambda rs: _within_budget(rs, retry_budget)))
+        fatal: dict[str, Any] | None = None
+        if permanent:
+            fatal = data(st.one_of(st.none(), *permanent) if transient_families
+                         else st.one_of(*permanent))
+        if fatal is not None:
+            # A latency-only rule lets its request through (and stops the rules after it for
+            # that request), so the permanent fault goes before the latency rules: a 402 then
+            # answers every submit.
+            slow = [r for r in rules if "latency" in r]
+            rules = [r for r in rules if "latency" not in r] + [fatal] + slow
+        return Behaviour(vendor=vendor, seed=seed, rules=tuple(_canonical(r) for r in rules),
+                         recoverable=fatal is None)
+
+    return draw()

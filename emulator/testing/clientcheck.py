@@ -1,0 +1,187 @@
+"""Property-based tests of a client integration: run the client against drawn
+:class:`~emulator.testing.behaviours.Behaviour` values and check
+:mod:`~emulator.testing.properties` after each run.
+
+What the pytest plugin's ``client_properties`` fixture yields::
+
+    def remove(base_url: str, api_key: str, image_url: str, output_path: Path) -> bool:
+        ...  # your client: True when it wrote the cut-out to output_path
+
+    def test_my_client(client_properties):
+        client_properties.check("pixazo", remove, max_examples=15)
+
+For each example: reset the emulator, load the behaviour's rules (``POST /_emulator/faults``,
+in order), call the function (in a thread, so a client that hangs is reported rather than
+hanging the test), read the journal, violations and jobs, and check the properties. A
+failing example raises :class:`AssertionError` naming the broken properties and showing the
+behaviour as scenario YAML; hypothesis shrinks it to a minimal one first. Runs are
+derandomised (a fixed seed), so the same code gets the same examples.
+
+Requires ``hypothesis`` (the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emulator.testing.behaviours import Behaviour, behaviours, operations_of
+from emulator.testing.properties import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_POLLS_PER_S,
+    Outcome,
+    Problem,
+    RunRecord,
+    check_all,
+)
+
+if TYPE_CHECKING:
+    from emulator.testing.handle import EmulatorHandle
+
+__all__ = ["API_KEY", "INPUT_SIZE", "ClientFunction", "ClientPropertyRunner", "input_png"]
+
+#: ``fn(base_url, api_key, image_url, output_path) -> bool``: True when the client wrote the
+#: cut-out to ``output_path``.
+ClientFunction = Callable[[str, str, str, Path], bool]
+#: The API key the runs use (the emulator accepts any non-empty key).
+API_KEY = "property-key"
+#: ``(width, height)`` of the input image, pixels.
+INPUT_SIZE = (64, 48)
+
+
+def input_png() -> bytes:
+    """The input: a 64 x 48 PNG, a disc on a plain background (GrabCut cuts it in
+    milliseconds)."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", INPUT_SIZE, (40, 110, 190))
+    ImageDraw.Draw(picture).ellipse((18, 10, 46, 38), fill=(235, 190, 40))
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ClientPropertyRunner:
+    """Runs a client function against drawn behaviours on one emulator.
+
+    Args:
+        emulator: the running emulator (the ``rmbg_emulator`` fixture's handle).
+        workdir: a directory for the runs' output files.
+    """
+
+    def __init__(self, emulator: EmulatorHandle, workdir: Path) -> None:
+        import base64
+
+        self.emulator = emulator
+        self.workdir = workdir
+        self.image_url = "data:image/png;base64," + base64.b64encode(input_png()).decode()
+        self._runs = 0
+
+    def base_url(self, vendor: str) -> str:
+        """The vendor's API host on the emulator: the host whose prefix its submit operation
+        is served under (fal: ``/queue``; the others: the root).
+
+        Raises:
+            KeyError: unknown vendor.
+        """
+        from emulator import contracts
+
+        submit, _, _ = operations_of(vendor)
+        prefix = contracts.load(vendor).operations[submit].prefixes[0]
+        hosts = self.emulator.server.emulator.adapters[vendor].hosts
+        host = max((h for h in hosts if prefix.startswith(h.prefix)),
+                   key=lambda h: len(h.prefix), default=hosts[0])
+        return self.emulator.url + host.prefix
+
+    def run_once(self, behaviour: Behaviour, fn: ClientFunction, *,
+                 deadline_s: float = DEFAULT_DEADLINE_S) -> RunRecord:
+        """Reset the emulator, load ``behaviour``, call ``fn`` and collect the record.
+
+        A call still running after ``deadline_s`` seconds is left behind (a daemon thread)
+        and recorded as not finished.
+        """
+        self.emulator.reset()
+        for rule in behaviour.rules:
+            self.emulator.inject(**rule)
+        self._runs += 1
+        output = self.workdir / f"run-{self._runs}.png"
+        result: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                result["success"] = bool(fn(self.base_url(behaviour.vendor), API_KEY,
+                                            self.image_url, output))
+            except Exception as exc:  # the client's own error is an outcome, not a crash
+                result["error"] = f"{type(exc).__name__}: {exc}"
+
+        started = time.monotonic()
+        worker = threading.Thread(target=call, name="client-property-run", daemon=True)
+        worker.start()
+        worker.join(deadline_s)
+        elapsed = time.monotonic() - started
+        outcome = Outcome(success=bool(result.get("success", False)), output_path=output,
+                          input_size=INPUT_SIZE, elapsed_s=elapsed,
+                          finished=not worker.is_alive(), error=result.get("error"))
+        return RunRecord(behaviour=behaviour, outcome=outcome,
+                         journal=self.emulator.journal(), violations=self.emulator.violations(),
+                         jobs=self.emulator.jobs())
+
+    def check(self, vendor: str, fn: ClientFunction, *, max_examples: int = 15,
+              retry_budget: int = 3, families: Iterable[str] | None = None,
+              deadline_s: float = DEFAULT_DEADLINE_S,
+              max_polls_per_s: int = DEFAULT_MAX_POLLS_PER_S,
+              skip: Iterable[str] = ()) -> None:
+        """Check ``fn`` against up to ``max_examples`` behaviours of ``vendor``.
+
+        Args:
+            retry_budget, families: passed to :func:`~emulator.testing.behaviours.behaviours`.
+            deadline_s: real seconds one run may take (property *terminates*).
+            max_polls_per_s: property *polls politely*.
+            skip: property names (keys of :data:`~emulator.testing.properties.PROPERTIES`)
+                not to check.
+
+        Raises:
+            AssertionError: a behaviour (shrunk by hypothesis) under which a property broke;
+                the message names the properties and shows the behaviour's scenario YAML.
+            ValueError: unknown family or property name.
+        """
+        from hypothesis import HealthCheck, given, settings
+
+        from emulator.testing.properties import PROPERTIES
+
+        skipped = set(skip)
+        unknown = sorted(skipped - set(PROPERTIES))
+        if unknown:
+            raise ValueError(f"unknown property {unknown[0]!r}; known: {', '.join(PROPERTIES)}")
+        switches = {name: name not in skipped for name in PROPERTIES}
+        strategy = behaviours(vendor, retry_budget=retry_budget, families=families)
+
+        @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                  report_multiple_bugs=False, print_blob=False,
+                  suppress_health_check=list(HealthCheck))
+        @given(behaviour=strategy)
+        def one(behaviour: Behaviour) -> None:
+            run = self.run_once(behaviour, fn, deadline_s=deadline_s)
+            problems = check_all(run, deadline_s=deadline_s, max_polls_per_s=max_polls_per_s,
+                                 **switches)
+            if problems:
+                raise AssertionError(failure_message(run, problems))
+
+        one()
+
+
+def failure_message(run: RunRecord, problems: list[Problem]) -> str:
+    """The failure report: the broken properties, the client's outcome and the behaviour as
+    scenario YAML (replay with ``rmbg-emulator serve --scenario FILE``)."""
+    out = run.outcome
+    lines = [f"client property broken under {run.behaviour.describe()}"]
+    lines += [f"  - {p}" for p in problems]
+    lines.append(f"client returned {'success' if out.success else 'failure'}"
+                 + (f" ({out.error})" if out.error else "") + f" after {out.elapsed_s:.2f} s")
+    lines.append("behaviour (scenario YAML):")
+    lines += ["  " + line for line in run.behaviour.to_scenario_yaml().splitlines()]
+    return "\n".join(lines)

@@ -1,10 +1,11 @@
-"""``rmbg-emulator``: serve | remove | scenario | models | contracts.
+"""``rmbg-emulator``: serve | remove | scenario | models | contracts | fuzz-client.
 
 ``serve`` starts every vendor on one port; ``remove`` runs the same matte engine on local
 files; ``scenario check`` validates scenario files; ``models`` lists and installs weights;
 ``contracts`` lists, shows, validates and checks the OpenAPI contracts (``contracts validate``
 checks every document against the OpenAPI 3.1 schema; ``contracts check`` runs the
-property-based suite against any base URL).
+property-based suite against any base URL); ``fuzz-client`` runs the property-based client
+checks against a client given as a command, in any language).
 """
 
 from __future__ import annotations
@@ -150,7 +151,59 @@ def build_parser() -> argparse.ArgumentParser:
     ccheck.add_argument("--admin-token", default=None, metavar="TOKEN",
                         help="the emulator's admin token, sent on its control plane "
                              "(/_emulator/*) (default: env RMBG_EMULATOR_ADMIN_TOKEN)")
+    fuzz = sub.add_parser(
+        "fuzz-client", help="property-based checks of a client in any language, run as a "
+                            "command",
+        usage="rmbg-emulator fuzz-client VENDOR [options] -- COMMAND [ARGS...]",
+        description="Start an emulator on a free port and, for each behaviour drawn from the "
+                    "vendor's contract, run COMMAND with EMULATOR_URL (fal's queue host is "
+                    "$EMULATOR_URL/queue), EMULATOR_VENDOR, EMULATOR_API_KEY, "
+                    "EMULATOR_IMAGE_URL, EMULATOR_OUTPUT (write the cut-out PNG there) and "
+                    "EMULATOR_DEADLINE (seconds). Exit status 0 of COMMAND claims success. "
+                    "Exit status: 0 when every property held, 1 when one broke, 2 on a "
+                    "usage error.")
+    fuzz.add_argument("vendor", metavar="VENDOR", help="a vendor slug (pixazo, fal, ...)")
+    fuzz.add_argument("--examples", type=int, default=15, metavar="N",
+                      help="behaviours to draw (default 15; shrinking runs come on top)")
+    fuzz.add_argument("--seed", type=int, default=None, metavar="S",
+                      help="random seed (default: derandomised, the same examples each time)")
+    fuzz.add_argument("--report", type=Path, default=None, metavar="DIR",
+                      help="on a failure write behaviour.yaml, journal.json and replay.sh "
+                           "there")
+    fuzz.add_argument("--deadline", type=float, default=30.0, metavar="SEC",
+                      help="seconds one run of COMMAND may take; it is killed past it "
+                           "(default 30)")
+    fuzz.add_argument("--property", dest="only", nargs="+", action="extend", default=[],
+                      metavar="NAME", help="check only these properties (terminates, "
+                                           "honours_retry_after, polls_politely, "
+                                           "speaks_contract, never_false_success, pays_once)")
+    fuzz.add_argument("--no-property", dest="skip", nargs="+", action="extend", default=[],
+                      metavar="NAME", help="do not check these properties")
     return parser
+
+
+def cmd_fuzz_client(args: argparse.Namespace, command: Sequence[str]) -> int:
+    """``fuzz-client VENDOR [options] -- COMMAND``: :func:`emulator.testing.fuzzclient.fuzz_client`.
+    Returns 0 (every property held), 1 (one broke) or 2 (usage error, hypothesis missing)."""
+    try:
+        from emulator.testing.fuzzclient import FuzzOptions, fuzz_client
+    except ImportError as exc:
+        print(f"rmbg-emulator: fuzz-client needs hypothesis (pip install 'rmbg-emulator[test]'): "
+              f"{exc}", file=sys.stderr)
+        return 2
+    options = FuzzOptions(examples=args.examples, seed=args.seed, report=args.report,
+                          deadline_s=args.deadline, only=tuple(args.only),
+                          skip=tuple(args.skip))
+    return fuzz_client(args.vendor, command, options)
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``fuzz-client ... -- COMMAND``: the arguments before the first ``--`` and the command
+    after it (``None`` without ``--``); other sub-commands are left whole."""
+    if "--" in argv and "fuzz-client" in argv[:argv.index("--")]:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -434,8 +487,17 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rmbg-emulator`` console script."""
-    args = build_parser().parse_args(argv)
+    head, command = _split_command(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(head)
+    if args.command == "fuzz-client" and not command:
+        parser.error("fuzz-client: give the client's command after --: "
+                     "rmbg-emulator fuzz-client VENDOR [options] -- COMMAND [ARGS...]")
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    if args.command == "fuzz-client":
+        return cmd_fuzz_client(args, command or [])
     if args.command == "serve":
         return cmd_serve(args)
     if args.command == "remove":

@@ -11,10 +11,16 @@ it gets wrong, on purpose:
 
 Its loops are capped (10 tries per request, 50 status reads) so a run always ends. Use
 ``examples/bgremove`` for a client that gets these right.
+
+As a command (``rmbg-emulator fuzz-client pixazo -- python examples/naive_client.py``) it reads
+``EMULATOR_URL``, ``EMULATOR_API_KEY``, ``EMULATOR_IMAGE_URL`` and ``EMULATOR_OUTPUT`` and
+exits 0 when it claims success, 1 otherwise.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +70,20 @@ def remove_background(base_url: str, api_key: str, image_url: str, output_path: 
                 output_path.write_bytes(media.content)
                 return True
         return False
+
+
+def main() -> int:
+    """The command-line form: the ``EMULATOR_*`` variables in, exit status 0 on a claimed
+    success, 1 on a failure (the error printed to stderr)."""
+    env = os.environ
+    try:
+        done = remove_background(env["EMULATOR_URL"], env["EMULATOR_API_KEY"],
+                                 env["EMULATOR_IMAGE_URL"], Path(env["EMULATOR_OUTPUT"]))
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        print(f"naive_client: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

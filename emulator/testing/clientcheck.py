@@ -26,6 +26,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,15 +43,36 @@ from emulator.testing.properties import (
 if TYPE_CHECKING:
     from emulator.testing.handle import EmulatorHandle
 
-__all__ = ["API_KEY", "INPUT_SIZE", "ClientFunction", "ClientPropertyRunner", "input_png"]
+__all__ = ["API_KEY", "INPUT_SIZE", "ClientFunction", "ClientPropertyRunner", "ClientResult",
+           "Invoker", "PropertyBroken", "failure_message", "input_png"]
 
 #: ``fn(base_url, api_key, image_url, output_path) -> bool``: True when the client wrote the
 #: cut-out to ``output_path``.
 ClientFunction = Callable[[str, str, str, Path], bool]
+#: ``invoke(vendor, output_path, deadline_s) -> ClientResult``: run the client once (it writes
+#: the cut-out to ``output_path``); the runner measures the time around it.
+Invoker = Callable[[str, Path, float], "ClientResult"]
 #: The API key the runs use (the emulator accepts any non-empty key).
 API_KEY = "property-key"
 #: ``(width, height)`` of the input image, pixels.
 INPUT_SIZE = (64, 48)
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """What one client run returned to the runner.
+
+    Attributes:
+        success: the client claims success (the function returned True; the command exited 0).
+        finished: False when it was still running at the deadline.
+        error: what went wrong in the client's own words (exception, exit status), or None.
+        output: what the client printed (command-line form), else ``""``.
+    """
+
+    success: bool
+    finished: bool = True
+    error: str | None = None
+    output: str = ""
 
 
 def input_png() -> bytes:
@@ -104,28 +126,46 @@ class ClientPropertyRunner:
         A call still running after ``deadline_s`` seconds is left behind (a daemon thread)
         and recorded as not finished.
         """
+        return self.run_with(behaviour, self.function_invoker(fn), deadline_s=deadline_s)
+
+    def function_invoker(self, fn: ClientFunction) -> Invoker:
+        """``fn`` as an :data:`Invoker`: called in a daemon thread with the vendor's API host
+        (:meth:`base_url`), :data:`API_KEY`, the input's ``data:`` URI and the output path;
+        a call still running after the deadline is left behind."""
+        def invoke(vendor: str, output: Path, deadline_s: float) -> ClientResult:
+            result: dict[str, Any] = {}
+
+            def call() -> None:
+                try:
+                    result["success"] = bool(fn(self.base_url(vendor), API_KEY,
+                                                self.image_url, output))
+                except Exception as exc:  # the client's own error is an outcome, not a crash
+                    result["error"] = f"{type(exc).__name__}: {exc}"
+
+            worker = threading.Thread(target=call, name="client-property-run", daemon=True)
+            worker.start()
+            worker.join(deadline_s)
+            return ClientResult(success=bool(result.get("success", False)),
+                                finished=not worker.is_alive(), error=result.get("error"))
+
+        return invoke
+
+    def run_with(self, behaviour: Behaviour, invoke: Invoker, *,
+                 deadline_s: float = DEFAULT_DEADLINE_S) -> RunRecord:
+        """Reset the emulator, load ``behaviour``'s rules (in order), run the client through
+        ``invoke`` (output file ``workdir/run-N.png``) and collect the record (journal,
+        violations, jobs)."""
         self.emulator.reset()
         for rule in behaviour.rules:
             self.emulator.inject(**rule)
         self._runs += 1
         output = self.workdir / f"run-{self._runs}.png"
-        result: dict[str, Any] = {}
-
-        def call() -> None:
-            try:
-                result["success"] = bool(fn(self.base_url(behaviour.vendor), API_KEY,
-                                            self.image_url, output))
-            except Exception as exc:  # the client's own error is an outcome, not a crash
-                result["error"] = f"{type(exc).__name__}: {exc}"
-
         started = time.monotonic()
-        worker = threading.Thread(target=call, name="client-property-run", daemon=True)
-        worker.start()
-        worker.join(deadline_s)
+        result = invoke(behaviour.vendor, output, deadline_s)
         elapsed = time.monotonic() - started
-        outcome = Outcome(success=bool(result.get("success", False)), output_path=output,
-                          input_size=INPUT_SIZE, elapsed_s=elapsed,
-                          finished=not worker.is_alive(), error=result.get("error"))
+        outcome = Outcome(success=result.success, output_path=output, input_size=INPUT_SIZE,
+                          elapsed_s=elapsed, finished=result.finished, error=result.error,
+                          output=result.output)
         return RunRecord(behaviour=behaviour, outcome=outcome,
                          journal=self.emulator.journal(), violations=self.emulator.violations(),
                          jobs=self.emulator.jobs())
@@ -149,7 +189,33 @@ class ClientPropertyRunner:
                 the message names the properties and shows the behaviour's scenario YAML.
             ValueError: unknown family or property name.
         """
-        from hypothesis import HealthCheck, given, settings
+        self.search(vendor, self.function_invoker(fn), max_examples=max_examples,
+                    retry_budget=retry_budget, families=families, deadline_s=deadline_s,
+                    max_polls_per_s=max_polls_per_s, skip=skip)
+
+    def search(self, vendor: str, invoke: Invoker, *, max_examples: int = 15,
+               retry_budget: int = 3, families: Iterable[str] | None = None,
+               deadline_s: float = DEFAULT_DEADLINE_S,
+               max_polls_per_s: int = DEFAULT_MAX_POLLS_PER_S, skip: Iterable[str] = (),
+               seed: int | None = None,
+               on_run: Callable[[RunRecord, list[Problem]], None] | None = None) -> None:
+        """Draw up to ``max_examples`` behaviours of ``vendor``, run the client through
+        ``invoke`` under each and check the properties; shrink a failure.
+
+        Args:
+            seed: hypothesis's random seed; ``None``: derandomised (a seed from the test's
+                code, the same every run).
+            on_run: called after every run, shrinking runs included, with the record and its
+                problems (progress output).
+            The rest: as :meth:`check`.
+
+        Raises:
+            PropertyBroken: the shrunk behaviour under which a property broke (an
+                :class:`AssertionError` carrying the run record and the problems).
+            ValueError: unknown family or property name.
+        """
+        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis import seed as hypothesis_seed
 
         from emulator.testing.properties import PROPERTIES
 
@@ -160,18 +226,33 @@ class ClientPropertyRunner:
         switches = {name: name not in skipped for name in PROPERTIES}
         strategy = behaviours(vendor, retry_budget=retry_budget, families=families)
 
-        @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
-                  report_multiple_bugs=False, print_blob=False,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=max_examples, deadline=None, derandomize=seed is None,
+                  database=None, report_multiple_bugs=False, print_blob=False,
+                  suppress_health_check=list(HealthCheck),
+                  # no "explain" phase: it runs the client again on random variations of the
+                  # shrunk behaviour only to annotate the report
+                  phases=[p for p in Phase if p.name != "explain"])
         @given(behaviour=strategy)
         def one(behaviour: Behaviour) -> None:
-            run = self.run_once(behaviour, fn, deadline_s=deadline_s)
+            run = self.run_with(behaviour, invoke, deadline_s=deadline_s)
             problems = check_all(run, deadline_s=deadline_s, max_polls_per_s=max_polls_per_s,
                                  **switches)
+            if on_run is not None:
+                on_run(run, problems)
             if problems:
-                raise AssertionError(failure_message(run, problems))
+                raise PropertyBroken(run, problems)
 
-        one()
+        (one if seed is None else hypothesis_seed(seed)(one))()
+
+
+class PropertyBroken(AssertionError):
+    """A property broke: :attr:`run` (the record) and :attr:`problems`; the message is
+    :func:`failure_message`."""
+
+    def __init__(self, run: RunRecord, problems: list[Problem]) -> None:
+        super().__init__(failure_message(run, problems))
+        self.run = run
+        self.problems = problems
 
 
 def failure_message(run: RunRecord, problems: list[Problem]) -> str:

@@ -53,7 +53,9 @@ class Outcome:
         input_size: ``(width, height)`` of the input image, pixels.
         elapsed_s: real seconds the call took (up to the deadline when it did not return).
         finished: False when the call had not returned by the deadline.
-        error: ``"ExceptionType: message"`` when the call raised, else ``None``.
+        error: ``"ExceptionType: message"`` when the call raised (command-line form: its
+            exit status), else ``None``.
+        output: what the client printed (command-line form: stdout and stderr), else ``""``.
     """
 
     success: bool
@@ -62,6 +64,7 @@ class Outcome:
     elapsed_s: float
     finished: bool = True
     error: str | None = None
+    output: str = ""
 
 
 @dataclass(frozen=True)

@@ -265,11 +265,7 @@ class GmiCloudAdapter(VendorAdapter):
             InvalidInput: no ``authToken``.
             Unauthorized: the auth token is invalid or expired.
         """
-        body = await self.json_object(request)
-        token = body.get("authToken")
-        if not isinstance(token, str) or not token:
-            raise InvalidInput("authToken is required", field="authToken")
-        return self._session(read_token(token, "auth", self.port.clock.now()))
+        return self._session(await self._body_token(request, "authToken", "auth"))
 
     async def refresh_session(self, request: Request) -> Response:
         """``PATCH /me/sessions`` with the refresh token -> a new token pair.
@@ -278,11 +274,19 @@ class GmiCloudAdapter(VendorAdapter):
             InvalidInput: no ``refreshToken``.
             Unauthorized: the refresh token is invalid or expired.
         """
-        body = await self.json_object(request)
-        token = body.get("refreshToken")
+        return self._session(await self._body_token(request, "refreshToken", "refresh"))
+
+    async def _body_token(self, request: Request, field: str, kind: str) -> Account:
+        """The account of the ``kind`` token in the body's ``field``.
+
+        Raises:
+            InvalidInput: the field is missing or empty.
+            Unauthorized: the token is invalid, expired or of another kind.
+        """
+        token = (await self.json_object(request)).get(field)
         if not isinstance(token, str) or not token:
-            raise InvalidInput("refreshToken is required", field="refreshToken")
-        return self._session(read_token(token, "refresh", self.port.clock.now()))
+            raise InvalidInput(f"{field} is required", field=field)
+        return read_token(token, kind, self.port.clock.now())
 
     def _session(self, account: Account) -> Response:
         now = self.port.clock.now()

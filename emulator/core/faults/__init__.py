@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulator.core.faults import rules
 from emulator.core.faults.asgi import drop_connection, malformed, sleep_at_least
 from emulator.core.faults.effects import (
     BODY_FAULTS,
@@ -58,11 +59,9 @@ from emulator.core.faults.rules import (
 
 
 def __getattr__(name: str) -> Any:
-    # EFFECT_FIELDS and FIELDS follow the registry (see emulator.core.faults.rules).
-    if name == "EFFECT_FIELDS":
-        return effect_fields()
-    if name == "FIELDS":
-        return fields()
+    # EFFECT_FIELDS and FIELDS follow the registry: asked of emulator.core.faults.rules.
+    if name in ("EFFECT_FIELDS", "FIELDS"):
+        return getattr(rules, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -30,13 +30,13 @@ from emulator.context import RouteTable
 from emulator.core import scenarios
 from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules
-from emulator.core.jobs import Job, JobEngine, default_threads
+from emulator.core.jobs import EngineSpec, Job, JobEngine, default_threads
 from emulator.core.journal import Journal
 from emulator.core.urls import FILES_PATH, OwnUrls
 from emulator.core.webhooks import Secrets, WebhookOutbox
 from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
-from emulator.matte.engine import MatteEngine, create_engine
+from emulator.matte.engine import MatteEngine
 from emulator.settings import Settings
 from emulator.vendors import load_all
 from emulator.vendors.base import VendorAdapter
@@ -59,7 +59,12 @@ class Emulator:
         self.started_at = time.time()
         self._matte: MatteEngine | None = None
         self._matte_lock = threading.Lock()
-        self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte)
+        #: How the matte engine is built, here and in each matte worker process.
+        self.engine_spec = EngineSpec(settings.engine, settings.engine_preset,
+                                      settings.models_dir,
+                                      settings.matte_threads or default_threads())
+        self.jobs = JobEngine(settings, clock=self.clock, matte=self.matte,
+                              engine_spec=self.engine_spec)
         self.webhooks = WebhookOutbox(self.clock, journal_size=settings.journal_size)
         self.webhooks.policy = self.jobs.fetch_policy
         self.secrets = Secrets()
@@ -103,11 +108,7 @@ class Emulator:
         if self._matte is None:
             with self._matte_lock:
                 if self._matte is None:
-                    s = self.settings
-                    self._matte = create_engine(
-                        s.engine, preset=s.engine_preset, models_dir=s.models_dir,
-                        threads=s.matte_threads or default_threads(),
-                    )
+                    self._matte = self.engine_spec.build()
         return self._matte
 
     @property

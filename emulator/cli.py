@@ -47,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--virtual-clock", action="store_true", default=None,
                        help="time moves only through POST /_emulator/clock/advance")
     serve.add_argument("--workers", type=int, default=None,
-                       help="threads in the image worker pool (default 2)")
+                       help="server processes (default 1; more need a shared store, "
+                            "--store redis://...)")
+    serve.add_argument("--matte-workers", type=int, default=None, metavar="N",
+                       help="image workers: decode, matte and encode run N at a time "
+                            "(default 2; env RMBG_EMULATOR_MATTE_WORKERS)")
+    serve.add_argument("--matte-pool", default=None, choices=["processes", "threads"],
+                       help="where image work runs: worker processes (default; started on "
+                            "first use, the model loaded once in each) or threads of the "
+                            "server process (env RMBG_EMULATOR_MATTE_POOL)")
     serve.add_argument("--keys", default=None, metavar="FILE",
                        help="accept only the API keys listed in FILE (one a line)")
     serve.add_argument("--strict", action="store_true", default=None,
@@ -221,6 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             engine_preset=args.engine_preset, models_dir=args.models_dir,
             progression=args.progression, latency=args.latency,
             virtual_clock=args.virtual_clock, workers=args.workers,
+            matte_workers=args.matte_workers, matte_pool=args.matte_pool,
             keys=load_keys_file(Path(args.keys)) if args.keys else None, strict=args.strict,
             tls=args.tls, tls_dir=args.tls_dir,
             allow_fetch=tuple(args.allow_fetch) if args.allow_fetch else None,

@@ -16,6 +16,8 @@ from typing import Any
 from emulator.core.fetchpolicy import check_allow_entries
 
 ENV_PREFIX = "RMBG_EMULATOR_"
+#: Where image work runs (``--matte-pool``): worker processes, or threads of the server.
+MATTE_POOLS = ("processes", "threads")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,15 @@ class Settings:
     progression: str = "time"
     latency: str = "fast"
     virtual_clock: bool = False
-    workers: int = 2
+    #: Server processes (``--workers``). More than one needs a store the processes share;
+    #: the memory store (the only one today) holds jobs in one process, so only 1 is valid.
+    workers: int = 1
+    #: Image workers (``--matte-workers``): threads, each with its worker process when
+    #: ``matte_pool`` is ``processes`` (emulator.core.jobs.pool).
+    matte_workers: int = 2
+    #: ``processes`` (decode, matte, encode in worker processes, started on first use) or
+    #: ``threads`` (in the server process; the pytest plugin's default).
+    matte_pool: str = "processes"
     worker_nice: int = 10
     matte_threads: int = 0
     max_input_bytes: int = 25 * 1024 * 1024
@@ -130,6 +140,16 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.workers > 1:
+            raise ValueError(
+                f"--workers {self.workers}: more than one server process needs a store they "
+                "share (--store redis://...); the memory store keeps jobs in one process. "
+                "For more image workers in this process use --matte-workers N")
+        if self.matte_workers < 1:
+            raise ValueError("matte_workers must be >= 1")
+        if self.matte_pool not in MATTE_POOLS:
+            raise ValueError(f"matte_pool {self.matte_pool!r}: expected one of "
+                             f"{', '.join(MATTE_POOLS)}")
         if not 0 <= self.worker_nice <= 19:
             raise ValueError("worker_nice must be 0..19")
         if not 0 <= self.png_compress_level <= 9:

@@ -8,6 +8,7 @@ Both are re-exported by :mod:`emulator.testing.plugin`, where they lived first, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -190,7 +191,9 @@ class InProcessEmulator:
 
     ``async with InProcessEmulator(settings) as emu:`` then use ``emu.transport`` (an
     ``httpx.ASGITransport``) or ``emu.client`` (an ``httpx.AsyncClient`` on
-    ``http://testserver``). Runs the app's start-up and shut-down around the block.
+    ``http://testserver``). Runs the app's start-up and shut-down around the block. Without
+    ``settings``, the image work runs in threads (``RMBG_EMULATOR_MATTE_POOL`` may say
+    otherwise).
     """
 
     base_url = "http://testserver"
@@ -201,7 +204,11 @@ class InProcessEmulator:
         from emulator.app import create_app
         from emulator.settings import Settings
 
-        self.app = create_app(settings or Settings.from_env(progression="immediate"))
+        # Threads unless RMBG_EMULATOR_MATTE_POOL says otherwise: a test makes many of these,
+        # and a worker process costs about 1 s to start (emulator.core.jobs.pool).
+        threads: dict[str, Any] = ({} if "RMBG_EMULATOR_MATTE_POOL" in os.environ
+                                   else {"matte_pool": "threads"})
+        self.app = create_app(settings or Settings.from_env(progression="immediate", **threads))
         self.emulator = self.app.state.emulator
         self.transport = httpx.ASGITransport(app=self.app)
         self.client = httpx.AsyncClient(transport=self.transport, base_url=self.base_url,

@@ -10,9 +10,12 @@ Fixtures:
   (:class:`~emulator.testing.clientcheck.ClientPropertyRunner`; needs ``hypothesis``).
 
 Marker ``@pytest.mark.rmbg_emulator(progression=..., faults=[...], engine=..., tls=...,
-latency=..., virtual_clock=...)`` picks the server's settings and injects fault rules before the
-test. Options ``--rmbg-emulator-engine`` and ``--rmbg-emulator-tls`` (env
-``RMBG_EMULATOR_ENGINE``, ``RMBG_EMULATOR_TLS``) set the defaults. ``--rmbg-emulator-admin-token``
+latency=..., virtual_clock=..., matte_workers=..., matte_pool=...)`` picks the server's
+settings and injects fault rules before the test. Options ``--rmbg-emulator-engine``,
+``--rmbg-emulator-tls``, ``--rmbg-emulator-matte-workers`` and ``--rmbg-emulator-matte-pool``
+(env ``RMBG_EMULATOR_ENGINE``, ``RMBG_EMULATOR_TLS``, ``RMBG_EMULATOR_MATTE_WORKERS``,
+``RMBG_EMULATOR_MATTE_POOL``) set the defaults; the image work runs in threads unless
+``matte_pool="processes"``. ``--rmbg-emulator-admin-token``
 (ini ``rmbg_emulator_admin_token``, env ``RMBG_EMULATOR_ADMIN_TOKEN``) starts the server with
 an admin token; the handle sends it on its control-plane calls. Under pytest-xdist each worker
 process starts its own server. Turn the plugin off with ``-p no:rmbg_emulator``.
@@ -44,11 +47,12 @@ __all__ = ["MARKER", "SETTING_KEYS", "EmulatorHandle", "InProcessEmulator", "cli
 
 MARKER = "rmbg_emulator"
 SETTING_KEYS = ("progression", "engine", "tls", "latency", "virtual_clock", "engine_preset",
-                "workers", "strict")
+                "matte_workers", "matte_pool", "strict")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--rmbg-emulator-engine`` and ``--rmbg-emulator-tls``."""
+    """``--rmbg-emulator-engine``, ``-tls``, ``-admin-token``, ``-matte-workers``,
+    ``-matte-pool``."""
     group = parser.getgroup("rmbg_emulator", "rmbg-emulator fixtures")
     group.addoption("--rmbg-emulator-engine", default=os.environ.get("RMBG_EMULATOR_ENGINE"),
                     help="matte engine of the rmbg_emulator fixture (auto, u2netp, grabcut, "
@@ -62,6 +66,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "control plane then requires it; the fixture's handle sends it); "
                          "default: ini rmbg_emulator_admin_token, env "
                          "RMBG_EMULATOR_ADMIN_TOKEN")
+    group.addoption("--rmbg-emulator-matte-workers", type=int,
+                    default=int(os.environ.get("RMBG_EMULATOR_MATTE_WORKERS") or 0) or None,
+                    metavar="N", help="image workers of the rmbg_emulator fixture (default 2)")
+    group.addoption("--rmbg-emulator-matte-pool", choices=["threads", "processes"],
+                    default=os.environ.get("RMBG_EMULATOR_MATTE_POOL") or "threads",
+                    help="where the fixture's image work runs (default threads: a test "
+                         "session starts servers often, a worker process costs about 1 s to "
+                         "start; processes is the serve default)")
     parser.addini("rmbg_emulator_admin_token", default=None,
                   help="admin token of the rmbg_emulator fixture's server")
 
@@ -78,7 +90,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _settings_for(config: pytest.Config, overrides: dict[str, Any]) -> Settings:
     from emulator.settings import Settings
 
-    values: dict[str, Any] = {"progression": "immediate"}
+    values: dict[str, Any] = {"progression": "immediate",
+                              "matte_pool": config.getoption("--rmbg-emulator-matte-pool")}
+    matte_workers = config.getoption("--rmbg-emulator-matte-workers")
+    if matte_workers:
+        values["matte_workers"] = matte_workers
     engine = config.getoption("--rmbg-emulator-engine")
     if engine:
         values["engine"] = engine

@@ -1,5 +1,6 @@
 """Jobs: the record (:mod:`.model`), the visible-status state machine (:mod:`.progression`),
-the runner of their work (:mod:`.runner`) and the engine facade (:mod:`.engine`).
+the runner of their work (:mod:`.runner`), the matte pool it renders in (:mod:`.pool`) and the
+engine facade (:mod:`.engine`).
 
 Every name importers use is re-exported here.
 """
@@ -18,17 +19,18 @@ from emulator.core.jobs.model import (
     OutputFault,
     Task,
 )
+from emulator.core.jobs.pool import EngineSpec, MattePool, WorkerCrashed, lower_priority
 from emulator.core.jobs.progression import Progression
 from emulator.core.jobs.runner import (
     INLINE_NOW_CHARS,
     KEEP_INLINE_CHARS,
     Runner,
     default_threads,
-    lower_priority,
 )
 
 __all__ = [
     "FINAL_STAGE", "INLINE_NOW_CHARS", "KEEP_INLINE_CHARS", "PROCESSING_STAGE", "QUEUED_STAGE",
-    "FinalListener", "Job", "JobEngine", "JobPlan", "JobStatus", "OutputFault", "Progression",
-    "Runner", "Task", "default_threads", "lower_priority",
+    "EngineSpec", "FinalListener", "Job", "JobEngine", "JobPlan", "JobStatus", "MattePool",
+    "OutputFault", "Progression", "Runner", "Task", "WorkerCrashed", "default_threads",
+    "lower_priority",
 ]

@@ -41,6 +41,7 @@ from emulator.core.jobs.model import (
     JobStatus,
     Task,
 )
+from emulator.core.jobs.pool import EngineSpec
 from emulator.core.jobs.progression import Progression
 from emulator.core.jobs.runner import Runner
 from emulator.core.results import ResultCache
@@ -68,6 +69,7 @@ class JobEngine:
         store: JobStore | None = None,
         files: FileStore | None = None,
         billing: Billing | None = None,
+        engine_spec: EngineSpec | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -81,7 +83,7 @@ class JobEngine:
             settings.default_balance_usd, ledger_size=settings.ledger_size)
         #: The work of jobs (pool, inputs, result cache).
         self.runner = Runner(settings, clock=clock, matte=matte, files=self.files,
-                             finish=self._finish_work)
+                             finish=self._finish_work, engine_spec=engine_spec)
         #: The visible status of jobs.
         self.progression = Progression(settings, clock)
         self.final_listeners: list[FinalListener] = []

@@ -3,20 +3,18 @@
 A job's work starts at submit (:meth:`Runner.work_now` or :meth:`Runner.work`) and runs apart
 from the status it shows (:mod:`emulator.core.jobs.progression`): load the inputs (inline
 base64, or a URL fetched under the fetch policy, or one of the emulator's own files with no
-HTTP), render the task in a thread pool whose threads run at a lower priority than the event
-loop, keep the outputs as files, then hand the outcome to ``finish`` (the engine: billing and
-the job's ``done`` event). The outputs of an input already seen come from the result cache
-(:mod:`emulator.core.results`), on the event loop when nothing needs the pool.
+HTTP), render the task in the matte pool (:mod:`emulator.core.jobs.pool`: worker processes,
+or threads at a lower priority than the event loop), keep the outputs as files, then hand
+the outcome to ``finish`` (the engine: billing and the job's ``done`` event). The outputs of
+an input already seen come from the result cache (:mod:`emulator.core.results`), on the event
+loop when nothing needs the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import sys
-import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,8 +32,9 @@ from emulator.core.inputs import (
     fetch_url,
 )
 from emulator.core.jobs.model import Job, JobStatus
+from emulator.core.jobs.pool import EngineSpec, MattePool
 from emulator.core.results import ResultCache, result_key
-from emulator.core.tasks import TASKS, Rendered, TaskContext
+from emulator.core.tasks import Rendered, TaskContext
 from emulator.errors import EmulatorError
 from emulator.matte.engine import MatteEngine
 from emulator.settings import Settings
@@ -65,7 +64,7 @@ class Runner:
     """
 
     def __init__(self, settings: Settings, *, clock: Clock, matte: Callable[[], MatteEngine],
-                 files: FileStore, finish: Finish) -> None:
+                 files: FileStore, finish: Finish, engine_spec: EngineSpec | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self._matte = matte
@@ -76,15 +75,18 @@ class Runner:
         self.local_resolver: LocalResolver | None = None
         self.fetch_policy = FetchPolicy(settings.allow_fetch, own_host=settings.host,
                                         own_port=settings.port)
-        self._pool: ThreadPoolExecutor | None = None
+        self._engine_spec = engine_spec
+        self._pool: MattePool | None = None
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        """Create the worker pool and the HTTP client for inputs."""
+        """Create the matte pool (``Settings.matte_pool``; worker processes start on first
+        use) and the HTTP client for inputs."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="matte",
-                                            initializer=lower_priority,
-                                            initargs=(self.settings.worker_nice,))
+            s = self.settings
+            self._pool = MattePool(s.matte_pool, s.matte_workers, s.worker_nice,
+                                   self._engine_spec)
+            self._pool.start()
         if self._client is None:
             # An explicit transport: no proxy from the environment, so the address the
             # fetch policy checked is the address connected to (inputs.fetch_url).
@@ -94,17 +96,18 @@ class Runner:
             )
 
     async def close(self) -> None:
-        """Close the client and the pool (work still queued in the pool is cancelled)."""
+        """Close the client and the pool (work still queued in the pool is cancelled, worker
+        processes are stopped)."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()
             self._pool = None
 
     @property
-    def pool(self) -> ThreadPoolExecutor:
-        """The worker pool for blocking image work.
+    def matte_pool(self) -> MattePool:
+        """The matte pool (threads, and worker processes when ``matte_pool`` is processes).
 
         Raises:
             RuntimeError: before :meth:`start`.
@@ -112,6 +115,17 @@ class Runner:
         if self._pool is None:
             raise RuntimeError("JobEngine.start() has not been called")
         return self._pool
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads for blocking work (in ``processes`` mode they dispatch image work).
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        threads = self.matte_pool.threads
+        assert threads is not None
+        return threads
 
     async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in the worker pool and await its result."""
@@ -149,12 +163,18 @@ class Runner:
 
     def render(self, job: Job, payloads: list[bytes], ctx: TaskContext) -> list[Rendered]:
         """The task (or its cached outputs), then the output faults of a job that carries
-        some (``Job.output_fault``), in one worker-pool call."""
+        some (``Job.output_fault``), in one worker-pool call (the task itself in a worker
+        process when the pool has them).
+
+        Raises:
+            WorkerCrashed: the worker process died during the task (only this job fails).
+        """
+        pool = self.matte_pool
         self._engine_seen = ctx.engine
         key = self.result_key(job, payloads, ctx.engine) if self.results.max_bytes else None
         rendered = self.results.get(key) if key is not None else None
         if rendered is None:
-            rendered = TASKS[job.task.kind](payloads, job.task.params, ctx)
+            rendered = pool.render(job.task.kind, job.task.params, payloads, ctx)
             if key is not None:
                 self.results.put(key, rendered)
         if job.output_fault is not None:
@@ -247,23 +267,6 @@ def forget_inline(job: Job) -> None:
             else ImageSource(s.kind, s.describe()) for s in sources)
 
 
-def lower_priority(nice: int) -> None:
-    """Raise the calling thread's nice value by ``nice`` (Linux; elsewhere nothing).
-
-    The worker threads run at a lower priority than the event loop's thread: on a machine
-    with fewer cores than busy threads (the 2-core CI machine, a load generator, two matte
-    workers and their onnxruntime threads), the scheduler then gives the loop the CPU it
-    needs to answer polls while images are matted (docs/PERFORMANCE.md, "busy pool").
-    Threads a worker starts (onnxruntime's intra-op pool, built in the pool) inherit it.
-    """
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError):
-        # On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice)
-
-
 def default_threads() -> int:
     """CPU count, for onnxruntime's intra-op threads."""
     return os.cpu_count() or 1
@@ -271,5 +274,5 @@ def default_threads() -> int:
 
 __all__ = [
     "INLINE_NOW_CHARS", "KEEP_INLINE_CHARS", "Finish", "Runner", "default_threads",
-    "forget_inline", "lower_priority",
+    "forget_inline",
 ]

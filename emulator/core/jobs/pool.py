@@ -1,0 +1,249 @@
+"""The matte pool: where a job's blocking image work (decode, matte, encode) runs.
+
+Two kinds (``Settings.matte_pool``):
+
+* ``threads``: ``matte_workers`` threads in the server process, at a lower priority than the
+  event loop (:func:`lower_priority`). Cheap to start; the image work shares the server's GIL,
+  so status reads slow down while images are matted (docs/PERFORMANCE.md, "busy pool").
+* ``processes`` (the default): the same threads only dispatch; each owns one worker process
+  (a ``ProcessPoolExecutor`` of one, ``spawn`` context: onnxruntime and ``fork`` do not mix)
+  that decodes, mattes and encodes. Input bytes go to the worker, output PNG bytes come back.
+  A worker starts when its first job needs it (tests create many emulators) and loads the
+  engine once (:func:`_init_worker`), with onnxruntime's telemetry off. One process per
+  dispatch thread means a worker that dies (killed, out of memory, a crashing decoder) takes
+  only its own job with it (:class:`WorkerCrashed`); the slot gets a fresh worker.
+
+An engine handed to the job engine as an object (tests' stubs) cannot be rebuilt in another
+process: without an :class:`EngineSpec` the work runs in the threads whatever the kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import sys
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.core.tasks import TASKS, Rendered, TaskContext
+from emulator.errors import EmulatorError
+from emulator.matte.engine import MatteEngine, create_engine
+from emulator.settings import MATTE_POOLS
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build the matte engine in a worker process (picklable; the ``--engine`` flags).
+
+    Attributes:
+        spec: ``auto``, ``u2netp``, ``grabcut`` or a path to an ``.onnx`` file.
+        preset: the ONNX preset, or ``None``.
+        models_dir: the weights directory searched first, or ``None``.
+        threads: onnxruntime intra-op threads per call (0: onnxruntime decides).
+    """
+
+    spec: str
+    preset: str | None
+    models_dir: str | None
+    threads: int
+
+    def build(self) -> MatteEngine:
+        """The engine (:func:`emulator.matte.engine.create_engine`).
+
+        Raises:
+            EngineUnavailable: it cannot be built.
+        """
+        return create_engine(self.spec, preset=self.preset, models_dir=self.models_dir,
+                             threads=self.threads)
+
+
+class WorkerCrashed(EmulatorError):
+    """A matte worker process ended while rendering a job (killed, out of memory, a crash).
+
+    Only that job fails (status 500, code ``system_error``); its slot gets a new worker.
+    """
+
+    status = 500
+    code = "system_error"
+
+
+# -- in the worker process -------------------------------------------------------------------
+_worker_engine: MatteEngine | None = None
+
+
+def _init_worker(engine: EngineSpec, nice: int) -> None:
+    """A worker process's start: telemetry off, lower priority, the engine loaded once."""
+    global _worker_engine
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before onnxruntime loads (emulator/__init__)
+    lower_priority(nice)
+    _worker_engine = engine.build()
+
+
+def _render_in_worker(kind: str, params: dict[str, Any], payloads: list[bytes],
+                      max_pixels: int, compress_level: int) -> list[Rendered]:
+    """One task in a worker process, with the engine :func:`_init_worker` loaded."""
+    assert _worker_engine is not None
+    ctx = TaskContext(engine=_worker_engine, max_pixels=max_pixels,
+                      compress_level=compress_level)
+    return TASKS[kind](payloads, params, ctx)
+
+
+# -- in the server process -------------------------------------------------------------------
+class _Slot:
+    """One worker process (a ``ProcessPoolExecutor`` of one), started on first use."""
+
+    def __init__(self, engine: EngineSpec, nice: int) -> None:
+        self._engine = engine
+        self._nice = nice
+        self.executor: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self._engine, self._nice))
+        return self.executor
+
+    def pids(self) -> list[int]:
+        procs = getattr(self.executor, "_processes", None) or {}
+        return [p.pid for p in procs.values() if p.pid is not None]
+
+    def close(self) -> None:
+        """Stop the worker now: queued work is cancelled, a running task is killed."""
+        executor, self.executor = self.executor, None
+        if executor is None:
+            return
+        # ProcessPoolExecutor has no public kill before Python 3.14 (terminate_workers):
+        # its process table is read so that no worker outlives the server.
+        procs = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+
+
+class MattePool:
+    """Runs tasks in threads, or dispatches them from threads to worker processes.
+
+    Args:
+        kind: ``threads`` or ``processes``.
+        size: threads (and, for ``processes``, worker processes): ``Settings.matte_workers``.
+        nice: how much lower the workers' priority is (``Settings.worker_nice``; Linux).
+        engine: how a worker process builds the engine; ``None``: threads only.
+
+    Use :meth:`start` before, :meth:`close` after (once); :meth:`render` runs in a pool
+    thread.
+    """
+
+    def __init__(self, kind: str, size: int, nice: int, engine: EngineSpec | None) -> None:
+        if kind not in MATTE_POOLS:
+            raise ValueError(f"matte pool {kind!r}: expected one of {', '.join(MATTE_POOLS)}")
+        self.kind = kind if engine is not None else "threads"
+        self.size = size
+        self.nice = nice
+        self.engine = engine
+        self.threads: ThreadPoolExecutor | None = None
+        self._slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self._all: list[_Slot] = []
+        self._lock = threading.Lock()  # no worker starts once close() has begun
+        self._closed = False
+
+    def start(self) -> None:
+        """Create the threads (and the slots; their processes start on first use)."""
+        if self.threads is None:
+            self.threads = ThreadPoolExecutor(self.size, thread_name_prefix="matte",
+                                              initializer=lower_priority,
+                                              initargs=(self.nice,))
+        if self.kind == "processes" and not self._all:
+            assert self.engine is not None
+            self._all = [_Slot(self.engine, self.nice) for _ in range(self.size)]
+            for slot in self._all:
+                self._slots.put(slot)
+
+    def render(self, kind: str, params: dict[str, Any], payloads: list[bytes],
+               ctx: TaskContext) -> list[Rendered]:
+        """Task ``kind`` on ``payloads``: here (threads) or in a worker process. Blocking.
+
+        Raises:
+            EmulatorError: the task's own (bad input, ...).
+            WorkerCrashed: the worker process died during the task.
+        """
+        if self.kind == "threads":
+            return TASKS[kind](payloads, params, ctx)
+        slot = self._slots.get()  # as many slots as threads: never waits long
+        try:
+            future = self._submit(slot, kind, params, payloads, ctx)
+            try:
+                rendered: list[Rendered] = future.result()
+            except BrokenProcessPool:
+                slot.close()  # a fresh worker for the next job
+                raise WorkerCrashed(
+                    "the emulator's image worker process ended while rendering this job "
+                    "(killed or crashed); the worker was replaced, submit the job again"
+                ) from None
+            return rendered
+        finally:
+            self._slots.put(slot)
+
+    def _submit(self, slot: _Slot, kind: str, params: dict[str, Any], payloads: list[bytes],
+                ctx: TaskContext) -> Future[list[Rendered]]:
+        """Hand the task to ``slot``'s worker; a worker that died while idle is replaced
+        first (that job did not kill it)."""
+        for attempt in (1, 2):
+            with self._lock:
+                if self._closed:
+                    raise WorkerCrashed("the emulator shut down before the job's work ended")
+                try:
+                    return slot.get().submit(_render_in_worker, kind, params, payloads,
+                                             ctx.max_pixels, ctx.compress_level)
+                except BrokenProcessPool:
+                    slot.close()
+                    if attempt == 2:
+                        raise WorkerCrashed("the emulator's image worker process could not "
+                                            "be started") from None
+        raise AssertionError("unreachable")
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes running now (none for ``threads``)."""
+        return [pid for slot in self._all for pid in slot.pids()]
+
+    def close(self) -> None:
+        """Cancel queued work, stop the threads and kill the worker processes."""
+        if self.threads is not None:
+            self.threads.shutdown(wait=False, cancel_futures=True)
+            self.threads = None
+        with self._lock:
+            self._closed = True
+        for slot in self._all:
+            slot.close()
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux; elsewhere nothing).
+
+    The worker threads run at a lower priority than the event loop's thread: on a machine
+    with fewer cores than busy threads (the 2-core CI machine, a load generator, two matte
+    workers and their onnxruntime threads), the scheduler then gives the loop the CPU it
+    needs to answer polls while images are matted (docs/PERFORMANCE.md, "busy pool").
+    Threads a worker starts (onnxruntime's intra-op pool, built in the pool) inherit it; so
+    do a worker process's threads (it is called first in the process).
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        # On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice)
+
+
+__all__ = ["EngineSpec", "MattePool", "WorkerCrashed", "lower_priority"]

@@ -274,6 +274,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  progression: {settings.progression} (latency {settings.latency})"
           + ("  strict: requests are checked against the contracts" if settings.strict
              else ""))
+    print(f"  image work: {settings.matte_workers} "
+          + ("worker processes, started on first use" if settings.matte_pool == "processes"
+             else "threads of this process") + " (--matte-workers, --matte-pool)")
     policy = emulator.jobs.fetch_policy
     print("  input fetches: " + (
         "any address (--allow-fetch any)" if policy.allow_any else

@@ -164,3 +164,40 @@ def test_allow_fetch_from_the_environment() -> None:
     assert Settings().allow_fetch == () and Settings().fetch_deadline_s == 30.0
     with pytest.raises(ValueError, match="max_wait_s"):
         Settings(max_wait_s=0)
+
+
+def test_serve_refuses_more_server_processes_with_the_memory_store(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                 "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers 2" in err and "--store redis://" in err and "--matte-workers" in err
+
+
+def test_serve_takes_the_matte_pool_flags(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    import uvicorn
+
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **kwargs: object) -> None:
+        seen["settings"] = app.state.emulator.settings  # type: ignore[attr-defined]
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    try:
+        assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                     "--matte-workers", "3", "--workers", "1"]) == 0
+        settings = seen.pop("settings")
+        assert settings.matte_workers == 3  # type: ignore[attr-defined]
+        assert settings.matte_pool == "processes"  # type: ignore[attr-defined]
+        assert "image work: 3 worker processes" in capsys.readouterr().out
+        assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                     "--matte-pool", "threads"]) == 0
+        assert seen["settings"].matte_pool == "threads"  # type: ignore[attr-defined]
+        assert "image work: 2 threads" in capsys.readouterr().out
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -4,6 +4,7 @@ answers, cannot hold ``serve`` after SIGTERM (``--graceful-shutdown``; JobEngine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -182,3 +183,52 @@ def test_graceful_shutdown_setting() -> None:
         {"RMBG_EMULATOR_GRACEFUL_SHUTDOWN_S": "7"}).graceful_shutdown_s == 7
     with pytest.raises(ValueError):
         Settings(graceful_shutdown_s=-1)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Process ids of ``pid``'s children and their children (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        todo.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_leaves_no_matte_worker_process() -> None:
+    port = free_port()
+    proc = _serve(port, "--matte-pool", "processes", "--matte-workers", "2")
+    try:
+        image = f"http://127.0.0.1:{port}/_emulator/samples/astronaut"
+        for _ in range(2):
+            reply = httpx.post(f"http://127.0.0.1:{port}{SUBMIT}",
+                               headers={"Ocp-Apim-Subscription-Key": "k"},
+                               json={"image_url": image}, timeout=10)
+            assert reply.status_code == 202, reply.text
+        deadline = time.monotonic() + 30
+        while len(_descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _descendants(proc.pid)
+        assert len(workers) >= 2, "no matte worker process started"
+        assert _exit_time_after_sigterm(proc, 15) < 15
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if _alive(pid)], "a worker outlived serve"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

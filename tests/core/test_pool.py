@@ -150,3 +150,27 @@ def test_matte_pool_and_workers_settings() -> None:
     # an engine given as an object (no spec to rebuild it elsewhere) runs in threads
     assert MattePool("processes", 1, 0, None).kind == "threads"
     assert MattePool("processes", 1, 0, GRABCUT).kind == "processes"
+
+
+def test_a_worker_process_loads_once_lowers_its_priority_and_keeps_telemetry_off() -> None:
+    async def scenario() -> tuple[list[int], list[int], str | None, int]:
+        engine = _job_engine("processes")
+        await engine.start()
+        try:
+            pool = engine.runner.matte_pool
+            await _run(engine, _photo_source(), 1)
+            first = pool.worker_pids()
+            await _run(engine, _photo_source(), 2)
+            slot = pool._all[0]  # the slot's executor, to look inside its worker
+            executor = slot.get()
+            telemetry = executor.submit(os.getenv, "ORT_DISABLE_TELEMETRY").result()
+            nice = executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result()
+            return first, pool.worker_pids(), telemetry, nice
+        finally:
+            await engine.stop()
+
+    first, second, telemetry, nice = asyncio.run(scenario())
+    assert first == second and len(first) == 1  # one process served both jobs
+    assert telemetry == "1"
+    if sys.platform.startswith("linux"):
+        assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + Settings().worker_nice)

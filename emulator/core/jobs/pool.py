@@ -77,10 +77,15 @@ _worker_engine: MatteEngine | None = None
 
 
 def _init_worker(engine: EngineSpec, nice: int) -> None:
-    """A worker process's start: telemetry off, lower priority, the engine loaded once."""
+    """A worker process's start: telemetry off, nice value ``nice`` (at least), the engine
+    loaded once."""
     global _worker_engine
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before onnxruntime loads (emulator/__init__)
-    lower_priority(nice)
+    if sys.platform.startswith("linux"):
+        # Started from a dispatch thread, the process inherits that thread's value already.
+        with contextlib.suppress(OSError):
+            if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
     _worker_engine = engine.build()
 
 
@@ -99,7 +104,7 @@ class _Slot:
 
     def __init__(self, engine: EngineSpec, nice: int) -> None:
         self._engine = engine
-        self._nice = nice
+        self._nice = nice  # the worker's nice value (absolute)
         self.executor: ProcessPoolExecutor | None = None
 
     def get(self) -> ProcessPoolExecutor:
@@ -166,7 +171,11 @@ class MattePool:
                                               initargs=(self.nice,))
         if self.kind == "processes" and not self._all:
             assert self.engine is not None
-            self._all = [_Slot(self.engine, self.nice) for _ in range(self.size)]
+            nice = self.nice
+            if sys.platform.startswith("linux"):  # the value the dispatch threads have
+                nice = min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+                           + self.nice)
+            self._all = [_Slot(self.engine, nice) for _ in range(self.size)]
             for slot in self._all:
                 self._slots.put(slot)
 

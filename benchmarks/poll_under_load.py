@@ -115,6 +115,7 @@ def main() -> None:
     photo = photo_uri()
     p99: dict[str, list[float]] = {p: [] for p in POOLS}
     rps: dict[str, list[float]] = {p: [] for p in POOLS}
+    busy_p99: dict[str, list[float]] = {p: [] for p in POOLS}
     print(f"poll p99 and req/s, busy ({args.jobs} jobs of 4.2 MP) / idle, 16 connections, "
           f"{args.duration:g} s per run")
     for r in range(args.rounds):
@@ -123,6 +124,7 @@ def main() -> None:
                                                        args.duration, env)
             p99[pool].append(busy.p99_ms / idle.p99_ms)
             rps[pool].append(busy.rps / idle.rps)
+            busy_p99[pool].append(busy.p99_ms)
             print(f"round {r + 1} {pool:<9} engine {engine}: idle p99 {idle.p99_ms:6.2f} ms "
                   f"{idle.rps:7.0f} req/s; busy p99 {busy.p99_ms:6.2f} ms {busy.rps:7.0f} "
                   f"req/s; p99 x{p99[pool][-1]:.2f}, req/s x{rps[pool][-1]:.2f}; "
@@ -133,6 +135,10 @@ def main() -> None:
     ratio = [t / p for t, p in zip(p99["threads"], p99["processes"], strict=True)]
     print(f"threads' p99 ratio / processes' p99 ratio: {summary(ratio)} (target: processes' "
           "p99 ratio <= 2)")
+    # Adjacent runs of one round: less exposed to a noisy idle run than the ratios above.
+    busy = [t / p for t, p in zip(busy_p99["threads"], busy_p99["processes"], strict=True)]
+    print(f"busy p99 ms: threads {summary(busy_p99['threads'])}, processes "
+          f"{summary(busy_p99['processes'])}; threads / processes per round {summary(busy)}")
 
 
 if __name__ == "__main__":

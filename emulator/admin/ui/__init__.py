@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from emulator.core.inputs import ImageSource, InputImageError, decode_inline
+from emulator.core.inputs import ImageSource, decode_inline
 from emulator.core.journal import CRITERIA, parse_criteria
-from emulator.errors import AdminTokenRequired, InvalidInput, NotFound
+from emulator.errors import AdminTokenRequired, InputImageError, InvalidInput, NotFound
 from emulator.middleware import SESSION_COOKIE, AdminGate
 
 if TYPE_CHECKING:

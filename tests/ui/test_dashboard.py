@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from emulator.admin.ui import TEMPLATES
 from emulator.middleware import SESSION_COOKIE, AdminGate
 from emulator.testing.server import EmulatorServer
-from tests.conftest import emulator_settings
+from tests.conftest import REPO, emulator_settings
 from tests.vendors.drivers import FAL
 
 TOKEN = "dashboard-token"
@@ -131,3 +135,29 @@ def test_the_session_value_depends_on_the_token() -> None:
     assert AdminGate("a").session() != AdminGate("b").session()
     assert AdminGate(None).session() == ""
     assert AdminGate("a").accepts(b"a") and not AdminGate("a").accepts(b"b")
+
+
+def test_the_package_ships_the_templates(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools")
+    build = tmp_path / "lib"
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path),
+                    "build_py", "--build-lib", str(build)],
+                   cwd=REPO, check=True, capture_output=True)
+    shipped = sorted(p.name for p in (build / "emulator/admin/ui/templates").glob("*.html"))
+    assert shipped == sorted(p.name for p in TEMPLATES.glob("*.html"))
+    assert "jobs.html" in shipped
+
+
+def test_keys_show_balance_limits_and_ledger_and_violations_are_listed(
+        client: httpx.Client, server: EmulatorServer) -> None:
+    assert client.put("/_emulator/keys/k-ui", json={"balance_usd": 2.5, "rps": 7}).status_code \
+        == 200
+    keys = client.get("/_emulator/ui/keys", params={"key": "k-ui"}).text
+    assert 'data-key="k-ui"' in keys and "$2.5000" in keys and "rps=7" in keys
+    assert "balance set" in keys  # the ledger's entry for the balance set above
+    broken = client.post(FAL.submit_path, json={"image_url": 5}, headers=FAL.headers("k-ui"))
+    assert broken.status_code >= 400
+    found = server.emulator.guard.violations()
+    assert found, "the broken request should be a violation"
+    page = client.get("/_emulator/ui/violations").text
+    assert "No violations recorded" not in page and found[0]["field"] in page

@@ -106,6 +106,11 @@ def test_a_live_job_turns_to_success_with_both_images(
     assert XSS_KEY in row.inner_text()
     assert page.locator("#xss").count() == 0
     page.screenshot(path=str(artifacts / "jobs.png"), full_page=True)
+    # The key's account: the job's charge in its ledger.
+    page.goto(server.url + "/_emulator/ui/keys")
+    assert XSS_KEY in page.locator(".card[data-key]").inner_text()
+    assert page.locator("#xss").count() == 0
+    page.screenshot(path=str(artifacts / "keys.png"), full_page=True)
 
 
 def test_the_injected_429_is_in_the_journal_and_an_early_retry_is_highlighted(

@@ -161,3 +161,10 @@ def test_keys_show_balance_limits_and_ledger_and_violations_are_listed(
     assert found, "the broken request should be a violation"
     page = client.get("/_emulator/ui/violations").text
     assert "No violations recorded" not in page and found[0]["field"] in page
+
+
+def test_jobs_are_listed_newest_first(client: httpx.Client, server: EmulatorServer) -> None:
+    url = server.url + "/_emulator/samples/chelsea.jpg"
+    ids = [FAL.job_id(FAL.submit(client, url)) for _ in range(3)]
+    page = client.get("/_emulator/ui").text
+    assert sorted(ids, key=lambda i: page.index(f'data-job="{i}"')) == ids[::-1]

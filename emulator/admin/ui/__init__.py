@@ -26,6 +26,7 @@ the control-plane API itself, so there is one copy of each rule.
 
 from __future__ import annotations
 
+import heapq
 import io
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,7 +130,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         return job
 
     async def job_list(request: Request) -> Response:
-        found = sorted(jobs.jobs(), key=lambda j: j.created_at, reverse=True)[:PAGE_ROWS]
+        found = heapq.nlargest(PAGE_ROWS, jobs.jobs(), key=lambda j: j.created_at)
         return page(request, "jobs.html", jobs=[_job_view(j) for j in found],
                     total=len(jobs.store))
 
@@ -163,7 +164,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             data, kind = await run_in_threadpool(_inline_image, source, limit)
         except InputImageError as exc:
             raise NotFound(f"the input is not an image: {exc}") from None
-        return Response(data, media_type=kind, headers=SAFE_HEADERS)
+        # A job's input never changes: the browser may keep it while the page refreshes.
+        return Response(data, media_type=kind,
+                        headers={**SAFE_HEADERS, "Cache-Control": "private, max-age=3600"})
 
     async def faults_page(request: Request) -> Response:
         return page(request, "faults.html",

@@ -297,7 +297,7 @@ class FaultMiddleware:
                 operation=ctx.operation, api_key=key, key_lookup=lookup,
                 status=recorder.status, latency_ms=(time.perf_counter() - started) * 1000.0,
                 faults=plan.journal_json() if plan is not None else None,
-                retry_after=recorder.retry_after, ended=self.clock.now(),
+                retry_after=recorder.retry_after, ended=self.clock.now(), job_id=ctx.job_id,
             )
         except Exception:  # the journal must never break an answer
             log.exception("journal: could not record %s", scope.get("path"))

@@ -127,12 +127,9 @@ class ApiframeAdapter(VendorAdapter):
         metadata: dict[str, Any] = {"content_moderation": moderation}
         if webhook:
             metadata["webhook_url"] = webhook
-        job = self.port.jobs.submit(
-            job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
-            watch=bool(webhook),
-            plan=self.plan_of(request),
-        )
+        job = self.submit_job(
+            request, job_id=str(uuid.uuid4()), operation="submit", api_key=key,
+            task=Task("remove", (source,)), metadata=metadata, watch=bool(webhook))
         return self.json({"jobId": job.id, "status": STATUS_WORDS[job.status]}, status=202)
 
     async def status(self, request: Request) -> Response:

@@ -158,12 +158,10 @@ class BriaAdapter(VendorAdapter):
             if not sync:
                 metadata["webhook_url"] = hook.value
         engine = self.port.jobs
-        job = engine.submit(
-            job_id=uuid.uuid4().hex, vendor=self.slug, operation="submit", api_key=key,
+        job = self.submit_job(
+            request, job_id=uuid.uuid4().hex, operation="submit", api_key=key,
             task=Task("remove", (source,), {"preserve_alpha": flags["preserve_alpha"]}),
-            origin=self.origin(request), metadata=metadata,
-            watch="webhook_url" in metadata, plan=self.plan_of(request),
-        )
+            metadata=metadata, watch="webhook_url" in metadata)
         if not sync:
             return self.json({"request_id": job.id,
                               "status_url": self.public_url(request, f"/v2/status/{job.id}")},

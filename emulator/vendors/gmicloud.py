@@ -333,12 +333,9 @@ class GmiCloudAdapter(VendorAdapter):
             raise InvalidInput("payload.image is required (URL or base64)",
                                field="payload.image")
         source = parse_source(payload["image"], field="payload.image", allow_base64=True)
-        job = self.port.jobs.submit(
-            job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request),
-            metadata={"payload": self._echo(payload)},
-            plan=self.plan_of(request),
-        )
+        job = self.submit_job(
+            request, job_id=str(uuid.uuid4()), operation="submit", api_key=key,
+            task=Task("remove", (source,)), metadata={"payload": self._echo(payload)})
         return self.json({
             "request_id": job.id,
             "model": MODEL,

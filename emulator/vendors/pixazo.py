@@ -101,12 +101,9 @@ class PixazoAdapter(VendorAdapter):
             metadata["webhook_url"] = parse_source(webhook, field="X-Webhook-URL").value
         engine = self.port.jobs
         request_id = f"{MODEL_ID}_{uuid7(engine.clock.now())}"
-        job = engine.submit(
-            job_id=request_id, vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
-            watch=webhook is not None,
-            plan=self.plan_of(request),
-        )
+        job = self.submit_job(
+            request, job_id=request_id, operation="submit", api_key=key,
+            task=Task("remove", (source,)), metadata=metadata, watch=webhook is not None)
         return self.json({
             "request_id": job.id,
             "status": STATUS_WORDS[job.status],

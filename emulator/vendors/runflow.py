@@ -138,14 +138,12 @@ class RunflowAdapter(VendorAdapter):
         if source.kind != "url":
             echo["image_url"] = source.describe()
         engine = self.port.jobs
-        job = engine.submit(
-            job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request),
+        job = self.submit_job(
+            request, job_id=str(uuid.uuid4()), operation="submit", api_key=key,
+            task=Task("remove", (source,)),
             metadata={"input": echo, "sync_mode": sync_mode, "callback_url": callback,
                       "metadata": user_metadata},
-            watch=callback is not None,
-            plan=self.plan_of(request),
-        )
+            watch=callback is not None)
         if sync_mode:
             await engine.finish(job)
         return await self._respond(request, job, status=201)

@@ -147,3 +147,20 @@ def test_scoping_in_strict_key_mode_with_a_fault_key(vendor: Driver) -> None:
         assert own.status_code == 200, own.text
         unlisted = client.get(template.format(id=job_id), headers=vendor.headers("nobody"))
         assert unlisted.status_code == 401
+
+
+@by_vendor
+def test_the_journal_notes_the_job_of_each_request(client: httpx.Client,
+                                                   vendor: Driver) -> None:
+    """``job_id`` in the journal: the submit and the owner's per-job requests carry it;
+    another key's request for the same id, refused as unknown, does not."""
+    job_id = submit(client, vendor, OWNER)
+    for method, template in vendor.job_requests:
+        client.request(method, template.format(id=job_id), headers=vendor.headers(OWNER))
+    assert_answers_as_unknown(client, vendor, OTHER, job_id)
+    entries = client.get("/_emulator/journal", params={"job_id": job_id}).json()["entries"]
+    assert [(e["method"], e["api_key"]) for e in entries] == (
+        [("POST", OWNER)] + [(method, OWNER) for method, _ in vendor.job_requests])
+    assert all(e["job_id"] == job_id for e in entries)
+    others = client.get("/_emulator/journal", params={"api_key": OTHER}).json()["entries"]
+    assert others and all(e["job_id"] is None for e in others)

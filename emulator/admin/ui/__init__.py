@@ -137,14 +137,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     async def job_page(request: Request) -> Response:
         job = job_or_404(request)
         view = _job_view(job)
-        # The job's requests (the journal keeps no job id): every request of its vendor and
-        # key whose path names the job (status, result, cancel), and its submit, the last POST
-        # that arrived before the job was made (within a second).
-        entries = [e.to_json() for e in emulator.journal.select(
-            {"vendor": job.vendor, "api_key": job.api_key})]
-        submits = [e for e in entries if e["method"] == "POST" and job.id not in e["path"]
-                   and 0.0 <= job.created_at - e["at"] < 1.0]
-        mine = [e for e in entries if job.id in e["path"] or (submits and e is submits[-1])]
+        # The job's requests: those the journal noted with its id (its submit, status and
+        # result reads, cancel).
+        mine = [e.to_json() for e in emulator.journal.select({"job_id": job.id})]
         deliveries = [d.to_json() for d in emulator.webhooks.deliveries(job_id=job.id)]
         return page(request, "job.html", job=view, entries=mine[::-1], deliveries=deliveries)
 

@@ -126,10 +126,8 @@ class FalQueue(FalStorage):
         body = await self.json_object(request)
         task, metadata, price = self._parse(endpoint, body)
         engine = self.port.jobs
-        job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="run",
-                            api_key=key, task=task, origin=self.origin(request),
-                            metadata=metadata, price_usd=price,
-                            plan=self.plan_of(request))
+        job = self.submit_job(request, job_id=str(uuid.uuid4()), operation="run", api_key=key,
+                              task=task, metadata=metadata, price_usd=price)
         await engine.finish(job)
         return await self._result_response(request, job)
 
@@ -142,11 +140,9 @@ class FalQueue(FalStorage):
         webhook = self.query_value(request, "fal_webhook")
         if webhook is not None:
             metadata["fal_webhook"] = _http_url(webhook, "fal_webhook")
-        engine = self.port.jobs
-        job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit",
-                            api_key=key, task=task, origin=self.origin(request),
-                            metadata=metadata, price_usd=price, watch=webhook is not None,
-                            plan=self.plan_of(request))
+        job = self.submit_job(request, job_id=str(uuid.uuid4()), operation="submit",
+                              api_key=key, task=task, metadata=metadata, price_usd=price,
+                              watch=webhook is not None)
         return self.json({
             "status": STATUS_WORDS[job.status],
             "request_id": job.id,

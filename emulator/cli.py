@@ -1,11 +1,7 @@
 """``rmbg-emulator``: serve | remove | scenario | models | contracts | fuzz-client.
 
-``serve`` starts every vendor on one port; ``remove`` runs the same matte engine on local
-files; ``scenario check`` validates scenario files; ``models`` lists and installs weights;
-``contracts`` lists, shows, validates and checks the OpenAPI contracts (``contracts validate``
-checks every document against the OpenAPI 3.1 schema; ``contracts check`` runs the
-property-based suite against any base URL); ``fuzz-client`` runs the property-based client
-checks against a client given as a command, in any language).
+The parser's own texts (``--help``) are plain text: :data:`DESCRIPTION` below, not this
+docstring, is the top-level description.
 """
 
 from __future__ import annotations
@@ -17,6 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DOCS_URL = "README.md (or GET /_emulator/health once running)"
+
+#: The top-level ``--help`` text (plain text, no reStructuredText).
+DESCRIPTION = (
+    "An offline stand-in for the hosted background-removal APIs (Apiframe, Pixazo, GMI Cloud, "
+    "fal.ai, Runflow, Bria). 'serve' starts every vendor on one port; 'remove' runs the same "
+    "matte engine on local files; 'scenario check' validates scenario files; 'models' lists "
+    "and installs weights; 'contracts' lists, shows, validates and checks the OpenAPI "
+    "contracts; 'fuzz-client' runs the property-based client checks against a client given "
+    "as a command, in any language.")
 
 
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +37,9 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="rmbg-emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rmbg-emulator", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed package's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="start the emulator (all five vendors, one port)")
@@ -84,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require 'Authorization: Bearer TOKEN' on the control plane "
                             "/_emulator/* (result files and samples stay open; env "
                             "RMBG_EMULATOR_ADMIN_TOKEN)")
-    serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--log-level", default="warning",
+                       choices=["critical", "error", "warning", "info", "debug", "trace"],
+                       help="uvicorn's log level (default warning); see --access-log for "
+                            "one line per request")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
     remove.add_argument("inputs", nargs="+", type=Path, help="image files")
@@ -95,14 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     scenario = sub.add_parser("scenario", help="check scenario files without serving")
     ssub = scenario.add_subparsers(dest="scenario_command", required=True)
     scheck = ssub.add_parser("check", help="validate scenario YAML files; print their rules")
-    scheck.add_argument("files", nargs="+", type=Path)
+    scheck.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                        help="scenario YAML files (keys, balances, limits, fault steps)")
 
     models = sub.add_parser("models", help="list or install model weights")
     msub = models.add_subparsers(dest="models_command", required=True)
     mlist = msub.add_parser("list", help="show which weights are found where")
-    mlist.add_argument("--models-dir", default=None)
+    mlist.add_argument("--models-dir", default=None, metavar="DIR",
+                       help="directory searched first for weights (env RMBG_EMULATOR_MODELS)")
     minstall = msub.add_parser("install", help="download and verify weights into the cache")
-    minstall.add_argument("name", choices=["u2netp"])
+    minstall.add_argument("name", choices=["u2netp"], help="the weights to install")
     minstall.add_argument("--from", dest="from_path", type=Path, default=None,
                           help="copy a local file instead of downloading (sha256 checked)")
     minstall.add_argument("--dest", type=Path, default=None,
@@ -480,9 +492,15 @@ def _contracts_check(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
+    """The installed distribution's version (importlib.metadata), else ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from emulator import __version__
 
-    return __version__
+    try:
+        return version("rmbg-emulator")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

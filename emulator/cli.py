@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = sub.add_parser("remove", help="remove the background of local image files")
     remove.add_argument("inputs", nargs="+", type=Path, help="image files")
     remove.add_argument("-o", "--output-dir", type=Path, required=True,
-                        help="directory for <stem>.png outputs")
+                        help="directory for <stem>.png outputs (inputs sharing a stem get "
+                             "<stem>-2.png, <stem>-3.png, ...; each output path is printed)")
     _add_engine_args(remove)
 
     scenario = sub.add_parser("scenario", help="check scenario files without serving")
@@ -325,8 +326,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def output_names(inputs: Sequence[Path]) -> list[str]:
+    """The output file name (``<stem>.png``) of each input, in order, none repeated.
+
+    Inputs that share a stem (``a/photo.jpg b/photo.jpg``, ``photo.jpg photo.webp``) never
+    overwrite one another: the first keeps ``<stem>.png``, later ones get ``<stem>-2.png``,
+    ``<stem>-3.png``, ..., skipping any name another input's own stem takes.
+    """
+    taken = {path.stem for path in inputs}
+    seen: set[str] = set()
+    names = []
+    for path in inputs:
+        stem = path.stem
+        if stem in seen:
+            n = 2
+            while f"{path.stem}-{n}" in taken:
+                n += 1
+            stem = f"{path.stem}-{n}"
+            taken.add(stem)
+        seen.add(stem)
+        names.append(f"{stem}.png")
+    return names
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
-    """Write ``<stem>.png`` cut-outs for local files; a progress bar for more than one."""
+    """Write ``<stem>.png`` cut-outs for local files (names made unique by
+    :func:`output_names`) and print each output path; a progress bar for more than one."""
     from tqdm import tqdm
 
     from emulator.core.inputs import decode_image
@@ -346,7 +371,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     paths: Sequence[Path] = args.inputs
-    for path in tqdm(paths, disable=len(paths) < 2, unit="image"):
+    for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)),
+                           disable=len(paths) < 2, unit="image"):
         try:
             rgb = decode_image(path.read_bytes(), max_pixels=settings.max_input_pixels)
         except (OSError, InputImageError) as exc:
@@ -355,10 +381,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
             continue
         png = encode_png(cutout(rgb, engine.alpha(rgb)),
                          compress_level=settings.png_compress_level)
-        out = args.output_dir / f"{path.stem}.png"
+        out = args.output_dir / name
         out.write_bytes(png)
-        if len(paths) < 2:
-            print(f"{out} ({rgb.shape[1]}x{rgb.shape[0]}, engine {engine.name})")
+        tqdm.write(f"{out} ({rgb.shape[1]}x{rgb.shape[0]}, engine {engine.name})",
+                   file=sys.stdout)
     return 1 if failures else 0
 
 

@@ -164,3 +164,22 @@ def test_allow_fetch_from_the_environment() -> None:
     assert Settings().allow_fetch == () and Settings().fetch_deadline_s == 30.0
     with pytest.raises(ValueError, match="max_wait_s"):
         Settings(max_wait_s=0)
+
+
+def test_remove_prints_every_output_and_never_overwrites_a_shared_stem(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inputs = [tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg",
+              tmp_path / "photo.png", tmp_path / "photo-2.png"]
+    for i, path in enumerate(inputs):
+        Image.fromarray(small_photo(40 + 8 * i)).save(path)
+    out_dir = tmp_path / "out"
+    assert main(["remove", *map(str, inputs), "-o", str(out_dir), "--engine", "grabcut"]) == 0
+    printed = capsys.readouterr().out
+    names = ["photo.png", "photo-3.png", "photo-4.png", "photo-2.png"]
+    for i, name in enumerate(names):
+        assert str(out_dir / name) in printed
+        # each input has its own output: the widths differ
+        assert decode_png((out_dir / name).read_bytes()).size[0] == 40 + 8 * i
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)

@@ -408,7 +408,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    """``scenario check FILE...``: validate each file against the vendors' operations."""
+    """``scenario check FILE...``: validate each file against the vendors' operations and print
+    its rules, one a line in the rule grammar (:meth:`FaultRule.to_text`), in the order they
+    are tried. Returns 0, or 1 when a file does not load (its error on stderr)."""
     from emulator.app import Emulator
     from emulator.core import scenarios
     from emulator.settings import Settings
@@ -424,6 +426,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             continue
         print(f"{path}: ok: {scenario.name}: {len(scenario.keys)} keys, "
               f"{len(scenario.rules)} rules")
+        for i, spec in enumerate(scenario.rules, 1):
+            rule = emulator.faults.parse(spec, source=f"scenario:{scenario.name}")
+            print(f"  {i}. {rule.to_text()}")
     return 1 if failures else 0
 
 

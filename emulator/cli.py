@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DOCS_URL = "README.md (or GET /_emulator/health once running)"
 
@@ -91,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require 'Authorization: Bearer TOKEN' on the control plane "
                             "/_emulator/* (result files and samples stay open; env "
                             "RMBG_EMULATOR_ADMIN_TOKEN)")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                       help="print one line per request to stdout: method, path, status, "
+                            "milliseconds (default off, as WireMock without --verbose: a "
+                            "stdout pipe nobody reads must not fill up)")
     serve.add_argument("--log-level", default="warning",
                        choices=["critical", "error", "warning", "info", "debug", "trace"],
                        help="uvicorn's log level (default warning); see --access-log for "
@@ -220,9 +226,11 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Start uvicorn with every vendor; prints the base URL and the engine in use."""
-    import uvicorn
+    """Bind ``--host``/``--port`` (:func:`listen`), print the banner and a "Listening on URL"
+    line, then serve every vendor with uvicorn on that socket (:func:`run_server`).
 
+    Returns 0 after a clean stop, 1 when the port cannot be bound (only the bind error is
+    printed) or the server fails to start, 2 for bad flags or a missing engine."""
     from emulator import gcpolicy
     from emulator.app import create_app
     from emulator.matte.engine import EngineUnavailable
@@ -269,6 +277,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"       fal-client: export FAL_RUN_HOST={hostport} "
             f"FAL_QUEUE_RUN_HOST={hostport}/queue",
         ]
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        # Only the bind error: no banner claims a URL that something else answers on.
+        print(f"rmbg-emulator: cannot listen on {settings.host}:{settings.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     base = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     print(f"rmbg-emulator {_version()} on {base}", flush=True)
     print(f"  engine: {engine.name}" + (
@@ -298,15 +313,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
-    print(f"  docs: {DOCS_URL}", flush=True)
+    print(f"  docs: {DOCS_URL}")
+    print(f"  access log: {'on' if args.access_log else 'off (--access-log)'}")
+    # The socket is bound and listening: connections queue from here on.
+    print(f"Listening on {base} (Ctrl+C to stop)", flush=True)
     # Full garbage-collection passes while idle, not in the middle of a run of requests
     # (emulator.gcpolicy; docs/PERFORMANCE.md, "Garbage collector").
     gcpolicy.install()
     emulator.idle_gc = gcpolicy.IdleCollector(emulator.traffic)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                ssl_certfile=certfile, ssl_keyfile=keyfile,
-                timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    listener = None
+    asgi: Any = app
+    if args.access_log:
+        from emulator.accesslog import AccessLog, start_logger
+
+        logger, listener = start_logger()
+        asgi = AccessLog(app, logger)
+    try:
+        run_server(asgi, sock=sock, host=settings.host, port=settings.port,
+                   log_level=args.log_level, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                   timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    except ServerStartError as exc:
+        print(f"rmbg-emulator: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sock.close()
+        if listener is not None:
+            listener.stop()
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the address resolves) and
+    listening (backlog 2048, uvicorn's default), for :func:`run_server`.
+
+    Raises:
+        OSError: the address is in use, cannot be assigned, or the name does not resolve.
+    """
+    name = host.strip("[]")
+    family = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
+                                flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((name, port), family=family, backlog=2048)
+
+
+class ServerStartError(RuntimeError):
+    """uvicorn stopped without having started (its own error is logged above)."""
+
+
+def run_server(app: Any, *, sock: socket.socket, **config: Any) -> None:
+    """Serve ``app`` with uvicorn on an already listening ``sock`` (``config``: keyword
+    arguments of :class:`uvicorn.Config`; uvicorn's own access log is off: ``--access-log``
+    is ours) until it is stopped (SIGINT, SIGTERM).
+
+    Raises:
+        ServerStartError: the server never started (the lifespan's start-up failed).
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, access_log=False, **config))
+    server.run(sockets=[sock])
+    if not server.started:
+        raise ServerStartError("the server did not start")
 
 
 def is_loopback(host: str) -> bool:

@@ -31,19 +31,20 @@ from emulator.errors import PaymentRequired, RateLimited
 DEFAULT_LEDGER_SIZE = 10_000
 
 ZERO = Decimal(0)
-#: Bounds of an amount (USD): below 10**16, at most 18 decimal places (a float's shortest
-#: text has at most 17), so its exact text (:func:`usd_text`) stays short.
+#: Bounds of an amount (USD), so its exact text (:func:`usd_text`) stays short: below 10**16
+#: (refused past it), kept to 18 decimal places (rounded half-even past them: ``5e-324`` is 0).
 MAX_USD_DIGITS = 15
 MAX_USD_PLACES = 18
 
 
 def usd(value: Decimal | float | int | str) -> Decimal:
     """An amount in USD as an exact :class:`~decimal.Decimal`: a float by its shortest text
-    (``0.018`` -> ``Decimal("0.018")``), an int or a decimal string as it is.
+    (``0.018`` -> ``Decimal("0.018")``), an int or a decimal string as it is; past
+    :data:`MAX_USD_PLACES` decimal places it is rounded to them.
 
     Raises:
         ValueError: a bool, text that is not a decimal number, a value that is not finite, or
-            one past :data:`MAX_USD_DIGITS` / :data:`MAX_USD_PLACES`.
+            one of 10**16 or more (:data:`MAX_USD_DIGITS`).
     """
     if isinstance(value, bool):
         raise ValueError(f"not an amount: {value!r}")
@@ -54,10 +55,11 @@ def usd(value: Decimal | float | int | str) -> Decimal:
         raise ValueError(f"not an amount: {value!r}") from None
     if not amount.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
-    if amount and (amount.adjusted() > MAX_USD_DIGITS
-                   or int(amount.as_tuple().exponent) < -MAX_USD_PLACES):
-        raise ValueError(f"an amount has at most {MAX_USD_DIGITS + 1} digits before the point "
-                         f"and {MAX_USD_PLACES} after it, got {value!r}")
+    if amount and amount.adjusted() > MAX_USD_DIGITS:
+        raise ValueError(f"an amount has at most {MAX_USD_DIGITS + 1} digits before the point, "
+                         f"got {value!r}")
+    if int(amount.as_tuple().exponent) < -MAX_USD_PLACES:
+        amount = amount.quantize(Decimal(1).scaleb(-MAX_USD_PLACES))
     return amount
 
 

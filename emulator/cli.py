@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the installed package's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="start the emulator (all five vendors, one port)")
+    serve = sub.add_parser("serve", help="start the emulator (every vendor and the control "
+                                         "plane, one port)")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     _add_engine_args(serve)
@@ -343,15 +344,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the address resolves) and
-    listening (backlog 2048, uvicorn's default), for :func:`run_server`.
+    """A TCP socket bound to ``host:port`` and listening, for :func:`run_server`: IPv6 when
+    ``host`` has a colon, else IPv4 (so ``localhost`` is 127.0.0.1), backlog 2048 and
+    ``SO_REUSEADDR``, as uvicorn binds its own (``uvicorn.Config.bind_socket``).
 
     Raises:
         OSError: the address is in use, cannot be assigned, or the name does not resolve.
     """
     name = host.strip("[]")
-    family = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
-                                flags=socket.AI_PASSIVE)[0][0]
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
     return socket.create_server((name, port), family=family, backlog=2048)
 
 

@@ -248,3 +248,16 @@ def test_serve_says_listening_once_bound_and_logs_each_request(tmp_path: Path) -
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_listen_binds_ipv4_for_a_name_as_uvicorn_does(host: str) -> None:
+    import socket
+
+    from emulator.cli import listen
+
+    with listen(host, 0) as sock:
+        assert sock.family == socket.AF_INET and sock.getsockname()[0] == "127.0.0.1"
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # listening: the connection is queued before anything serves it

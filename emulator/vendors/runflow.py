@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from emulator.core.billing import usd_text
 from emulator.core.ids import iso_ms
 from emulator.core.inputs import FETCH_FAILED, parse_source
 from emulator.core.jobs import Job, JobStatus, Task
@@ -59,11 +60,6 @@ FAILURE_CODES: dict[str, str] = {
 
 #: job.metadata key: the status read that first showed the run in progress.
 _DISPATCH_READ = "dispatch_read"
-
-
-def _usd(amount: float) -> str:
-    text = f"{amount:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
 
 
 class RunflowAdapter(VendorAdapter):
@@ -241,7 +237,7 @@ class RunflowAdapter(VendorAdapter):
             "status_code": self.status_word(job),
             "input": job.metadata.get("input"),
             "output": output,
-            "cost": _usd(job.charged_usd) if job.status.terminal else None,
+            "cost": usd_text(job.charged_usd) if job.status.terminal else None,
             "duration_ms": job.duration_ms,
             "failure_code": failure_code,
             "failure_message": failure_message,

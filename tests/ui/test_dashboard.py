@@ -153,7 +153,7 @@ def test_keys_show_balance_limits_and_ledger_and_violations_are_listed(
     assert client.put("/_emulator/keys/k-ui", json={"balance_usd": 2.5, "rps": 7}).status_code \
         == 200
     keys = client.get("/_emulator/ui/keys", params={"key": "k-ui"}).text
-    assert 'data-key="k-ui"' in keys and "$2.5000" in keys and "rps=7" in keys
+    assert 'data-key="k-ui"' in keys and "$2.5<" in keys and "rps=7" in keys
     assert "balance set" in keys  # the ledger's entry for the balance set above
     broken = client.post(FAL.submit_path, json={"image_url": 5}, headers=FAL.headers("k-ui"))
     assert broken.status_code >= 400

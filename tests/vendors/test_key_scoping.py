@@ -111,12 +111,18 @@ def test_fal_cancel_by_another_key_is_not_found_and_leaves_the_request(
     assert control(client, job_id)["status"] == "cancelled"
 
 
-def test_fal_key_and_bearer_schemes_are_the_same_account(client: httpx.Client) -> None:
+def test_fal_takes_only_the_key_scheme(client: httpx.Client) -> None:
     job_id = submit(client, FAL, OWNER)
-    for header in (f"Bearer {OWNER}", f"Key  {OWNER}", f"key {OWNER}"):
-        response = client.get(f"/queue/fal-ai/bria/requests/{job_id}/status",
-                              headers={"Authorization": header})
+    path = f"/queue/fal-ai/bria/requests/{job_id}/status"
+    for header in (f"Key  {OWNER}", f"key {OWNER}", f"KEY {OWNER}"):
+        response = client.get(path, headers={"Authorization": header})
         assert response.status_code == 200, (header, response.text)
+    # fal documents only `Key <FAL_KEY>`: a Bearer header is refused as fal refuses it
+    for header in (f"Bearer {OWNER}", f"Token {OWNER}"):
+        response = client.get(path, headers={"Authorization": header})
+        assert response.status_code == 401, (header, response.text)
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and "Key <FAL_KEY>" in detail
 
 
 def test_gmicloud_list_shows_only_the_callers_requests(client: httpx.Client) -> None:

@@ -108,14 +108,17 @@ class FalAdapter(FalWebhooks):
 
     # -- auth and errors --------------------------------------------------------------------
     def api_key(self, request: Request) -> str:
-        """``Authorization: Key <FAL_KEY>`` (fal.txt, cURL); ``Bearer`` is accepted too."""
+        """``Authorization: Key <FAL_KEY>`` (fal.txt, cURL; NOTES.md "fal.ai"), the scheme word
+        case-insensitive. Any other scheme (``Bearer <FAL_KEY>`` included: fal documents only
+        ``Key``) is refused with fal's 401 ``{"detail": ...}``, as the vendor would."""
         header = request.headers.get("authorization")
         if header is None or not header.strip():
             return self.check_key(None, message="No credentials provided. Send "
                                                 "'Authorization: Key <FAL_KEY>'.")
         scheme, _, key = header.strip().partition(" ")
-        if scheme.lower() not in ("key", "bearer"):
-            return self.check_key(None, message="Authorization must be 'Key <FAL_KEY>'")
+        if scheme.lower() != "key":
+            return self.check_key(None, message=f"Authorization must be 'Key <FAL_KEY>', not "
+                                                f"'{scheme[:20]} ...'")
         return self.check_key(key, message="No credentials provided after 'Key'.")
 
     def render_error(self, exc: EmulatorError) -> Response:

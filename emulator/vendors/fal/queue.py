@@ -9,6 +9,7 @@ import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -34,7 +35,8 @@ from emulator.vendors.fal.storage import FalStorage
 
 APP = "fal-ai/bria"
 ENDPOINTS = ("remove", "replace")
-REPLACE_PRICE_USD = 0.023
+#: USD per replaced image (exact: billing keeps Decimal amounts).
+REPLACE_PRICE_USD = Decimal("0.023")
 SEED_MAX = 2147483647
 MAX_IMAGES = 4
 
@@ -75,7 +77,7 @@ class FalQueue(FalStorage):
 
     # -- inputs -------------------------------------------------------------------------------
     def _parse(self, endpoint: str, body: dict[str, Any]) -> tuple[Task, dict[str, Any],
-                                                                    float | None]:
+                                                                    Decimal | None]:
         """Validate a remove/replace input; the task, the job metadata and the price (USD).
 
         Raises:

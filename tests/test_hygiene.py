@@ -90,3 +90,14 @@ def test_no_install_line_asks_pypi_for_the_emulator() -> None:
     found = [f"{name}: {m.group(0)}" for name, text in _tracked_text_files().items()
              for m in by_name.finditer(text) if name != "tests/test_hygiene.py"]
     assert found == []
+
+
+def test_no_tracked_file_points_outside_the_repository() -> None:
+    """Vendor facts live in ``docs/vendors/`` and the weights in the package: no tracked file
+    refers to ``../shared``, ``shared/vendor-docs``, ``shared/models`` or the notes file that
+    lived beside the checkout."""
+    outside = re.compile(r"\.\./shared|shared/vendor-docs|shared/models|\bNOTES\.md")
+    found = [f"{name}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
+             for name, text in _tracked_text_files().items() if name != "tests/test_hygiene.py"
+             for m in outside.finditer(text)]
+    assert found == []

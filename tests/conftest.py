@@ -154,7 +154,8 @@ def emulator_settings(**changes: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
-    """The emulator on a free port, ``progression=immediate``, u2netp when weights are found."""
+    """The emulator on a free port, ``progression=immediate``, u2netp (the package ships its
+    weights)."""
     with EmulatorServer(emulator_settings()) as server:
         yield server
 

@@ -93,6 +93,16 @@ def test_the_wheel_carries_u2netp_and_auto_uses_it_on_a_bare_machine(tmp_path: P
     assert out == ["u2netp", str(shipped)]
 
 
-def test_manifest_puts_the_weights_in_the_sdist() -> None:
-    lines = (REPO / "MANIFEST.in").read_text().splitlines()
-    assert "include emulator/matte/weights/u2netp.onnx emulator/matte/weights/README.md" in lines
+def test_the_sdist_carries_the_weights_and_their_notice(tmp_path: Path) -> None:
+    """An sdist (what ``pip install`` of a source archive builds from) holds the weights, their
+    README and ``NOTICE``, so a wheel built from it has them too."""
+    import tarfile
+
+    env = {k: v for k, v in os.environ.items() if k != contracts.ENV_DIR}
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path),
+                    "sdist", "--dist-dir", str(tmp_path)],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    with tarfile.open(next(tmp_path.glob("rmbg_emulator-*.tar.gz"))) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"emulator/matte/weights/u2netp.onnx", "emulator/matte/weights/README.md",
+            "NOTICE"} <= names

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from emulator import INSTALL_TEST_EXTRA
+
 DOCS_URL = "README.md (or GET /_emulator/health once running)"
 
 #: The top-level ``--help`` text (plain text, no reStructuredText).
@@ -208,7 +210,7 @@ def cmd_fuzz_client(args: argparse.Namespace, command: Sequence[str]) -> int:
     try:
         from emulator.testing.fuzzclient import FuzzOptions, fuzz_client
     except ImportError as exc:
-        print(f"rmbg-emulator: fuzz-client needs hypothesis (pip install 'rmbg-emulator[test]'): "
+        print(f"rmbg-emulator: fuzz-client needs hypothesis ({INSTALL_TEST_EXTRA}): "
               f"{exc}", file=sys.stderr)
         return 2
     options = FuzzOptions(examples=args.examples, seed=args.seed, report=args.report,
@@ -287,9 +289,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     base = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     print(f"rmbg-emulator {_version()} on {base}", flush=True)
-    print(f"  engine: {engine.name}" + (
-        "  (no u2netp weights found: `rmbg-emulator models install u2netp` for the neural "
-        "engine)" if engine.name == "grabcut" and settings.engine == "auto" else ""))
+    print(f"  engine: {engine.name}")
     print(f"  vendors: {', '.join(emulator.adapters)}")
     print(f"  progression: {settings.progression} (latency {settings.latency})"
           + ("  strict: requests are checked against the contracts" if settings.strict
@@ -536,7 +536,7 @@ def _contracts_validate(names: Sequence[str]) -> int:
         from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
     except ImportError:
         print("rmbg-emulator: contracts validate needs openapi-spec-validator "
-              "(pip install 'rmbg-emulator[test]')", file=sys.stderr)
+              f"({INSTALL_TEST_EXTRA})", file=sys.stderr)
         return 2
     try:
         chosen = list(names) or contracts.names()

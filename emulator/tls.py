@@ -1,6 +1,6 @@
 """TLS for ``serve --tls``: a local certificate authority (trustme) and a server certificate.
 
-Clients that insist on https (fal-client builds ``https://{FAL_RUN_HOST}/``, NOTES.md; a
+Clients that insist on https (fal-client builds ``https://{FAL_RUN_HOST}/``, docs/vendors/fal.md; a
 published GMI client refuses http URLs) trust the emulator through the CA bundle written here:
 ``SSL_CERT_FILE=<dir>/ca.pem`` for Python (httpx, requests via ``REQUESTS_CA_BUNDLE``),
 ``NODE_EXTRA_CA_CERTS`` for Node. The server certificate names ``127.0.0.1``, ``localhost``,

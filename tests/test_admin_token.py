@@ -20,7 +20,7 @@ from emulator.testing.server import EmulatorServer, free_port
 from tests.test_plugin import PLUGIN
 
 TOKEN = "s3cret-admin"
-PIXAZO = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # pixazo.txt
+PIXAZO = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # docs/vendors/pixazo.md
 KEY = {"Ocp-Apim-Subscription-Key": "k"}
 
 

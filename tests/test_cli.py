@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from emulator.cli import main
+from emulator.matte import models
 from emulator.testing.server import free_port
 from tests.conftest import MODELS_DIR, decode_png, small_photo
 
@@ -48,9 +49,7 @@ def test_remove_single_file_succeeds(tmp_path: Path) -> None:
     assert 0 < (alpha > 0).mean() < 1
 
 
-@pytest.mark.skipif(MODELS_DIR is None, reason="u2netp weights not found")
 def test_models_list_and_install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert MODELS_DIR is not None
     assert main(["models", "list", "--models-dir", MODELS_DIR]) == 0
     assert "u2netp: found at" in capsys.readouterr().out
     dest = tmp_path / "cache"
@@ -67,8 +66,11 @@ def test_models_install_refuses_a_bad_file(tmp_path: Path) -> None:
 
 
 def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
+    """A bare install serves with u2netp: no weights directory set, no rembg cache, an empty
+    home; the weights come from the package."""
     port = free_port()
-    env = {**os.environ, "U2NET_HOME": str(tmp_path), "RMBG_EMULATOR_MODELS": ""}
+    env = {k: v for k, v in os.environ.items() if k not in ("U2NET_HOME", "RMBG_EMULATOR_MODELS")}
+    env["HOME"] = str(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -76,16 +78,17 @@ def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
         assert proc.stdout is not None
         banner = [proc.stdout.readline() for _ in range(3)]
         assert f"http://127.0.0.1:{port}" in banner[0]
-        assert "engine: grabcut" in banner[1]
-        deadline = time.monotonic() + 20
+        assert banner[1] == "  engine: u2netp\n"
+        deadline = time.monotonic() + 60  # "does not hang", on a loaded machine
         while True:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/_emulator/health").json()
                 break
             except httpx.TransportError:
+                assert proc.poll() is None, "".join(banner) + proc.stdout.read()
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        assert health["status"] == "ok" and health["engine"] == "grabcut"
+        assert health["status"] == "ok" and health["engine"] == "u2netp"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -93,9 +96,10 @@ def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
 
 def test_serve_refuses_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["serve", "--progression", "sometimes"]) == 2
-    # no weights anywhere (RMBG_EMULATOR_MODELS would find them and serve for ever)
+    # no weights anywhere (any found would serve for ever)
     monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "BUNDLED_DIR", tmp_path / "no-package-copy")
     assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2
 
 

@@ -25,7 +25,7 @@ from emulator.settings import Settings
 from emulator.testing.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (pixazo.txt)
+SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (docs/vendors/pixazo.md)
 
 
 class SilentHost:

@@ -1,8 +1,8 @@
 """Per-key accounts: balances in USD with holds and a ledger, and rate limits.
 
-Pricing: $0.018 per successful image at all five vendors (NOTES.md, "All five"); system errors
-are not charged (Pixazo's ERROR status, pixazo.txt). A job's price is held at submit, charged
-when it succeeds and released when it fails, so a balance that runs out in the middle of a
+Pricing: $0.018 per successful image at all five vendors (docs/vendors/README.md); system errors
+are not charged (Pixazo's ERROR status, docs/vendors/pixazo.md). A job's price is held at submit,
+charged when it succeeds and released when it fails, so a balance that runs out in the middle of a
 batch answers 402 at the first submit it cannot cover.
 
 Money is exact: every amount (USD) is a :class:`decimal.Decimal` (:func:`usd` makes one from a

@@ -181,8 +181,8 @@ class VendorAdapter:
         or evicted from the emulator's bounded file store).
 
         The result URLs of these vendors point at object storage behind a CDN, not at the
-        JSON API: Pixazo's are on Cloudflare R2 (pixazo.txt: "URLs to generated media (R2
-        CDN)"). Once a lifecycle rule has deleted an object, S3-compatible storage (R2, Amazon
+        JSON API: Pixazo's are on Cloudflare R2 (docs/vendors/pixazo.md: "URLs to generated media
+        (R2 CDN)"). Once a lifecycle rule has deleted an object, S3-compatible storage (R2, Amazon
         S3, the GCS XML API) answers 404 with an XML ``NoSuchKey`` error (Cloudflare's R2
         error-codes page), so that is the default. An adapter whose vendor's storage answers
         otherwise overrides this.

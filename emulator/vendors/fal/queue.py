@@ -1,6 +1,6 @@
 """fal.ai run and queue: ``fal.run`` runs a request synchronously; ``queue.fal.run``
 queues it, then answers status (and its event stream), result and cancel. Facts from
-``../shared/vendor-docs/fal.txt``, NOTES.md (fal section) and ``fal-client`` 1.0.3."""
+``docs/vendors/fal.md`` (fal's page and other docs) and ``fal-client`` 1.0.3."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class FalQueue(FalStorage):
         """Validate a remove/replace input; the task, the job metadata and the price (USD).
 
         Raises:
-            ValidationFailed: a missing or ill-typed field (fal.txt, Input Schema).
+            ValidationFailed: a missing or ill-typed field (docs/vendors/fal.md, Input Schema).
             InvalidInput: an image reference that is not an http(s) URL or a data URI.
         """
         if body.get("image_url") is None:
@@ -297,7 +297,7 @@ class FalQueue(FalStorage):
 
 def _boolean(body: dict[str, Any], name: str, default: bool) -> bool:
     """``body[name]`` or ``default`` when absent; an explicit null is refused, as fal's
-    models (a boolean with a default, fal.txt Input Schema) refuse it.
+    models (a boolean with a default, docs/vendors/fal.md Input Schema) refuse it.
 
     Raises:
         ValidationFailed: not a boolean.

@@ -30,7 +30,7 @@ DESCRIPTION = (
 
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default=None,
-                        help="auto (default): u2netp if its weights are found, else grabcut; "
+                        help="auto (default): u2netp (its weights ship with the package); "
                              "or u2netp, grabcut, or PATH.onnx")
     parser.add_argument("--engine-preset", default=None,
                         choices=["u2netp", "isnet", "birefnet", "rmbg2"],

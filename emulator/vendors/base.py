@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
@@ -229,7 +230,7 @@ class VendorAdapter:
 
     def submit_job(self, request: Request, *, job_id: str, operation: str, api_key: str,
                    task: Task, metadata: dict[str, Any] | None = None, watch: bool = False,
-                   price_usd: float | None = None) -> Job:
+                   price_usd: Decimal | None = None) -> Job:
         """Create the job ``request`` asks for (:meth:`JobEngine.submit`), as this vendor, at
         the request's origin, with the request's fault plan (``RequestContext.plan``: its job
         and image effects act on the new job), and note its id for the journal

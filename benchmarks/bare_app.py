@@ -66,4 +66,5 @@ app = Starlette(routes=[
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                access_log=False)  # as `rmbg-emulator serve` (its --access-log is its own)

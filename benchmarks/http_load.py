@@ -3,7 +3,7 @@
 Not a test: prints figures (the machine is shared and noisy: compare the ratios of one run).
 
     bash benchmarks/http.sh [--duration 20] [--connections 1,16,64]
-        [--phases http,busy,e2e,memory] [--models-dir ../shared/models] [--memory-jobs 100000]
+        [--phases http,busy,e2e,memory] [--models-dir DIR] [--memory-jobs 100000]
         [--memory-cap 100000]
 
 Phases:

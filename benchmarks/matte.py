@@ -3,7 +3,7 @@
 Not a test: prints figures. Usage:
 
     python benchmarks/matte.py [--engines u2netp,grabcut] [--scales 1,2] [--repeat 3]
-        [--models-dir ../shared/models]
+        [--models-dir DIR]   (default: the emulator's own lookup; the package ships u2netp)
 
 Composites are the coffee cup (a real photograph) cut along a known shape and laid onto four
 photographed backgrounds (``emulator.testing.composites``), so the ground truth is exact.

@@ -3,7 +3,7 @@
 Not a test: prints figures (the machine is shared and noisy: compare the ratios of one run).
 
     python benchmarks/poll_under_load.py [--rounds 3] [--duration 5] [--jobs 20]
-        [--models-dir ../shared/models]
+        [--models-dir DIR]
 
 Each round, for ``--matte-pool threads`` and ``--matte-pool processes`` (their order
 alternating between rounds), it starts ``rmbg-emulator serve`` (u2netp when its weights are

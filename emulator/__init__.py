@@ -20,4 +20,10 @@ __version__ = "0.1.0"
 ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
 os.environ[ORT_TELEMETRY_ENV] = "1"
 
-__all__ = ["ORT_TELEMETRY_ENV", "__version__"]
+#: How to add the ``test`` extra (hypothesis, schemathesis, openapi-spec-validator), for the
+#: commands that need it. The package is not on PyPI: it installs from a checkout or from its
+#: Git repository.
+INSTALL_TEST_EXTRA = ("pip install -e '.[test]' in a checkout, or "
+                      "pip install 'rmbg-emulator[test] @ git+<repository URL>'")
+
+__all__ = ["INSTALL_TEST_EXTRA", "ORT_TELEMETRY_ENV", "__version__"]

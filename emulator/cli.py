@@ -1,27 +1,36 @@
 """``rmbg-emulator``: serve | remove | scenario | models | contracts | fuzz-client.
 
-``serve`` starts every vendor on one port; ``remove`` runs the same matte engine on local
-files; ``scenario check`` validates scenario files; ``models`` lists and installs weights;
-``contracts`` lists, shows, validates and checks the OpenAPI contracts (``contracts validate``
-checks every document against the OpenAPI 3.1 schema; ``contracts check`` runs the
-property-based suite against any base URL); ``fuzz-client`` runs the property-based client
-checks against a client given as a command, in any language).
+The parser's own texts (``--help``) are plain text: :data:`DESCRIPTION` below, not this
+docstring, is the top-level description.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from emulator import INSTALL_TEST_EXTRA
 
 DOCS_URL = "README.md (or GET /_emulator/health once running)"
+
+#: The top-level ``--help`` text (plain text, no reStructuredText).
+DESCRIPTION = (
+    "An offline stand-in for the hosted background-removal APIs (Apiframe, Pixazo, GMI Cloud, "
+    "fal.ai, Runflow, Bria). 'serve' starts every vendor on one port; 'remove' runs the same "
+    "matte engine on local files; 'scenario check' validates scenario files; 'models' lists "
+    "and installs weights; 'contracts' lists, shows, validates and checks the OpenAPI "
+    "contracts; 'fuzz-client' runs the property-based client checks against a client given "
+    "as a command, in any language.")
 
 
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default=None,
-                        help="auto (default): u2netp if its weights are found, else grabcut; "
+                        help="auto (default): u2netp (its weights ship with the package); "
                              "or u2netp, grabcut, or PATH.onnx")
     parser.add_argument("--engine-preset", default=None,
                         choices=["u2netp", "isnet", "birefnet", "rmbg2"],
@@ -32,10 +41,13 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="rmbg-emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rmbg-emulator", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed package's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="start the emulator (all five vendors, one port)")
+    serve = sub.add_parser("serve", help="start the emulator (every vendor and the control "
+                                         "plane, one port)")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     _add_engine_args(serve)
@@ -92,25 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require 'Authorization: Bearer TOKEN' on the control plane "
                             "/_emulator/* (result files and samples stay open; env "
                             "RMBG_EMULATOR_ADMIN_TOKEN)")
-    serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                       help="print one line per request to stdout: method, path, status, "
+                            "milliseconds (default off, as WireMock without --verbose: a "
+                            "stdout pipe nobody reads must not fill up)")
+    serve.add_argument("--log-level", default="warning",
+                       choices=["critical", "error", "warning", "info", "debug", "trace"],
+                       help="uvicorn's log level (default warning); see --access-log for "
+                            "one line per request")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
     remove.add_argument("inputs", nargs="+", type=Path, help="image files")
     remove.add_argument("-o", "--output-dir", type=Path, required=True,
-                        help="directory for <stem>.png outputs")
+                        help="directory for <stem>.png outputs (inputs sharing a stem get "
+                             "<stem>-2.png, <stem>-3.png, ...; each output path is printed)")
     _add_engine_args(remove)
 
     scenario = sub.add_parser("scenario", help="check scenario files without serving")
     ssub = scenario.add_subparsers(dest="scenario_command", required=True)
     scheck = ssub.add_parser("check", help="validate scenario YAML files; print their rules")
-    scheck.add_argument("files", nargs="+", type=Path)
+    scheck.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                        help="scenario YAML files (keys, balances, limits, fault steps)")
 
     models = sub.add_parser("models", help="list or install model weights")
     msub = models.add_subparsers(dest="models_command", required=True)
     mlist = msub.add_parser("list", help="show which weights are found where")
-    mlist.add_argument("--models-dir", default=None)
+    mlist.add_argument("--models-dir", default=None, metavar="DIR",
+                       help="directory searched first for weights (env RMBG_EMULATOR_MODELS)")
     minstall = msub.add_parser("install", help="download and verify weights into the cache")
-    minstall.add_argument("name", choices=["u2netp"])
+    minstall.add_argument("name", choices=["u2netp"], help="the weights to install")
     minstall.add_argument("--from", dest="from_path", type=Path, default=None,
                           help="copy a local file instead of downloading (sha256 checked)")
     minstall.add_argument("--dest", type=Path, default=None,
@@ -196,7 +218,7 @@ def cmd_fuzz_client(args: argparse.Namespace, command: Sequence[str]) -> int:
     try:
         from emulator.testing.fuzzclient import FuzzOptions, fuzz_client
     except ImportError as exc:
-        print(f"rmbg-emulator: fuzz-client needs hypothesis (pip install 'rmbg-emulator[test]'): "
+        print(f"rmbg-emulator: fuzz-client needs hypothesis ({INSTALL_TEST_EXTRA}): "
               f"{exc}", file=sys.stderr)
         return 2
     options = FuzzOptions(examples=args.examples, seed=args.seed, report=args.report,
@@ -215,9 +237,11 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Start uvicorn with every vendor; prints the base URL and the engine in use."""
-    import uvicorn
+    """Bind ``--host``/``--port`` (:func:`listen`), print the banner and a "Listening on URL"
+    line, then serve every vendor with uvicorn on that socket (:func:`run_server`).
 
+    Returns 0 after a clean stop, 1 when the port cannot be bound (only the bind error is
+    printed) or the server fails to start, 2 for bad flags or a missing engine."""
     from emulator import gcpolicy
     from emulator.app import create_app
     from emulator.matte.engine import EngineUnavailable
@@ -265,11 +289,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"       fal-client: export FAL_RUN_HOST={hostport} "
             f"FAL_QUEUE_RUN_HOST={hostport}/queue",
         ]
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        # Only the bind error: no banner claims a URL that something else answers on.
+        print(f"rmbg-emulator: cannot listen on {settings.host}:{settings.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     base = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     print(f"rmbg-emulator {_version()} on {base}", flush=True)
-    print(f"  engine: {engine.name}" + (
-        "  (no u2netp weights found: `rmbg-emulator models install u2netp` for the neural "
-        "engine)" if engine.name == "grabcut" and settings.engine == "auto" else ""))
+    print(f"  engine: {engine.name}")
     print(f"  vendors: {', '.join(emulator.adapters)}")
     print(f"  progression: {settings.progression} (latency {settings.latency})"
           + ("  strict: requests are checked against the contracts" if settings.strict
@@ -297,15 +326,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
-    print(f"  docs: {DOCS_URL}", flush=True)
+    print(f"  docs: {DOCS_URL}")
+    print(f"  access log: {'on' if args.access_log else 'off (--access-log)'}")
+    # The socket is bound and listening: connections queue from here on.
+    print(f"Listening on {base} (Ctrl+C to stop)", flush=True)
     # Full garbage-collection passes while idle, not in the middle of a run of requests
     # (emulator.gcpolicy; docs/PERFORMANCE.md, "Garbage collector").
     gcpolicy.install()
     emulator.idle_gc = gcpolicy.IdleCollector(emulator.traffic)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                ssl_certfile=certfile, ssl_keyfile=keyfile,
-                timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    listener = None
+    asgi: Any = app
+    if args.access_log:
+        from emulator.accesslog import AccessLog, start_logger
+
+        logger, listener = start_logger()
+        asgi = AccessLog(app, logger)
+    try:
+        run_server(asgi, sock=sock, host=settings.host, port=settings.port,
+                   log_level=args.log_level, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                   timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    except ServerStartError as exc:
+        print(f"rmbg-emulator: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sock.close()
+        if listener is not None:
+            listener.stop()
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, for :func:`run_server`: IPv6 when
+    ``host`` has a colon, else IPv4 (so ``localhost`` is 127.0.0.1), backlog 2048 and
+    ``SO_REUSEADDR``, as uvicorn binds its own (``uvicorn.Config.bind_socket``).
+
+    Raises:
+        OSError: the address is in use, cannot be assigned, or the name does not resolve.
+    """
+    name = host.strip("[]")
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
+    return socket.create_server((name, port), family=family, backlog=2048)
+
+
+class ServerStartError(RuntimeError):
+    """uvicorn stopped without having started (its own error is logged above)."""
+
+
+def run_server(app: Any, *, sock: socket.socket, **config: Any) -> None:
+    """Serve ``app`` with uvicorn on an already listening ``sock`` (``config``: keyword
+    arguments of :class:`uvicorn.Config`; uvicorn's own access log is off: ``--access-log``
+    is ours) until it is stopped (SIGINT, SIGTERM).
+
+    Raises:
+        ServerStartError: the server never started (the lifespan's start-up failed).
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, access_log=False, **config))
+    server.run(sockets=[sock])
+    if not server.started:
+        raise ServerStartError("the server did not start")
 
 
 def is_loopback(host: str) -> bool:
@@ -325,8 +405,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def output_names(inputs: Sequence[Path]) -> list[str]:
+    """The output file name (``<stem>.png``) of each input, in order, none repeated.
+
+    Inputs that share a stem (``a/photo.jpg b/photo.jpg``, ``photo.jpg photo.webp``) never
+    overwrite one another: the first keeps ``<stem>.png``, later ones get ``<stem>-2.png``,
+    ``<stem>-3.png``, ..., skipping any name another input's own stem takes.
+    """
+    taken = {path.stem for path in inputs}
+    seen: set[str] = set()
+    names = []
+    for path in inputs:
+        stem = path.stem
+        if stem in seen:
+            n = 2
+            while f"{path.stem}-{n}" in taken:
+                n += 1
+            stem = f"{path.stem}-{n}"
+            taken.add(stem)
+        seen.add(stem)
+        names.append(f"{stem}.png")
+    return names
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
-    """Write ``<stem>.png`` cut-outs for local files; a progress bar for more than one."""
+    """Write ``<stem>.png`` cut-outs for local files (names made unique by
+    :func:`output_names`) and print each output path; a progress bar for more than one."""
     from tqdm import tqdm
 
     from emulator.core.inputs import decode_image
@@ -346,7 +450,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     paths: Sequence[Path] = args.inputs
-    for path in tqdm(paths, disable=len(paths) < 2, unit="image"):
+    for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)),
+                           disable=len(paths) < 2, unit="image"):
         try:
             rgb = decode_image(path.read_bytes(), max_pixels=settings.max_input_pixels)
         except (OSError, InputImageError) as exc:
@@ -355,10 +460,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
             continue
         png = encode_png(cutout(rgb, engine.alpha(rgb)),
                          compress_level=settings.png_compress_level)
-        out = args.output_dir / f"{path.stem}.png"
+        out = args.output_dir / name
         out.write_bytes(png)
-        if len(paths) < 2:
-            print(f"{out} ({rgb.shape[1]}x{rgb.shape[0]}, engine {engine.name})")
+        tqdm.write(f"{out} ({rgb.shape[1]}x{rgb.shape[0]}, engine {engine.name})",
+                   file=sys.stdout)
     return 1 if failures else 0
 
 
@@ -382,7 +487,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    """``scenario check FILE...``: validate each file against the vendors' operations."""
+    """``scenario check FILE...``: validate each file against the vendors' operations and print
+    its rules, one a line in the rule grammar (:meth:`FaultRule.to_text`), in the order they
+    are tried. Returns 0, or 1 when a file does not load (its error on stderr)."""
     from emulator.app import Emulator
     from emulator.core import scenarios
     from emulator.settings import Settings
@@ -398,6 +505,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             continue
         print(f"{path}: ok: {scenario.name}: {len(scenario.keys)} keys, "
               f"{len(scenario.rules)} rules")
+        for i, spec in enumerate(scenario.rules, 1):
+            rule = emulator.faults.parse(spec, source=f"scenario:{scenario.name}")
+            print(f"  {i}. {rule.to_text()}")
     return 1 if failures else 0
 
 
@@ -438,7 +548,7 @@ def _contracts_validate(names: Sequence[str]) -> int:
         from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
     except ImportError:
         print("rmbg-emulator: contracts validate needs openapi-spec-validator "
-              "(pip install 'rmbg-emulator[test]')", file=sys.stderr)
+              f"({INSTALL_TEST_EXTRA})", file=sys.stderr)
         return 2
     try:
         chosen = list(names) or contracts.names()
@@ -492,9 +602,15 @@ def _contracts_check(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
+    """The installed distribution's version (importlib.metadata), else ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from emulator import __version__
 
-    return __version__
+    try:
+        return version("rmbg-emulator")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,6 +76,9 @@ class RequestContext:
         plan: the fault plan of the request, once worked out (the fault middleware).
         key: the API key once read (:data:`UNREAD` before; ``None`` when refused).
         key_error: the error reading the key raised (``Unauthorized``), if it did.
+        job_id: the job the request made or named, once the vendor's handler has it (see
+            :meth:`emulator.vendors.base.VendorAdapter.caller_job` and ``submit_job``), for the
+            journal; ``None`` before.
     """
 
     adapter: VendorAdapter | None
@@ -92,6 +95,7 @@ class RequestContext:
     plan: Plan | None = None
     key: Any = UNREAD
     key_error: EmulatorError | None = None
+    job_id: str | None = None
 
     def api_key(self, scope: Scope) -> str | None:
         """The API key, or ``None``: no adapter, or no acceptable key.

@@ -38,7 +38,7 @@ class LatencyProfile:
         return self.queued_s + self.processing_s
 
 
-# "vendor": Apiframe's page quotes "about 3s per generation on average" (apiframe.txt).
+# "vendor": Apiframe's page quotes "about 3s per generation on average" (docs/vendors/apiframe.md).
 LATENCY_PROFILES: dict[str, LatencyProfile] = {
     "fast": LatencyProfile(queued_s=0.05, processing_s=0.2),
     "vendor": LatencyProfile(queued_s=0.5, processing_s=2.5),

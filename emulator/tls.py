@@ -1,6 +1,6 @@
 """TLS for ``serve --tls``: a local certificate authority (trustme) and a server certificate.
 
-Clients that insist on https (fal-client builds ``https://{FAL_RUN_HOST}/``, NOTES.md; a
+Clients that insist on https (fal-client builds ``https://{FAL_RUN_HOST}/``, docs/vendors/fal.md; a
 published GMI client refuses http URLs) trust the emulator through the CA bundle written here:
 ``SSL_CERT_FILE=<dir>/ca.pem`` for Python (httpx, requests via ``REQUESTS_CA_BUNDLE``),
 ``NODE_EXTRA_CA_CERTS`` for Node. The server certificate names ``127.0.0.1``, ``localhost``,
@@ -50,16 +50,20 @@ def create_tls_files(names: Iterable[str], directory: str | Path | None = None) 
     Args:
         names: host names and IP addresses for the certificate, besides :data:`LOCAL_NAMES`.
             ``0.0.0.0``, ``::`` and empty names are skipped.
-        directory: where to write; a new temporary directory when ``None``.
+        directory: where to write (``serve --tls-dir``; ``.tls/`` is git-ignored); a new
+            temporary directory when ``None``.
 
     Returns:
-        The paths of the CA bundle, the certificate chain and the key (keys are mode 0600).
+        The absolute paths of the CA bundle, the certificate chain and the key (keys are mode
+        0600), a relative ``directory`` resolved against the working directory.
 
     Raises:
         OSError: the directory cannot be created or written.
         ValueError: an existing ``ca.pem``/``ca-key.pem`` pair cannot be read.
     """
-    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="rmbg-emulator-tls-"))
+    # Absolute: the printed SSL_CERT_FILE must work from any directory a client runs in.
+    root = (Path(directory) if directory else
+            Path(tempfile.mkdtemp(prefix="rmbg-emulator-tls-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     ca_path, ca_key_path = root / "ca.pem", root / "ca-key.pem"
     if ca_path.is_file() and ca_key_path.is_file():

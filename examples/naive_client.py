@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-#: Pixazo's submit path (shared/vendor-docs/pixazo.txt: "BRIA RMBG 2.0 generate request").
+#: Pixazo's submit path (docs/vendors/pixazo.md: "BRIA RMBG 2.0 generate request").
 SUBMIT_PATH = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
 #: Tries per request and status reads per job before giving up.
 MAX_TRIES = 10

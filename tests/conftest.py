@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +27,19 @@ from emulator.testing.server import EmulatorServer, free_port
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = REPO.parent / "shared" / "models"
-MODELS_DIR = os.environ.get("RMBG_EMULATOR_MODELS") or (
-    str(SHARED_MODELS) if SHARED_MODELS.is_dir() else None)
+
+
+def _u2netp_dir() -> str:
+    """The directory the emulator's own lookup finds u2netp in (the package ships it)."""
+    from emulator.matte import models
+
+    found = models.locate("u2netp")
+    assert found is not None, f"u2netp not found in {models.search_dirs()}"
+    return str(found.parent)
+
+
+#: Where the emulator finds u2netp's weights: never ``None``, the package carries them.
+MODELS_DIR: str = _u2netp_dir()
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -145,7 +154,8 @@ def emulator_settings(**changes: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
-    """The emulator on a free port, ``progression=immediate``, u2netp when weights are found."""
+    """The emulator on a free port, ``progression=immediate``, u2netp (the package ships its
+    weights)."""
     with EmulatorServer(emulator_settings()) as server:
         yield server
 

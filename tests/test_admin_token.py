@@ -20,7 +20,7 @@ from emulator.testing.server import EmulatorServer, free_port
 from tests.test_plugin import PLUGIN
 
 TOKEN = "s3cret-admin"
-PIXAZO = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # pixazo.txt
+PIXAZO = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # docs/vendors/pixazo.md
 KEY = {"Ocp-Apim-Subscription-Key": "k"}
 
 
@@ -109,10 +109,10 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 
 
 def _serve_without_serving(monkeypatch: pytest.MonkeyPatch, *args: str) -> Settings:
-    import uvicorn
+    from emulator import cli
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    monkeypatch.setattr(cli, "run_server", lambda app, **kw: seen.update(app=app))
     monkeypatch.delenv("RMBG_EMULATOR_ADMIN_TOKEN", raising=False)
     before = gc.get_threshold()
     try:
@@ -138,10 +138,10 @@ def test_serve_warns_when_the_control_plane_is_open_to_the_network(
 
 
 def test_serve_reads_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
+    from emulator import cli
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    monkeypatch.setattr(cli, "run_server", lambda app, **kw: seen.update(app=app))
     monkeypatch.setenv("RMBG_EMULATOR_ADMIN_TOKEN", TOKEN)
     before = gc.get_threshold()
     try:

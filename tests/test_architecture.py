@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "emulator"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "emulator"
 
 
 def test_core_and_matte_never_import_vendors() -> None:
@@ -30,7 +32,23 @@ def test_every_vendor_registers_itself() -> None:
     registry = load_all()
     assert {"pixazo", "apiframe"} <= set(registry)
     for slug, cls in registry.items():
-        assert cls.slug == slug and cls.hosts and cls.source.startswith("../shared/vendor-docs/")
+        assert cls.slug == slug and cls.hosts and cls.source == f"docs/vendors/{slug}.md"
+
+
+def test_every_vendor_cites_its_page_in_the_repository() -> None:
+    """An adapter's ``source`` is its page in ``docs/vendors/``, which names the vendor's public
+    documentation by URL; the adapter's module docstring cites the page too."""
+    import sys
+
+    from emulator.vendors import load_all
+
+    for cls in load_all().values():
+        page = REPO / cls.source
+        assert page.is_file(), cls.source
+        assert "## Public documentation" in page.read_text(encoding="utf-8"), cls.source
+        assert re.search(r"https://\S+", page.read_text(encoding="utf-8")), cls.source
+        doc = sys.modules[cls.__module__].__doc__ or ""
+        assert cls.source in doc, f"{cls.__module__} does not cite {cls.source}"
 
 
 def _modules() -> dict[str, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,8 +15,11 @@ import pytest
 from PIL import Image
 
 from emulator.cli import main
+from emulator.matte import models
 from emulator.testing.server import free_port
 from tests.conftest import MODELS_DIR, decode_png, small_photo
+
+PIXAZO = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
 
 
 def test_remove_writes_one_png_per_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -45,9 +49,7 @@ def test_remove_single_file_succeeds(tmp_path: Path) -> None:
     assert 0 < (alpha > 0).mean() < 1
 
 
-@pytest.mark.skipif(MODELS_DIR is None, reason="u2netp weights not found")
 def test_models_list_and_install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert MODELS_DIR is not None
     assert main(["models", "list", "--models-dir", MODELS_DIR]) == 0
     assert "u2netp: found at" in capsys.readouterr().out
     dest = tmp_path / "cache"
@@ -64,8 +66,11 @@ def test_models_install_refuses_a_bad_file(tmp_path: Path) -> None:
 
 
 def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
+    """A bare install serves with u2netp: no weights directory set, no rembg cache, an empty
+    home; the weights come from the package."""
     port = free_port()
-    env = {**os.environ, "U2NET_HOME": str(tmp_path), "RMBG_EMULATOR_MODELS": ""}
+    env = {k: v for k, v in os.environ.items() if k not in ("U2NET_HOME", "RMBG_EMULATOR_MODELS")}
+    env["HOME"] = str(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -73,16 +78,17 @@ def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
         assert proc.stdout is not None
         banner = [proc.stdout.readline() for _ in range(3)]
         assert f"http://127.0.0.1:{port}" in banner[0]
-        assert "engine: grabcut" in banner[1]
-        deadline = time.monotonic() + 20
+        assert banner[1] == "  engine: u2netp\n"
+        deadline = time.monotonic() + 60  # "does not hang", on a loaded machine
         while True:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/_emulator/health").json()
                 break
             except httpx.TransportError:
+                assert proc.poll() is None, "".join(banner) + proc.stdout.read()
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        assert health["status"] == "ok" and health["engine"] == "grabcut"
+        assert health["status"] == "ok" and health["engine"] == "u2netp"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -90,9 +96,10 @@ def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
 
 def test_serve_refuses_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["serve", "--progression", "sometimes"]) == 2
-    # no weights anywhere (RMBG_EMULATOR_MODELS would find them and serve for ever)
+    # no weights anywhere (any found would serve for ever)
     monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "BUNDLED_DIR", tmp_path / "no-package-copy")
     assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2
 
 
@@ -100,8 +107,7 @@ def test_serve_freezes_start_up_objects_and_collects_while_idle(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import gc
 
-    import uvicorn
-
+    from emulator import cli
     from emulator.gcpolicy import THRESHOLDS, IdleCollector
 
     seen: dict[str, object] = {}
@@ -112,7 +118,7 @@ def test_serve_freezes_start_up_objects_and_collects_while_idle(
         seen["collector"] = app.state.emulator.idle_gc  # type: ignore[attr-defined]
 
     before = gc.get_threshold()
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(cli, "run_server", fake_run)
     try:
         assert main(["serve", "--engine", "grabcut", "--port", str(free_port())]) == 0
     finally:
@@ -128,7 +134,7 @@ def test_serve_takes_the_fetch_flags(monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     import gc
 
-    import uvicorn
+    from emulator import cli
 
     seen: dict[str, object] = {}
 
@@ -136,7 +142,7 @@ def test_serve_takes_the_fetch_flags(monkeypatch: pytest.MonkeyPatch,
         seen["settings"] = app.state.emulator.settings  # type: ignore[attr-defined]
 
     before = gc.get_threshold()
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(cli, "run_server", fake_run)
     monkeypatch.setenv("RMBG_EMULATOR_MAX_WAIT_S", "7")
     try:
         assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
@@ -178,7 +184,7 @@ def test_serve_takes_the_matte_pool_flags(monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     import gc
 
-    import uvicorn
+    from emulator import cli
 
     seen: dict[str, object] = {}
 
@@ -186,7 +192,7 @@ def test_serve_takes_the_matte_pool_flags(monkeypatch: pytest.MonkeyPatch,
         seen["settings"] = app.state.emulator.settings  # type: ignore[attr-defined]
 
     before = gc.get_threshold()
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(cli, "run_server", fake_run)
     try:
         assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
                      "--matte-workers", "3", "--workers", "1"]) == 0
@@ -201,3 +207,98 @@ def test_serve_takes_the_matte_pool_flags(monkeypatch: pytest.MonkeyPatch,
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_remove_prints_every_output_and_never_overwrites_a_shared_stem(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inputs = [tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg",
+              tmp_path / "photo.png", tmp_path / "photo-2.png"]
+    for i, path in enumerate(inputs):
+        Image.fromarray(small_photo(40 + 8 * i)).save(path)
+    out_dir = tmp_path / "out"
+    assert main(["remove", *map(str, inputs), "-o", str(out_dir), "--engine", "grabcut"]) == 0
+    printed = capsys.readouterr().out
+    names = ["photo.png", "photo-3.png", "photo-4.png", "photo-2.png"]
+    for i, name in enumerate(names):
+        assert str(out_dir / name) in printed
+        # each input has its own output: the widths differ
+        assert decode_png((out_dir / name).read_bytes()).size[0] == 40 + 8 * i
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)
+
+
+def test_serve_on_a_busy_port_prints_only_the_bind_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from emulator import cli
+
+    def never(app: object, **kwargs: object) -> None:
+        raise AssertionError("served on a port that was taken")
+
+    monkeypatch.setattr(cli, "run_server", never)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--engine", "grabcut", "--port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no banner claiming a URL another program answers on
+    assert captured.err.startswith(f"rmbg-emulator: cannot listen on 127.0.0.1:{port}: ")
+    assert "in use" in captured.err and "http://" not in captured.err
+
+
+def test_serve_says_listening_once_bound_and_logs_each_request(tmp_path: Path) -> None:
+    import queue
+    import threading
+
+    port = free_port()
+    env = {**os.environ, "U2NET_HOME": str(tmp_path), "RMBG_EMULATOR_MODELS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--engine",
+         "grabcut", "--access-log"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def next_line(containing: str) -> str:
+        while True:
+            line = lines.get(timeout=30)  # raises queue.Empty rather than hang
+            if containing in line:
+                return line
+
+    try:
+        assert next_line("Listening on") == (
+            f"Listening on http://127.0.0.1:{port} (Ctrl+C to stop)\n")
+        # bound and listening when it says so: the first request is answered, no retry
+        assert httpx.get(f"http://127.0.0.1:{port}/_emulator/health").status_code == 200
+        assert re.fullmatch(r"GET /_emulator/health 200 \d+\.\d ms\n",
+                            next_line("/_emulator/health"))
+        assert httpx.get(f"http://127.0.0.1:{port}/nowhere").status_code == 404
+        assert re.fullmatch(r"GET /nowhere 404 \d+\.\d ms\n", next_line("/nowhere"))
+        # a dropped connection still drops behind the access log, logged without a status
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"http://127.0.0.1:{port}{PIXAZO}", json={},
+                       headers={"X-Emulator-Fault": "connection=reset"})
+        assert re.fullmatch(rf"POST {PIXAZO} - \d+\.\d ms\n", next_line(PIXAZO))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_listen_binds_ipv4_for_a_name_as_uvicorn_does(host: str) -> None:
+    import socket
+
+    from emulator.cli import listen
+
+    with listen(host, 0) as sock:
+        assert sock.family == socket.AF_INET and sock.getsockname()[0] == "127.0.0.1"
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # listening: the connection is queued before anything serves it

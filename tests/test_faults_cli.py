@@ -28,10 +28,30 @@ def test_scenario_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["scenario", "check", *files]) == 0
     out = capsys.readouterr().out
     assert out.count(": ok: ") == len(files) and "flaky-submits: 0 keys, 1 rules" in out
+    # each rule, one a line in the rule grammar, in the order they are tried
+    assert "  1. operation=submit,status=429,retry_after=2,times=2\n" in out
+    assert ("  1. operation=submit,job=error,times=1\n"
+            "  2. operation=submit,image=truncated-png,times=1\n"
+            "  3. operation=status,status=503,probability=0.33,seed=7\n"
+            "  4. operation=status,latency=uniform:0.01:0.05,seed=7\n") in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("faults:\n  - {vendor: pixazo, operation: refund, status: 500}\n")
     assert main(["scenario", "check", str(bad)]) == 1
     assert "vendor 'pixazo' has no operation 'refund'" in capsys.readouterr().err
+
+
+def test_rule_text_parses_back_to_the_same_rule() -> None:
+    from emulator.app import Emulator
+    from emulator.settings import Settings
+
+    faults = Emulator(Settings()).faults
+    for spec in ({"vendor": "pixazo", "operation": "submit", "status": 503, "retry_after": 1.5,
+                  "message": "busy", "probability": 0.25, "seed": 3},
+                 {"api_key": "k1", "latency": "lognormal:0.2:0.5", "times": 4},
+                 {"operation": "status", "body": "truncated"}):
+        rule = faults.parse(spec, source="admin")
+        again = faults.parse_text(rule.to_text(), source="admin")
+        assert again.to_json() == rule.to_json(), rule.to_text()
 
 
 def test_serve_refuses_a_bad_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]

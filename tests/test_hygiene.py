@@ -68,3 +68,36 @@ def test_pre_commit_contract_hook_validates_the_contracts() -> None:
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "pixazo: ok" in proc.stdout
+
+
+def _tracked_text_files() -> dict[str, str]:
+    """Every tracked file that reads as UTF-8 text, by its repository path."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    texts: dict[str, str] = {}
+    for name in filter(None, listed):
+        try:
+            texts[name] = (REPO / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue
+    return texts
+
+
+def test_no_install_line_asks_pypi_for_the_emulator() -> None:
+    """rmbg-emulator is not on PyPI: no tracked file tells anyone to ``pip install
+    rmbg-emulator`` (or ``'rmbg-emulator[...]'``) by name; a checkout or a Git URL works."""
+    by_name = re.compile(r"""pip install ['"]?rmbg-emulator(\[[^\]]*\])?['"]?(?!\S*\s*@)""")
+    found = [f"{name}: {m.group(0)}" for name, text in _tracked_text_files().items()
+             for m in by_name.finditer(text) if name != "tests/test_hygiene.py"]
+    assert found == []
+
+
+def test_no_tracked_file_points_outside_the_repository() -> None:
+    """Vendor facts live in ``docs/vendors/`` and the weights in the package: no tracked file
+    refers to ``../shared``, ``shared/vendor-docs``, ``shared/models`` or the notes file that
+    lived beside the checkout."""
+    outside = re.compile(r"\.\./shared|shared/vendor-docs|shared/models|\bNOTES\.md")
+    found = [f"{name}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
+             for name, text in _tracked_text_files().items() if name != "tests/test_hygiene.py"
+             for m in outside.finditer(text)]
+    assert found == []

@@ -26,7 +26,7 @@ from emulator.settings import Settings
 from emulator.testing.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (pixazo.txt)
+SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (docs/vendors/pixazo.md)
 
 
 class SilentHost:
@@ -161,12 +161,11 @@ def test_stop_cancels_a_fetch_and_the_job_ends_in_error(silent_host: SilentHost)
 def test_serve_passes_its_grace_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
-    import uvicorn
-
+    from emulator import cli
     from emulator.cli import main
 
     seen: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(cli, "run_server", lambda app, **kwargs: seen.update(kwargs))
     before = gc.get_threshold()
     try:
         assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),

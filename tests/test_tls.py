@@ -39,6 +39,18 @@ def test_certificate_names_local_addresses_and_vendor_hosts(tmp_path: Path) -> N
     assert (tmp_path / "ca-key.pem").stat().st_mode & 0o077 == 0
 
 
+def test_a_relative_directory_gives_absolute_paths(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = create_tls_files([], ".tls")
+    for path in (files.directory, files.ca_bundle, files.cert_chain, files.private_key):
+        assert path.is_absolute() and path.exists()
+    assert files.ca_bundle == tmp_path.resolve() / ".tls" / "ca.pem"
+    ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", ".tls/ca-key.pem"],
+                             check=False)
+    assert ignored.returncode == 0  # `serve --tls --tls-dir .tls` never commits a CA key
+
+
 def test_a_directory_keeps_its_ca(tmp_path: Path) -> None:
     first = create_tls_files(["fal.run"], tmp_path)
     ca, leaf = first.ca_bundle.read_bytes(), first.cert_chain.read_bytes()

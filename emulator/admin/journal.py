@@ -1,7 +1,7 @@
 """``/_emulator/journal``: the request journal, its filters, and WireMock-style verify.
 
 * ``GET /_emulator/journal?vendor=&operation=&api_key=&method=&path=&status=&fault=&early_retry=
-  &limit=N``: matching entries, oldest first (the last ``limit`` when given).
+  &job_id=&limit=N``: matching entries, oldest first (the last ``limit`` when given).
 * ``DELETE /_emulator/journal``: forget every entry.
 * ``POST /_emulator/journal/verify`` ``{criteria..., count | min | max}``: pass or fail, with
   the near misses when it fails.

@@ -1,9 +1,14 @@
 """Per-key accounts: balances in USD with holds and a ledger, and rate limits.
 
-Pricing: $0.018 per successful image at all five vendors (NOTES.md, "All five"); system errors
-are not charged (Pixazo's ERROR status, pixazo.txt). A job's price is held at submit, charged
-when it succeeds and released when it fails, so a balance that runs out in the middle of a
+Pricing: $0.018 per successful image at all five vendors (docs/vendors/README.md); system errors
+are not charged (Pixazo's ERROR status, docs/vendors/pixazo.md). A job's price is held at submit,
+charged when it succeeds and released when it fails, so a balance that runs out in the middle of a
 batch answers 402 at the first submit it cannot cover.
+
+Money is exact: every amount (USD) is a :class:`decimal.Decimal` (:func:`usd` makes one from a
+float's shortest text, so ``0.018`` is 0.018, not 0.0179999...), and the control plane shows
+it as an exact decimal string (:func:`usd_text`: ``"0.022"``, never ``0.022000000000000002``),
+as Runflow's ``cost`` already is.
 
 Memory: each account keeps only its newest ``ledger_size`` ledger entries (``Settings.ledger_size``,
 10,000 by default); the oldest are dropped first. Balances and holds are running totals kept
@@ -17,6 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from emulator.errors import PaymentRequired, RateLimited
@@ -24,22 +30,66 @@ from emulator.errors import PaymentRequired, RateLimited
 #: Ledger entries kept per key unless told otherwise (``Settings.ledger_size``).
 DEFAULT_LEDGER_SIZE = 10_000
 
+ZERO = Decimal(0)
+#: Bounds of an amount (USD), so its exact text (:func:`usd_text`) stays short: below 10**16
+#: (refused past it), kept to 18 decimal places (rounded half-even past them: ``5e-324`` is 0).
+MAX_USD_DIGITS = 15
+MAX_USD_PLACES = 18
+
+
+def usd(value: Decimal | float | int | str) -> Decimal:
+    """An amount in USD as an exact :class:`~decimal.Decimal`: a float by its shortest text
+    (``0.018`` -> ``Decimal("0.018")``), an int or a decimal string as it is; past
+    :data:`MAX_USD_PLACES` decimal places it is rounded to them.
+
+    Raises:
+        ValueError: a bool, text that is not a decimal number, a value that is not finite, or
+            one of 10**16 or more (:data:`MAX_USD_DIGITS`).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not an amount: {value!r}")
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(
+            repr(value) if isinstance(value, float) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    if amount and amount.adjusted() > MAX_USD_DIGITS:
+        raise ValueError(f"an amount has at most {MAX_USD_DIGITS + 1} digits before the point, "
+                         f"got {value!r}")
+    if int(amount.as_tuple().exponent) < -MAX_USD_PLACES:
+        amount = amount.quantize(Decimal(1).scaleb(-MAX_USD_PLACES))
+    return amount
+
+
+def usd_text(amount: Decimal) -> str:
+    """``amount`` as an exact decimal string, no exponent, no trailing zeros: ``"0.022"``,
+    ``"1000"``, ``"-0.018"``, ``"0"`` (the control plane's and Runflow's ``cost`` form)."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
 
 @dataclass
 class LedgerEntry:
-    """One movement on an account. ``amount_usd`` is negative for a charge."""
+    """One movement on an account (amounts in USD). ``amount_usd`` is negative for a charge."""
 
     at: float
     kind: str
-    amount_usd: float
-    balance_usd: float
+    amount_usd: Decimal
+    balance_usd: Decimal
     job_id: str | None = None
     vendor: str | None = None
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return dict(self.__dict__)
+        """JSON-ready dict; amounts as exact decimal strings (:func:`usd_text`)."""
+        out = dict(self.__dict__)
+        out["amount_usd"] = usd_text(self.amount_usd)
+        out["balance_usd"] = usd_text(self.balance_usd)
+        return out
 
 
 @dataclass
@@ -74,8 +124,8 @@ class Account:
     """
 
     key: str
-    balance_usd: float
-    held_usd: float = 0.0
+    balance_usd: Decimal
+    held_usd: Decimal = ZERO
     ledger: deque[LedgerEntry] = field(default_factory=_new_ledger)
     ledger_dropped: int = 0
     limit: RateLimit = field(default_factory=RateLimit)
@@ -84,7 +134,7 @@ class Account:
     active_jobs: int = 0
 
     @property
-    def available_usd(self) -> float:
+    def available_usd(self) -> Decimal:
         """Balance less holds for unfinished jobs."""
         return self.balance_usd - self.held_usd
 
@@ -98,9 +148,9 @@ class Account:
         """JSON-ready view for ``GET /_emulator/keys/{key}``."""
         return {
             "key": self.key,
-            "balance_usd": round(self.balance_usd, 6),
-            "held_usd": round(self.held_usd, 6),
-            "available_usd": round(self.available_usd, 6),
+            "balance_usd": usd_text(self.balance_usd),
+            "held_usd": usd_text(self.held_usd),
+            "available_usd": usd_text(self.available_usd),
             "active_jobs": self.active_jobs,
             "limits": dict(self.limit.__dict__),
             "ledger": [e.to_json() for e in self.ledger],
@@ -117,7 +167,7 @@ class KeySettings:
         limit: the rate limit to set (replacing the old one); ``None``: unchanged.
     """
 
-    balance_usd: float | None = None
+    balance_usd: Decimal | None = None
     limit: RateLimit | None = None
 
 
@@ -127,7 +177,8 @@ MAX_BALANCE_USD = 1e12
 
 
 def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
-    """``{balance_usd?, rps?, burst?, concurrent?}`` (numbers) into :class:`KeySettings`.
+    """``{balance_usd?, rps?, burst?, concurrent?}`` (numbers) into :class:`KeySettings`;
+    ``balance_usd`` becomes an exact :class:`~decimal.Decimal` (:func:`usd`).
 
     Giving any of ``rps``, ``burst``, ``concurrent`` replaces the whole rate limit (the ones
     left out become unlimited).
@@ -165,7 +216,8 @@ def parse_key_settings(body: Mapping[str, Any]) -> KeySettings:
     if any(name in body for name in ("rps", "burst", "concurrent")):
         limit = RateLimit(rps=values["rps"], burst=values["burst"],
                           concurrent=None if concurrent is None else int(concurrent))
-    return KeySettings(values["balance_usd"], limit)
+    balance = values["balance_usd"]
+    return KeySettings(None if balance is None else usd(body["balance_usd"]), limit)
 
 
 class Billing:
@@ -178,13 +230,13 @@ class Billing:
         ValueError: ``ledger_size`` is negative.
     """
 
-    def __init__(self, default_balance_usd: float, *,
+    def __init__(self, default_balance_usd: Decimal | float, *,
                  ledger_size: int = DEFAULT_LEDGER_SIZE) -> None:
         if ledger_size < 0:
             raise ValueError(f"ledger_size must be >= 0, got {ledger_size!r}")
         self.ledger_size = ledger_size
-        self.default_balance_usd = default_balance_usd
-        self._initial_balance_usd = default_balance_usd
+        self.default_balance_usd = usd(default_balance_usd)
+        self._initial_balance_usd = self.default_balance_usd
         self.default_limit = RateLimit()
         self._accounts: dict[str, Account] = {}
         self._lock = threading.Lock()
@@ -203,13 +255,15 @@ class Billing:
             self._accounts[key] = acct
         return acct
 
-    def set_balance(self, key: str, usd: float, now: float) -> Account:
-        """Set a key's balance to ``usd`` (a ledger ``adjust`` entry records the change)."""
+    def set_balance(self, key: str, amount_usd: Decimal | float, now: float) -> Account:
+        """Set a key's balance to ``amount_usd`` (a ledger ``adjust`` entry records the
+        change)."""
+        amount = usd(amount_usd)
         with self._lock:
             acct = self._get(key)
-            delta = usd - acct.balance_usd
-            acct.balance_usd = usd
-            acct.record(LedgerEntry(now, "adjust", delta, usd, note="balance set"))
+            delta = amount - acct.balance_usd
+            acct.balance_usd = amount
+            acct.record(LedgerEntry(now, "adjust", delta, amount, note="balance set"))
             return acct
 
     def set_limit(self, key: str, limit: RateLimit) -> Account:
@@ -244,7 +298,8 @@ class Billing:
                 )
             acct.tokens -= 1.0
 
-    def open_job(self, key: str, price_usd: float, now: float, job_id: str, vendor: str) -> None:
+    def open_job(self, key: str, price_usd: Decimal, now: float, job_id: str, vendor: str
+                 ) -> None:
         """Hold a job's price and count it as live.
 
         Raises:
@@ -259,31 +314,32 @@ class Billing:
                     f"this key already has {acct.active_jobs} unfinished jobs (limit {cap})",
                     retry_after=1.0,
                 )
-            if acct.available_usd + 1e-9 < price_usd:
+            if acct.available_usd < price_usd:
                 raise PaymentRequired(
-                    f"balance {acct.available_usd:.4f} USD cannot cover {price_usd:.4f} USD"
+                    f"balance {usd_text(acct.available_usd)} USD cannot cover "
+                    f"{usd_text(price_usd)} USD"
                 )
             acct.held_usd += price_usd
             acct.active_jobs += 1
-            acct.record(LedgerEntry(now, "hold", 0.0, acct.balance_usd, job_id, vendor,
-                                    f"held {price_usd:.4f} USD"))
+            acct.record(LedgerEntry(now, "hold", ZERO, acct.balance_usd, job_id, vendor,
+                                    f"held {usd_text(price_usd)} USD"))
 
-    def close_job(self, key: str, price_usd: float, now: float, job_id: str, vendor: str,
+    def close_job(self, key: str, price_usd: Decimal, now: float, job_id: str, vendor: str,
                   *, charge: bool) -> None:
         """Release the hold; charge ``price_usd`` when ``charge`` (a successful image)."""
         with self._lock:
             acct = self._get(key)
-            acct.held_usd = max(0.0, acct.held_usd - price_usd)
+            acct.held_usd = max(ZERO, acct.held_usd - price_usd)
             acct.active_jobs = max(0, acct.active_jobs - 1)
             if charge:
                 acct.balance_usd -= price_usd
                 acct.record(LedgerEntry(now, "charge", -price_usd, acct.balance_usd,
                                         job_id, vendor, "successful image"))
             else:
-                acct.record(LedgerEntry(now, "release", 0.0, acct.balance_usd, job_id,
+                acct.record(LedgerEntry(now, "release", ZERO, acct.balance_usd, job_id,
                                         vendor, "not charged"))
 
-    def refund(self, key: str, amount_usd: float, now: float, job_id: str, vendor: str,
+    def refund(self, key: str, amount_usd: Decimal, now: float, job_id: str, vendor: str,
                note: str) -> None:
         """Give back a charge (a job whose success was overridden afterwards)."""
         with self._lock:

@@ -51,7 +51,7 @@ class StoredFile:
 
     def data_uri(self) -> str:
         """``data:<content_type>;base64,<data>`` (blocking for large files: about 7 ms for a
-        12 MP PNG, PERFORMANCE-NOTES.md; run it off the event loop)."""
+        12 MP PNG, as the project's prototypes measured; run it off the event loop)."""
         return f"data:{self.content_type};base64," + base64.b64encode(self.data).decode("ascii")
 
 

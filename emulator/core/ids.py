@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 def uuid7(now_s: float) -> uuid.UUID:
     """A version-7 UUID (RFC 9562): 48-bit unix milliseconds, then random bits.
 
-    Pixazo's request ids carry one (``bria-rmbg-2-0-682_019d...``, pixazo.txt).
+    Pixazo's request ids carry one (``bria-rmbg-2-0-682_019d...``, docs/vendors/pixazo.md).
     """
     ms = int(now_s * 1000) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")

@@ -5,8 +5,8 @@ from the header before any pixel is decoded (decompression bombs). Every failure
 :class:`~emulator.errors.InputImageError` (or :class:`~emulator.errors.InvalidInput` at parse
 time) with a message that names the cause.
 
-Formats: JPEG, PNG, WebP, GIF (first frame) and AVIF where Pillow supports it, as fal.txt lists
-("JPEG, PNG, WebP, GIF, AVIF via URL"); EXIF orientation is applied.
+Formats: JPEG, PNG, WebP, GIF (first frame) and AVIF where Pillow supports it, as
+docs/vendors/fal.md lists ("JPEG, PNG, WebP, GIF, AVIF via URL"); EXIF orientation is applied.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
 #: Fewest base64 characters (line breaks not counted) a bare base64 image has.
 BASE64_MIN_CHARS = 16
-#: What a bare base64 image (GMI Cloud's ``payload.image``, gmicloud.txt "Base64 string") is:
-#: white space around it, then at least :data:`BASE64_MIN_CHARS` characters of the alphabet
-#: with ``\n`` line breaks between or after them (not counted), then up to two ``=``. The
+#: What a bare base64 image (GMI Cloud's ``payload.image``, docs/vendors/gmicloud.md "Base64
+#: string") is: white space around it, then at least :data:`BASE64_MIN_CHARS` characters of the
+#: alphabet with ``\n`` line breaks between or after them (not counted), then up to two ``=``. The
 #: GMI Cloud contract's ``payload.image`` pattern is this string (a test keeps them equal);
 #: :func:`_looks_base64` decides the same without a regex over megabytes.
 BASE64_PATTERN = r"^\s*(?:[A-Za-z0-9+/_-]\n*){16,}={0,2}\s*$"
@@ -86,7 +86,8 @@ def parse_source(value: object, *, field: str, allow_base64: bool = False) -> Im
     Args:
         value: the JSON value the client sent.
         field: the field name, for the message (``"image_url"``).
-        allow_base64: accept a bare base64 string (GMI Cloud's ``payload.image``, gmicloud.txt).
+        allow_base64: accept a bare base64 string (GMI Cloud's ``payload.image``,
+        docs/vendors/gmicloud.md).
 
     Raises:
         InvalidInput: not a string, empty, an unsupported scheme, or a malformed data URI.

@@ -20,7 +20,7 @@ from typing import Any
 
 #: Criteria :meth:`Journal.select` and :meth:`Journal.verify` understand.
 CRITERIA = ("vendor", "operation", "api_key", "method", "path", "status", "fault",
-            "early_retry")
+            "early_retry", "job_id")
 #: Near misses shown by a failed verify.
 NEAR_MISSES = 5
 
@@ -39,6 +39,9 @@ class Entry:
         retry_after: seconds of the ``Retry-After`` of a 429 answer, else ``None``.
         early_retry: the request came before the ``Retry-After`` of an earlier 429 (same
             vendor, operation and key) had passed.
+        job_id: the job the request made (a submit) or named (a status read, a result read,
+            a cancel), as the vendor's handler found it; ``None`` for other requests and for
+            requests refused before a job was found.
     """
 
     seq: int
@@ -54,6 +57,7 @@ class Entry:
     retry_after: float | None = None
     early_retry: bool = False
     key_lookup: Callable[[], str | None] | None = None
+    job_id: str | None = None
 
     def resolve(self) -> None:
         """Fill ``api_key`` from ``key_lookup`` (deferred off the request's hot path)."""
@@ -69,7 +73,7 @@ class Entry:
             "vendor": self.vendor, "operation": self.operation, "api_key": self.api_key,
             "status": self.status, "latency_ms": round(self.latency_ms, 3),
             "faults": list(self.faults), "retry_after": self.retry_after,
-            "early_retry": self.early_retry,
+            "early_retry": self.early_retry, "job_id": self.job_id,
         }
 
     def differs(self, criteria: Mapping[str, Any]) -> list[str]:
@@ -162,7 +166,7 @@ class Journal:
                latency_ms: float, faults: list[dict[str, str]] | None = None,
                retry_after: float | None = None,
                key_lookup: Callable[[], str | None] | None = None,
-               ended: float | None = None) -> Entry:
+               ended: float | None = None, job_id: str | None = None) -> Entry:
         """Add an entry (``at``: arrival on the emulator's clock, seconds).
 
         ``ended`` is when the answer was sent, on the emulator's clock (default: ``at`` plus
@@ -190,7 +194,7 @@ class Journal:
                     self._retry_after = {k: v for k, v in self._retry_after.items() if v > now}
                 self._retry_after[slot] = now + retry_after
         entry = Entry(next(self._seq), at, method, path, vendor, operation, api_key, status,
-                      latency_ms, faults or [], retry_after, early, key_lookup)
+                      latency_ms, faults or [], retry_after, early, key_lookup, job_id)
         self._entries.append(entry)
         return entry
 

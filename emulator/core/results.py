@@ -1,7 +1,7 @@
 """The result cache: a task's outputs by the sha256 of what determines them.
 
 Test suites submit the same fixture photographs over and over; the image work of a job (decode,
-matte, encode: about 1,000 times its HTTP work, ``../shared/PERFORMANCE-NOTES.md``) depends
+matte, encode: about 1,000 times its HTTP work, as the project's prototypes measured) depends
 only on the input bytes, the task and its params, the engine and the encoder settings, and
 every engine here is deterministic. So a job whose inputs were seen before gets the same
 output bytes without redoing the work, as a client could not tell apart from a real run

@@ -1,5 +1,6 @@
-"""Job stores. The in-memory one is the default (see ``../shared/PERFORMANCE-NOTES.md``: an
-in-memory dict on the event loop beat sqlite, aiosqlite and Redis for one worker)."""
+"""Job stores. The in-memory one is the default (the project's prototypes
+measured it: an in-memory dict on the event loop beat sqlite, aiosqlite and Redis for one
+worker)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ class TaskContext:
     Attributes:
         engine: the matte engine.
         max_pixels: input pixel limit.
-        compress_level: PNG compression level (1 by default, PERFORMANCE-NOTES.md).
+        compress_level: PNG compression level (1 by default: 2-3x faster than 6, +12% size).
     """
 
     engine: MatteEngine

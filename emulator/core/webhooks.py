@@ -153,8 +153,8 @@ class Secrets:
     """Per (vendor, API key) signing secrets, and the emulator's own ED25519 key.
 
     The ED25519 key is made once per process (fal signs its webhooks with one and serves the
-    public half as JWKS, NOTES.md); HMAC secrets are made on request and kept until reset,
-    at most :data:`MAX_SECRETS_PER_KEY` per (vendor, key), the oldest dropped first.
+    public half as JWKS, docs/vendors/fal.md); HMAC secrets are made on request and kept until
+    reset, at most :data:`MAX_SECRETS_PER_KEY` per (vendor, key), the oldest dropped first.
     """
 
     def __init__(self) -> None:

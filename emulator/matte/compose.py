@@ -1,8 +1,8 @@
 """Cut-outs, PNG encoding and background replacement.
 
-Per ``../shared/PERFORMANCE-NOTES.md``: PNG ``compress_level=1`` (2-3x faster than the default
-6 for +12% size), RGB zeroed where alpha is 0 (keeping it is 2x slower and 3.7x larger), never
-``optimize=True``.
+Per the project's prototype measurements (2 cores; docs/PERFORMANCE.md): PNG ``compress_level=1``
+(2-3x faster than the default 6 for +12% size), RGB zeroed where alpha is 0 (keeping it is 2x slower
+and 3.7x larger), never ``optimize=True``.
 """
 
 from __future__ import annotations

@@ -75,15 +75,17 @@ def create_engine(
     """Build the engine named by ``--engine``.
 
     Args:
-        spec: ``auto`` (u2netp when its weights are found, else GrabCut), ``u2netp``,
-            ``grabcut``, or a path to an ``.onnx`` file (then ``preset`` says how to feed it).
+        spec: ``auto`` or ``u2netp`` (the neural engine, with the weights that ship inside
+            the package, :mod:`emulator.matte.models`), ``grabcut`` (OpenCV, only when asked
+            for), or a path to an ``.onnx`` file (then ``preset`` says how to feed it).
         preset: for an ONNX path: ``u2netp``, ``isnet``, ``birefnet`` or ``rmbg2``
             (see :data:`emulator.matte.onnx.PRESETS`); default ``u2netp``-style I/O.
         models_dir: a directory searched first for weights (``RMBG_EMULATOR_MODELS``).
         threads: onnxruntime intra-op threads per call; 0 lets onnxruntime decide.
 
     Raises:
-        EngineUnavailable: ``u2netp`` forced but no verified weights found; a path that does
+        EngineUnavailable: ``auto``/``u2netp`` but no verified weights found (the package's
+            copy removed or damaged); a path that does
             not exist; an unknown preset or spec.
     """
     from emulator.matte import models
@@ -95,12 +97,12 @@ def create_engine(
     if key in ("auto", "u2netp"):
         found = models.locate("u2netp", models_dir=models_dir)
         if found is None:
-            if key == "u2netp":
-                raise EngineUnavailable(
-                    "u2netp weights not found; run `rmbg-emulator models install u2netp` or set "
-                    "RMBG_EMULATOR_MODELS to a directory holding u2netp.onnx"
-                )
-            return GrabCutEngine()
+            searched = ", ".join(str(d) for d in models.search_dirs(models_dir))
+            raise EngineUnavailable(
+                f"u2netp weights not found (searched {searched}); the package ships them in "
+                "emulator/matte/weights/u2netp.onnx, so reinstall it, or run `rmbg-emulator "
+                "models install u2netp`, or choose --engine grabcut"
+            )
         from emulator.matte.onnx import OnnxMatteEngine
 
         return OnnxMatteEngine(found, preset="u2netp", threads=threads, name="u2netp")

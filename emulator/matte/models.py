@@ -1,8 +1,11 @@
 """Model weights: where they are looked for, how they are installed and verified.
 
-The cache is rembg's: ``$U2NET_HOME`` or ``~/.u2net`` (rembg's ``sessions/base.py``), so
-weights rembg already downloaded are found. ``RMBG_EMULATOR_MODELS`` names a directory searched
-first (CI points it at ``../shared/models``). Every file is checked against its pinned sha256.
+The package ships u2netp's weights (``emulator/matte/weights/u2netp.onnx``, Apache-2.0, see
+``weights/README.md``), so the neural engine works on every install with no download.
+Precedence, first verified file wins: ``--models-dir``, then ``RMBG_EMULATOR_MODELS``, then
+rembg's cache (``$U2NET_HOME`` or ``~/.u2net``, rembg's ``sessions/base.py``, so weights rembg
+already downloaded are found), then the copy inside the package. Every file is checked against
+its pinned sha256, so an earlier directory can only ever supply the same bytes.
 """
 
 from __future__ import annotations
@@ -49,7 +52,10 @@ class ModelInfo:
         return f"{self.name}.onnx"
 
 
-# Facts from ../shared/models/README.md.
+#: The weights that ship inside the package (``emulator/matte/weights/``), searched last.
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+
+# Facts from emulator/matte/weights/README.md (the U-2-Net project's release, as rembg uses it).
 KNOWN: dict[str, ModelInfo] = {
     "u2netp": ModelInfo(
         name="u2netp",
@@ -98,12 +104,14 @@ def cache_dir() -> Path:
 
 
 def search_dirs(models_dir: str | None = None) -> list[Path]:
-    """Directories searched, in order: ``models_dir``, ``RMBG_EMULATOR_MODELS``, the cache."""
+    """Directories searched, in order: ``models_dir``, ``RMBG_EMULATOR_MODELS``, rembg's cache,
+    then :data:`BUNDLED_DIR` (the weights inside the package)."""
     dirs: list[Path] = []
     for raw in (models_dir, os.environ.get("RMBG_EMULATOR_MODELS")):
         if raw:
             dirs.append(Path(raw).expanduser())
     dirs.append(cache_dir())
+    dirs.append(BUNDLED_DIR)
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:

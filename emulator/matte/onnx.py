@@ -11,7 +11,7 @@ birefnet  1024x1024   /255, ImageNet mean/std                sigmoid of the last
 rmbg2     1024x1024   /255, ImageNet mean/std (BiRefNet)     sigmoid of the last output
 ========  ==========  =====================================  ==========================
 
-u2netp's I/O is from ``../shared/models/README.md`` (also rembg's ``U2netpSession``); ISNet's
+u2netp's I/O is from ``emulator/matte/weights/README.md`` (also rembg's ``U2netpSession``); ISNet's
 from rembg's ``DisSession``; BiRefNet and RMBG-2.0 (a BiRefNet) from their model cards.
 """
 

@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from emulator import contracts
+from emulator import INSTALL_TEST_EXTRA, contracts
 
 DEFAULT_KEY = "rmbg-contract-check"
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
@@ -283,8 +283,8 @@ def run(name: str, base_url: str, *, api_key: str | None = None,
     try:
         import schemathesis  # noqa: F401
     except ImportError:
-        print("rmbg-emulator: the contract suite needs schemathesis: "
-              "pip install 'rmbg-emulator[test]'", file=out)
+        print(f"rmbg-emulator: the contract suite needs schemathesis: {INSTALL_TEST_EXTRA}",
+              file=out)
         return 2
     key = api_key or DEFAULT_KEY
     health = probe(base_url, options.admin_token)

@@ -1,5 +1,6 @@
 """Apiframe: Bria background removal on ``api.apiframe.ai`` (v2). Facts from
-``../shared/vendor-docs/apiframe.txt`` and NOTES.md.
+``docs/vendors/apiframe.md`` (Apiframe's page for
+https://api.apiframe.ai/v2/images/background-remove, and its SDK).
 
 * ``POST /v2/images/background-remove`` with ``X-API-Key`` and ``{"model": "bria-bg-remove",
   "briaBgRemoveParams": {"image": URL, "content_moderation": bool}, "webhook_url"?}`` -> 202
@@ -8,10 +9,10 @@
   The page says only that "the result field then holds the output URL(s)"; the emulator
   answers ``result: {"images": [url]}`` (see ``contracts/apiframe.yaml``).
 * Error bodies are always JSON ``{message, code}``: Apiframe's SDK reads them and crashes on a
-  non-JSON body (NOTES.md).
+  non-JSON body (docs/vendors/apiframe.md, Errors).
 * ``content_moderation`` is accepted and recorded; the emulator has no NSFW detector.
-* ``prompt`` (a common field of every Apiframe model, apiframe.txt FAQ) must be a string when
-  given; background removal ignores it.
+* ``prompt`` (a common field of every Apiframe model, docs/vendors/apiframe.md FAQ) must be a string
+  when given; background removal ignores it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ApiframeAdapter(VendorAdapter):
     slug = "apiframe"
     title = "Apiframe"
     hosts = (HostSpec("api.apiframe.ai", ""),)
-    source = "../shared/vendor-docs/apiframe.txt"
+    source = "docs/vendors/apiframe.md"
     status_words = STATUS_WORDS
     job_not_found = "Job {id} not found"
 
@@ -77,11 +78,11 @@ class ApiframeAdapter(VendorAdapter):
         ]}
 
     def api_key(self, request: Request) -> str:
-        """``X-API-Key`` (apiframe.txt, Quick start)."""
+        """``X-API-Key`` (docs/vendors/apiframe.md, Quick start)."""
         return self.check_key(request.headers.get("x-api-key"), message="Missing API key")
 
     def render_error(self, exc: EmulatorError) -> Response:
-        """``{"message", "code"}``, always JSON (NOTES.md)."""
+        """``{"message", "code"}``, always JSON (docs/vendors/apiframe.md, Errors)."""
         code = exc.code.upper() if exc.code == "invalid_model" else ERROR_CODES.get(
             exc.status, "ERROR")
         body: dict[str, Any] = {"message": exc.message, "code": code}
@@ -127,12 +128,9 @@ class ApiframeAdapter(VendorAdapter):
         metadata: dict[str, Any] = {"content_moderation": moderation}
         if webhook:
             metadata["webhook_url"] = webhook
-        job = self.port.jobs.submit(
-            job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
-            watch=bool(webhook),
-            plan=self.plan_of(request),
-        )
+        job = self.submit_job(
+            request, job_id=str(uuid.uuid4()), operation="submit", api_key=key,
+            task=Task("remove", (source,)), metadata=metadata, watch=bool(webhook))
         return self.json({"jobId": job.id, "status": STATUS_WORDS[job.status]}, status=202)
 
     async def status(self, request: Request) -> Response:
@@ -144,7 +142,8 @@ class ApiframeAdapter(VendorAdapter):
     def webhook(self, job: Job) -> WebhookMessage | None:
         """POST of the final job (the ``GET /v2/jobs/{id}`` body) to ``webhook_url``.
 
-        apiframe.txt documents ``webhook_url`` but no signature and no retries: one attempt.
+        docs/vendors/apiframe.md documents ``webhook_url`` but no signature and no retries: one
+        attempt.
         """
         url = job.metadata.get("webhook_url")
         if not url:

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
@@ -32,8 +33,8 @@ from emulator.jsonbody import parse_json_async
 
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
-    from emulator.core.faults import FaultRules, Plan
-    from emulator.core.jobs import Job, JobEngine, JobStatus
+    from emulator.core.faults import FaultRules
+    from emulator.core.jobs import Job, JobEngine, JobStatus, Task
     from emulator.core.urls import OwnUrls
     from emulator.core.webhooks import Secrets
     from emulator.settings import Settings
@@ -181,8 +182,8 @@ class VendorAdapter:
         or evicted from the emulator's bounded file store).
 
         The result URLs of these vendors point at object storage behind a CDN, not at the
-        JSON API: Pixazo's are on Cloudflare R2 (pixazo.txt: "URLs to generated media (R2
-        CDN)"). Once a lifecycle rule has deleted an object, S3-compatible storage (R2, Amazon
+        JSON API: Pixazo's are on Cloudflare R2 (docs/vendors/pixazo.md: "URLs to generated media
+        (R2 CDN)"). Once a lifecycle rule has deleted an object, S3-compatible storage (R2, Amazon
         S3, the GCS XML API) answers 404 with an XML ``NoSuchKey`` error (Cloudflare's R2
         error-codes page), so that is the default. An adapter whose vendor's storage answers
         otherwise overrides this.
@@ -222,15 +223,30 @@ class VendorAdapter:
         job = self.port.jobs.find(job_id, vendor=self.slug, api_key=key)
         if job is None:
             raise NotFound(self.job_not_found.format(id=job_id))
+        ctx: RequestContext | None = request.scope.get(CTX_KEY)
+        if ctx is not None:
+            ctx.job_id = job.id
         return job
 
-    @staticmethod
-    def plan_of(request: Request) -> Plan | None:
-        """The request's fault plan (``RequestContext.plan``, set by the fault middleware;
-        ``None`` when no rule could apply), for ``JobEngine.submit(plan=...)``: its job and
-        image effects act on the job the request creates."""
+    def submit_job(self, request: Request, *, job_id: str, operation: str, api_key: str,
+                   task: Task, metadata: dict[str, Any] | None = None, watch: bool = False,
+                   price_usd: Decimal | None = None) -> Job:
+        """Create the job ``request`` asks for (:meth:`JobEngine.submit`), as this vendor, at
+        the request's origin, with the request's fault plan (``RequestContext.plan``: its job
+        and image effects act on the new job), and note its id for the journal
+        (``RequestContext.job_id``).
+
+        Raises:
+            RateLimited, PaymentRequired, InvalidInput: as :meth:`JobEngine.submit`.
+        """
         ctx: RequestContext | None = request.scope.get(CTX_KEY)
-        return ctx.plan if ctx is not None else None
+        job = self.port.jobs.submit(
+            job_id=job_id, vendor=self.slug, operation=operation, api_key=api_key, task=task,
+            origin=self.origin(request), metadata=metadata, watch=watch, price_usd=price_usd,
+            plan=ctx.plan if ctx is not None else None)
+        if ctx is not None:
+            ctx.job_id = job.id
+        return job
 
     def operations(self) -> frozenset[str]:
         """The operation names of this adapter's routes, on every host.

@@ -1,7 +1,7 @@
 """Bria's own platform API (v2) on ``engine.prod.bria-api.com``, the origin of the five
 resellers' model. Facts from Bria's public docs (https://docs.bria.ai/ : quickstart, status
-service, webhooks), the published ``bria-client`` SDK (0.3.x) and
-``../shared/vendor-docs/NOTES.md`` ("Bria's own platform API (v2)").
+service, webhooks) and the published ``bria-client`` SDK (0.3.x), summed up in
+``docs/vendors/bria.md``.
 
 * ``POST /v2/image/edit/remove_background`` with header ``api_token: <token>`` and
   ``{"image": URL or base64, "sync"?, "preserve_alpha"?, "visual_input_content_moderation"?,
@@ -71,13 +71,13 @@ _FLAGS = ("sync", "preserve_alpha", "visual_input_content_moderation",
 
 def signing_key(api_token: str) -> bytes:
     """The webhook signing key of ``api_token``: ``HMAC-SHA256(key=api_token,
-    msg="bria-webhook-signing-v1")``, 32 bytes (NOTES.md; docs.bria.ai webhooks)."""
+    msg="bria-webhook-signing-v1")``, 32 bytes (docs/vendors/bria.md, Webhooks; https://docs.bria.ai/webhooks)."""
     return hmac.new(api_token.encode(), WEBHOOK_SIGNING_SALT, hashlib.sha256).digest()
 
 
 def sign(api_token: str, webhook_id: str, timestamp: str, body: bytes) -> str:
     """``Bria-Webhook-Signature``'s value: ``v1=`` + base64 of HMAC-SHA256 over
-    ``"{webhook_id}.{timestamp}.{body}"`` with :func:`signing_key` (NOTES.md).
+    ``"{webhook_id}.{timestamp}.{body}"`` with :func:`signing_key` (docs/vendors/bria.md, Webhooks).
 
     Raises:
         UnicodeDecodeError: ``body`` is not UTF-8 (JSON bodies always are).
@@ -107,7 +107,7 @@ class BriaAdapter(VendorAdapter):
     slug = "bria"
     title = "Bria"
     hosts = (HostSpec("engine.prod.bria-api.com", ""),)
-    source = "../shared/vendor-docs/NOTES.md"  # Bria's own platform API (v2); docs.bria.ai
+    source = "docs/vendors/bria.md"  # https://docs.bria.ai/
     status_words = STATUS_WORDS
     job_not_found = "Request {id} not found"
 
@@ -158,12 +158,10 @@ class BriaAdapter(VendorAdapter):
             if not sync:
                 metadata["webhook_url"] = hook.value
         engine = self.port.jobs
-        job = engine.submit(
-            job_id=uuid.uuid4().hex, vendor=self.slug, operation="submit", api_key=key,
+        job = self.submit_job(
+            request, job_id=uuid.uuid4().hex, operation="submit", api_key=key,
             task=Task("remove", (source,), {"preserve_alpha": flags["preserve_alpha"]}),
-            origin=self.origin(request), metadata=metadata,
-            watch="webhook_url" in metadata, plan=self.plan_of(request),
-        )
+            metadata=metadata, watch="webhook_url" in metadata)
         if not sync:
             return self.json({"request_id": job.id,
                               "status_url": self.public_url(request, f"/v2/status/{job.id}")},

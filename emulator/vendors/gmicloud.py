@@ -1,9 +1,10 @@
 """GMI Cloud: Bria remove-background on its request queue at ``console.gmicloud.ai``.
 
-Facts from ``../shared/vendor-docs/gmicloud.txt`` and NOTES.md; the record's shape (``model``,
-``payload``, ``outcome.media_urls[{id, url}]``, integer ``created_at``/``updated_at``/
-``queued_at``) and the ``?model_id=`` filter of the list come from GMI's page for another model
-on the same request queue (minimax-tts-speech-2.8-hd, docs.gmicloud.ai).
+Facts from ``docs/vendors/gmicloud.md`` (GMI's page on https://docs.gmicloud.ai/ and its clients);
+the record's shape (``model``, ``payload``, ``outcome.media_urls[{id, url}]``, integer
+``created_at``/``updated_at``/``queued_at``) and the ``?model_id=`` filter of the list come
+from GMI's page for another model on the same request queue (minimax-tts-speech-2.8-hd,
+docs.gmicloud.ai).
 
 * ``POST /api/v1/ie/requestqueue/apikey/requests`` with ``Authorization: Bearer KEY`` and
   ``{"model": "bria-image-remove-background", "payload": {"image": URL | base64 | data URI}}``
@@ -18,8 +19,8 @@ on the same request queue (minimax-tts-speech-2.8-hd, docs.gmicloud.ai).
 * Inline image data over 1 KiB is echoed in ``payload`` shortened (the emulator's choice, to
   keep polls cheap).
 
-GMI Cloud's official SDK (``gmicloud``, NOTES.md "GMI Cloud's official Python SDK") logs in
-with e-mail and password on the same host and uses the queue without ``/apikey/``:
+GMI Cloud's official SDK (``gmicloud``; ``docs/vendors/gmicloud.md``, "Official Python SDK
+(login)") logs in with e-mail and password on the same host and uses the queue without ``/apikey/``:
 
 * ``POST /api/v1/me/auth-tokens`` ``{email, password}`` -> ``{authToken, is2FARequired}``;
   ``POST /api/v1/me/sessions`` ``{type, authToken, otpCode}`` -> ``{accessToken,
@@ -160,7 +161,7 @@ class GmiCloudAdapter(VendorAdapter):
     slug = "gmicloud"
     title = "GMI Cloud"
     hosts = (HostSpec("console.gmicloud.ai", ""),)
-    source = "../shared/vendor-docs/gmicloud.txt"
+    source = "docs/vendors/gmicloud.md"
     status_words = STATUS_WORDS
     job_not_found = "request {id} not found"
 
@@ -187,9 +188,9 @@ class GmiCloudAdapter(VendorAdapter):
 
     def api_key(self, request: Request) -> str:
         """The caller's key: ``Authorization: Bearer KEY`` on the ``/apikey/`` routes
-        (gmicloud.txt, API Endpoint & Authentication); on the SDK's routes the bearer is an
-        access token and the key is its account's (:attr:`Account.queue_key` on the queue,
-        the e-mail on the IAM service).
+        (docs/vendors/gmicloud.md, API Endpoint & Authentication); on the SDK's routes the
+        bearer is an access token and the key is its account's (:attr:`Account.queue_key` on
+        the queue, the e-mail on the IAM service).
 
         Raises:
             Unauthorized: no bearer, a key not accepted (``--keys``), or a token that is
@@ -333,12 +334,9 @@ class GmiCloudAdapter(VendorAdapter):
             raise InvalidInput("payload.image is required (URL or base64)",
                                field="payload.image")
         source = parse_source(payload["image"], field="payload.image", allow_base64=True)
-        job = self.port.jobs.submit(
-            job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request),
-            metadata={"payload": self._echo(payload)},
-            plan=self.plan_of(request),
-        )
+        job = self.submit_job(
+            request, job_id=str(uuid.uuid4()), operation="submit", api_key=key,
+            task=Task("remove", (source,)), metadata={"payload": self._echo(payload)})
         return self.json({
             "request_id": job.id,
             "model": MODEL,
@@ -364,7 +362,7 @@ class GmiCloudAdapter(VendorAdapter):
         return self.json({"requests": records})
 
     async def status(self, request: Request) -> Response:
-        """One request record (gmicloud.txt, Checking Request Status)."""
+        """One request record (docs/vendors/gmicloud.md, Checking Request Status)."""
         job = self.caller_job(request, request.path_params["request_id"])
         await self.port.jobs.observe(job)
         return self.json(self.render_job(job, self.file_urls(request, job)))

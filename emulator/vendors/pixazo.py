@@ -1,4 +1,5 @@
-"""Pixazo: Bria RMBG 2.0 on ``gateway.pixazo.ai``. Facts from ``../shared/vendor-docs/pixazo.txt``.
+"""Pixazo: Bria RMBG 2.0 on ``gateway.pixazo.ai``. Facts: ``docs/vendors/pixazo.md``
+(Pixazo's page, https://gateway.pixazo.ai/bria-rmbg-2-0-682/v1).
 
 * ``POST /bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request`` with ``Ocp-Apim-Subscription-Key`` and
   ``{"image_url": ...}`` -> 202 ``{request_id, status: "QUEUED", polling_url}``.
@@ -57,7 +58,7 @@ class PixazoAdapter(VendorAdapter):
     slug = "pixazo"
     title = "Pixazo"
     hosts = (HostSpec("gateway.pixazo.ai", ""),)
-    source = "../shared/vendor-docs/pixazo.txt"
+    source = "docs/vendors/pixazo.md"
     status_words = STATUS_WORDS
     job_not_found = "Request '{id}' not found"
 
@@ -71,7 +72,7 @@ class PixazoAdapter(VendorAdapter):
         ]}
 
     def api_key(self, request: Request) -> str:
-        """``Ocp-Apim-Subscription-Key`` (pixazo.txt, Authentication)."""
+        """``Ocp-Apim-Subscription-Key`` (docs/vendors/pixazo.md, Authentication)."""
         return self.check_key(
             request.headers.get("ocp-apim-subscription-key"),
             message="Access denied due to missing subscription key. Make sure to include "
@@ -101,12 +102,9 @@ class PixazoAdapter(VendorAdapter):
             metadata["webhook_url"] = parse_source(webhook, field="X-Webhook-URL").value
         engine = self.port.jobs
         request_id = f"{MODEL_ID}_{uuid7(engine.clock.now())}"
-        job = engine.submit(
-            job_id=request_id, vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request), metadata=metadata,
-            watch=webhook is not None,
-            plan=self.plan_of(request),
-        )
+        job = self.submit_job(
+            request, job_id=request_id, operation="submit", api_key=key,
+            task=Task("remove", (source,)), metadata=metadata, watch=webhook is not None)
         return self.json({
             "request_id": job.id,
             "status": STATUS_WORDS[job.status],
@@ -114,7 +112,7 @@ class PixazoAdapter(VendorAdapter):
         }, status=202)
 
     async def status(self, request: Request) -> Response:
-        """The universal status endpoint (pixazo.txt, Retrieving Results)."""
+        """The universal status endpoint (docs/vendors/pixazo.md, Retrieving Results)."""
         job = self.caller_job(request, request.path_params["request_id"])
         await self.port.jobs.observe(job)
         return self.json(self.render_job(job, self.file_urls(request, job)))
@@ -122,7 +120,7 @@ class PixazoAdapter(VendorAdapter):
     def webhook(self, job: Job) -> WebhookMessage | None:
         """POST of the status body to ``X-Webhook-URL`` at COMPLETED, FAILED or ERROR.
 
-        pixazo.txt documents the header and that the callback replaces polling, but no
+        docs/vendors/pixazo.md documents the header and that the callback replaces polling, but no
         signature and no retries: one attempt, unsigned.
         """
         url = job.metadata.get("webhook_url")
@@ -132,7 +130,7 @@ class PixazoAdapter(VendorAdapter):
             url, self.render_job(job, self.file_urls_at(job.origin, job)))
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
-        """The status body; also the webhook payload (pixazo.txt, Webhook)."""
+        """The status body; also the webhook payload (docs/vendors/pixazo.md, Webhook)."""
         status = STATUS_WORDS[job.status]
         output = None
         if job.status is JobStatus.SUCCEEDED:

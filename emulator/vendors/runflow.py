@@ -1,5 +1,5 @@
 """Runflow: Bria background remove on ``api.runflow.io``. Facts from
-``../shared/vendor-docs/runflow.txt`` and NOTES.md (Runflow section).
+``docs/vendors/runflow.md`` (Runflow's page and run-lifecycle docs, https://docs.runflow.io/).
 
 * ``POST /v1/models/bria/background/remove/runs`` with ``Authorization: Bearer KEY`` and
   ``{"input": {"image_url", "sync_mode"}, "callback_url"?, "metadata"?}`` -> 201 run object
@@ -14,8 +14,8 @@
   emulator has no detector) and ``seed`` ``null`` (the model takes none).
 * ``input.sync_mode: true``: the reply waits for the run to end and carries it, its output a
   ``data:image/png;base64,...`` URI. The wait is bounded by ``Settings.max_wait_s``: past it
-  the reply is 504 ``{"detail": str}`` (runflow.txt documents no time-out; the run goes on
-  and can be polled).
+  the reply is 504 ``{"detail": str}`` (docs/vendors/runflow.md documents no time-out; the run
+  goes on and can be polled).
 * Errors: 401 (bad or missing key), 402 (out of credits), 404, 429 with ``{"detail": str}``;
   422 with ``{"detail": [{loc, msg, type}]}`` for validation errors, malformed JSON included.
 * Timestamps are ISO 8601 (as in the callback payload).
@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from emulator.core.billing import usd_text
 from emulator.core.ids import iso_ms
 from emulator.core.inputs import FETCH_FAILED, parse_source
 from emulator.core.jobs import Job, JobStatus, Task
@@ -61,18 +62,13 @@ FAILURE_CODES: dict[str, str] = {
 _DISPATCH_READ = "dispatch_read"
 
 
-def _usd(amount: float) -> str:
-    text = f"{amount:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
 class RunflowAdapter(VendorAdapter):
     """Runflow's runs API for ``bria/background/remove``."""
 
     slug = "runflow"
     title = "Runflow"
     hosts = (HostSpec("api.runflow.io", ""),)
-    source = "../shared/vendor-docs/runflow.txt"
+    source = "docs/vendors/runflow.md"
     status_words = STATUS_WORDS
     job_not_found = "Run {id} not found"
 
@@ -87,7 +83,7 @@ class RunflowAdapter(VendorAdapter):
         ]}
 
     def api_key(self, request: Request) -> str:
-        """``Authorization: Bearer KEY`` (runflow.txt, Run the model)."""
+        """``Authorization: Bearer KEY`` (docs/vendors/runflow.md, Run the model)."""
         header = request.headers.get("authorization")
         if header is None or not header.strip():
             return self.check_key(None, message="Missing API key: send 'Authorization: "
@@ -138,21 +134,20 @@ class RunflowAdapter(VendorAdapter):
         if source.kind != "url":
             echo["image_url"] = source.describe()
         engine = self.port.jobs
-        job = engine.submit(
-            job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit", api_key=key,
-            task=Task("remove", (source,)), origin=self.origin(request),
+        job = self.submit_job(
+            request, job_id=str(uuid.uuid4()), operation="submit", api_key=key,
+            task=Task("remove", (source,)),
             metadata={"input": echo, "sync_mode": sync_mode, "callback_url": callback,
                       "metadata": user_metadata},
-            watch=callback is not None,
-            plan=self.plan_of(request),
-        )
+            watch=callback is not None)
         if sync_mode:
             await engine.finish(job)
         return await self._respond(request, job, status=201)
 
     async def create_secret(self, request: Request) -> Response:
         """``POST /v1/callback-secrets {label}`` -> 201 ``{id, label, plain_secret}``, the secret
-        shown this once; from then on callbacks carry ``Runflow-Signature`` (NOTES.md)."""
+        shown this once; from then on callbacks carry ``Runflow-Signature``
+        (docs/vendors/runflow.md)."""
         key = self.api_key(request)
         body = await self.json_object(request)
         label = body.get("label", "")
@@ -165,7 +160,8 @@ class RunflowAdapter(VendorAdapter):
                           "created_at": iso_ms(secret.created_at)}, status=201)
 
     def webhook(self, job: Job) -> WebhookMessage | None:
-        """The callback to ``callback_url`` at a terminal status (runflow.txt, Callback payload).
+        """The callback to ``callback_url`` at a terminal status (docs/vendors/runflow.md,
+        Callback payload).
 
         Body ``{event, run_id, status, output, duration_ms, created_at, completed_at,
         metadata}``; ``Runflow-Request-Id`` always; ``Runflow-Signature`` (hex HMAC-SHA256 of the
@@ -217,7 +213,8 @@ class RunflowAdapter(VendorAdapter):
         return STATUS_WORDS[job.status]
 
     def render_run(self, job: Job, urls: list[str]) -> dict[str, Any]:
-        """The run object (runflow.txt, Output schema; NOTES.md)."""
+        """The run object (docs/vendors/runflow.md: Output schema; Runs, errors and callback
+        signing)."""
         output = None
         if job.status is JobStatus.SUCCEEDED:
             inference_ms = None
@@ -243,7 +240,7 @@ class RunflowAdapter(VendorAdapter):
             "status_code": self.status_word(job),
             "input": job.metadata.get("input"),
             "output": output,
-            "cost": _usd(job.charged_usd) if job.status.terminal else None,
+            "cost": usd_text(job.charged_usd) if job.status.terminal else None,
             "duration_ms": job.duration_ms,
             "failure_code": failure_code,
             "failure_message": failure_message,

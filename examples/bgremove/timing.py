@@ -125,7 +125,7 @@ class PollPolicy:
     """How a job is polled: status reads spaced by ``backoff``, for at most ``timeout_s``.
 
     The defaults follow the vendors' advice: Pixazo says poll every 5-10 s, Apiframe's example
-    every 2 s, GMI clients every 5 s; a job takes about 3 s (apiframe.txt).
+    every 2 s, GMI clients every 5 s; a job takes about 3 s (docs/vendors/apiframe.md).
     """
 
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, factor=1.5,

@@ -3,8 +3,8 @@
 :class:`BackgroundRemover` holds everything the six vendors share (HTTP with retries, polling
 with backoff, download, PNG checks); each subclass says only how its vendor names things: the
 submit request, the status read, the status words and the webhook body. Wire facts come from
-the vendors' pages (``shared/vendor-docs/<vendor>.txt`` and ``NOTES.md`` in the rmbg-emulator
-repository); each class cites its page.
+the vendors' public pages, summed up with their URLs in the rmbg-emulator repository's
+``docs/vendors/<vendor>.md``; each class cites its page.
 
 Use::
 
@@ -447,7 +447,7 @@ def _strings(items: Any) -> tuple[str, ...]:
 
 
 class PixazoRemover(BackgroundRemover):
-    """Pixazo (pixazo.txt): ``Ocp-Apim-Subscription-Key``; submit answers 202 with a
+    """Pixazo (docs/vendors/pixazo.md): ``Ocp-Apim-Subscription-Key``; submit answers 202 with a
     ``polling_url``; statuses ``QUEUED`` ``PROCESSING`` ``COMPLETED`` ``FAILED`` ``ERROR``
     (system error, not charged); results in ``output.media_url``; webhook: the status body,
     POSTed to the ``X-Webhook-URL`` header's URL, unsigned."""
@@ -485,8 +485,8 @@ class PixazoRemover(BackgroundRemover):
 
 
 class ApiframeRemover(BackgroundRemover):
-    """Apiframe (apiframe.txt): ``X-API-Key``; ``POST /v2/images/background-remove`` answers
-    202 ``{jobId}``; ``GET /v2/jobs/{id}`` until ``COMPLETED`` or ``FAILED``; results in
+    """Apiframe (docs/vendors/apiframe.md): ``X-API-Key``; ``POST /v2/images/background-remove``
+    answers 202 ``{jobId}``; ``GET /v2/jobs/{id}`` until ``COMPLETED`` or ``FAILED``; results in
     ``result.images``; webhook: ``webhook_url`` in the body, the job body POSTed, unsigned."""
 
     vendor = "apiframe"
@@ -523,7 +523,7 @@ class ApiframeRemover(BackgroundRemover):
 
 
 class GmiCloudRemover(BackgroundRemover):
-    """GMI Cloud (gmicloud.txt, NOTES.md): ``Authorization: Bearer``; the request queue
+    """GMI Cloud (docs/vendors/gmicloud.md): ``Authorization: Bearer``; the request queue
     ``/api/v1/ie/requestqueue/apikey/requests``; statuses ``queued`` ``processing`` ``success``
     ``failed`` (clients also see ``created``, ``dispatched``, ``cancelled``); results in
     ``outcome.media_urls[*].url`` (or plain strings). No webhook is documented."""
@@ -572,7 +572,7 @@ class GmiCloudRemover(BackgroundRemover):
 
 
 class FalRemover(BackgroundRemover):
-    """fal.ai's queue (fal.txt, NOTES.md): ``Authorization: Key``; submit to
+    """fal.ai's queue (docs/vendors/fal.md): ``Authorization: Key``; submit to
     ``queue.fal.run`` answers ``{request_id, status_url, response_url}``; the status is
     ``IN_QUEUE`` / ``IN_PROGRESS`` / ``COMPLETED`` (a failed request is ``COMPLETED`` with an
     ``error``); the result (``{image: {url}}``) is a second GET of ``response_url``.
@@ -580,7 +580,7 @@ class FalRemover(BackgroundRemover):
 
     vendor = "fal"
     default_base_url = "https://queue.fal.run"
-    #: The public keys fal signs webhooks with (NOTES.md: on fal's REST host).
+    #: The public keys fal signs webhooks with (docs/vendors/fal.md: on fal's REST host).
     default_jwks_url = "https://rest.fal.ai/.well-known/jwks.json"
     APP = "fal-ai/bria"
     STATUS: ClassVar[dict[str, JobStatus]] = {
@@ -638,7 +638,7 @@ class FalRemover(BackgroundRemover):
 
 
 class RunflowRemover(BackgroundRemover):
-    """Runflow (runflow.txt, NOTES.md): ``Authorization: Bearer``; submit answers 201 with a
+    """Runflow (docs/vendors/runflow.md): ``Authorization: Bearer``; submit answers 201 with a
     run (``id``); ``GET /v1/runs/{id}``; ``status_code`` ``queued`` ``dispatching``
     ``running`` ``succeeded`` ``partial_succeeded`` ``failed`` ``cancelled``; results in
     ``output.outputs[*].url``. Webhook: ``callback_url``, HMAC-signed once a callback secret
@@ -677,7 +677,7 @@ class RunflowRemover(BackgroundRemover):
 
     @classmethod
     def parse_webhook(cls, body: Mapping[str, Any]) -> Job:
-        """The callback ``{event, run_id, status, output, ...}`` (runflow.txt, Callback
+        """The callback ``{event, run_id, status, output, ...}`` (docs/vendors/runflow.md, Callback
         payload).
 
         Raises:
@@ -700,14 +700,14 @@ class RunflowRemover(BackgroundRemover):
     def create_callback_secret(self, label: str = "bgremove") -> str:
         """``POST /v1/callback-secrets``: a new signing secret (``whsec_...``), shown this once.
 
-        Callbacks are signed with the newest secret from then on (NOTES.md, Runflow).
+        Callbacks are signed with the newest secret from then on (docs/vendors/runflow.md).
         """
         body = self.post_json(self.url("/v1/callback-secrets"), {"label": label})
         return str(body["plain_secret"])
 
 
 class BriaRemover(BackgroundRemover):
-    """Bria's own platform API v2 (NOTES.md, Bria; docs.bria.ai): header ``api_token``;
+    """Bria's own platform API v2 (docs/vendors/bria.md; docs.bria.ai): header ``api_token``;
     ``POST /v2/image/edit/remove_background`` answers 202 ``{request_id, status_url}``;
     ``GET /v2/status/{id}`` shows ``IN_PROGRESS`` then ``COMPLETED`` (``result.image_url``) or
     ``ERROR`` (``error{code, message, details}``); ``UNKNOWN`` counts as still running, as

@@ -4,13 +4,13 @@ Framework-free: give :meth:`WebhookReceiver.handle` the vendor, the request head
 body (the exact bytes: signatures cover them) from whatever web framework you use, or let
 :meth:`WebhookReceiver.respond` pick the HTTP status to answer.
 
-* fal signs with ED25519 (NOTES.md, fal): ``X-Fal-Webhook-Signature`` is the hex signature of
+* fal signs with ED25519 (docs/vendors/fal.md): ``X-Fal-Webhook-Signature`` is the hex signature of
   ``request_id \\n user_id \\n timestamp \\n sha256_hex(body)``, checked against the public keys
   fal serves as a JSON Web Key Set (``/.well-known/jwks.json`` on its REST host); the timestamp
   must be recent (replays of old deliveries are refused).
-* Runflow signs with HMAC-SHA256 (NOTES.md, Runflow): ``Runflow-Signature`` is the hex HMAC of
+* Runflow signs with HMAC-SHA256 (docs/vendors/runflow.md): ``Runflow-Signature`` is the hex HMAC of
   the raw body with a callback secret (``whsec_...``) made by ``POST /v1/callback-secrets``.
-* Bria signs with HMAC-SHA256 (NOTES.md, Bria): ``Bria-Webhook-Signature: v1=<base64>`` over
+* Bria signs with HMAC-SHA256 (docs/vendors/bria.md): ``Bria-Webhook-Signature: v1=<base64>`` over
   ``"{Bria-Webhook-Id}.{Bria-Webhook-Timestamp}.{body}"``, keyed by an HMAC of the API token
   (:meth:`WebhookReceiver.verify_bria`); the timestamp must be recent.
 * Pixazo and Apiframe (and Runflow without a secret, Bria without its token) sign nothing:
@@ -265,7 +265,7 @@ class WebhookReceiver:
         raise InvalidSignature("runflow: Runflow-Signature matches no callback secret")
 
     def verify_bria(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Check Bria's signature (NOTES.md, Bria; ``bria_client.toolkit``'s
+        """Check Bria's signature (docs/vendors/bria.md; ``bria_client.toolkit``'s
         ``verify_webhook_signature``): a ``v1=<base64>`` token of ``Bria-Webhook-Signature``
         equals HMAC-SHA256 over ``"{Bria-Webhook-Id}.{Bria-Webhook-Timestamp}.{body}"`` keyed
         by ``HMAC-SHA256(key=api_token, msg="bria-webhook-signing-v1")``, for one of

@@ -42,7 +42,7 @@ MakeRemover = Callable[..., BackgroundRemover]
 #: The journal's operation name of each vendor's submit.
 SUBMIT = {"pixazo": "submit", "apiframe": "submit", "gmicloud": "submit",
           "fal": "submit.remove", "runflow": "submit", "bria": "submit"}
-#: What each vendor's 402 says (the vendors' pages and NOTES.md).
+#: What each vendor's 402 says (docs/vendors/).
 PAYMENT_WORDS = {"pixazo": "Your wallet does not have enough balance",
                  "apiframe": "(INSUFFICIENT_CREDITS)", "gmicloud": "insufficient balance",
                  "fal": "Exhausted balance", "runflow": "Insufficient credits",

@@ -19,7 +19,7 @@ from emulator.vendors.base import VendorAdapter
 from tests.conftest import REPO
 
 NAMES = contracts.names()
-VENDOR_DOCS = REPO.parent / "shared" / "vendor-docs"
+VENDOR_DOCS = REPO / "docs" / "vendors"
 
 
 def shape(path: str) -> str:
@@ -172,17 +172,49 @@ def test_status_links_reach_the_result() -> None:
     assert status["links"]["GetResult"]["operationId"] == "result"
 
 
-def test_x_sources_name_existing_vendor_docs() -> None:
-    if not VENDOR_DOCS.is_dir():
-        pytest.skip("../shared/vendor-docs is not beside this checkout")
+def headings(page: Path) -> set[str]:
+    """The Markdown headings of ``page`` (``## Title`` -> ``Title``)."""
+    return {m.group(1).strip() for m in
+            re.finditer(r"^#{1,6} (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)}
+
+
+def check_citation(where: str, cited: str) -> None:
+    """An ``x-source``: ``;``-separated parts, each a vendor's public URL, or a page of the
+    repository (``docs/vendors/<slug>.md`` or ``README.md``) with, after ``:``, headings of
+    that page separated by commas; a part with no page names headings of the page before."""
+    page: Path | None = None
+    for raw in cited.split(";"):
+        part = raw.strip()
+        if part.startswith("https://"):
+            assert " " not in part, f"{where}: {cited}"
+            continue
+        path, colon, sections = part.partition(":")
+        if path.strip().endswith(".md"):
+            assert path == "README.md" or path.startswith("docs/vendors/"), f"{where}: {cited}"
+            page = REPO / path
+            assert page.is_file(), f"{where}: {path}"
+        else:
+            assert page is not None and not colon, f"{where}: {cited}"
+            sections = part
+        if sections.strip() and page.parent == VENDOR_DOCS:
+            missing = {s.strip() for s in sections.split(",")} - headings(page)
+            assert not missing, f"{where}: {page.name} has no heading {sorted(missing)}"
+
+
+def test_x_sources_cite_pages_in_the_repository_and_their_sections() -> None:
+    """Every ``x-source`` (and ``x-no-webhook-source``) names a page inside the repository,
+    down to its heading, or a public URL; every vendor's contract cites its own page at the
+    top. Reads ``docs/vendors/``, never anything beside the checkout."""
+    assert VENDOR_DOCS.is_dir()
     for name in NAMES:
-        for at, node in walk(contracts.load(name).document):
-            if at.endswith("/x-source"):
-                if str(node).startswith("https://"):  # a vendor's public docs page (Bria)
-                    assert " " not in str(node).strip(), f"{name}{at}: {node}"
-                    continue
-                path = str(node).split(":", 1)[0].strip()
-                assert (REPO / path).is_file(), f"{name}{at}: {path}"
+        document = contracts.load(name).document
+        for at, node in walk(document):
+            if at.endswith(("/x-source", "/x-no-webhook-source")):
+                check_citation(f"{name}{at}", str(node))
+        slug = document.get("x-vendor")
+        if slug in load_all():
+            top = str(document["info"]["x-source"])
+            assert f"docs/vendors/{slug}.md" in top and "https://" in top, f"{name}: {top}"
 
 
 def test_status_words_are_enums() -> None:

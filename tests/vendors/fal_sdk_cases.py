@@ -1,7 +1,7 @@
 """Cases that drive the published ``fal-client`` against a running emulator (not a test module).
 
 ``tests/vendors/test_fal_client.py`` runs this file in a fresh interpreter, because fal-client
-reads ``FAL_RUN_HOST`` and ``FAL_QUEUE_RUN_HOST`` when it is imported (NOTES.md): the
+reads ``FAL_RUN_HOST`` and ``FAL_QUEUE_RUN_HOST`` when it is imported (docs/vendors/fal.md): the
 environment below is all a client needs, with nothing patched, except in ``upload_then_run``,
 since the SDK hard-codes its REST and CDN hosts (``fal_client.client.REST_URL`` and
 ``CDN_URL``, no environment variable in fal-client 1.0.3).

@@ -11,6 +11,7 @@ import asyncio
 import io
 import ssl
 import threading
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -68,7 +69,7 @@ def test_submit_then_poll(sdk_at: str, server: EmulatorServer) -> None:
     assert done.status == "COMPLETED"
     assert_cutout(done.result.image_url)
     job = server.emulator.jobs.find(submitted.request_id, vendor="bria", api_key=TOKEN)
-    assert job is not None and job.charged_usd == pytest.approx(0.018)
+    assert job is not None and job.charged_usd == Decimal("0.018")
 
 
 def test_the_async_client_runs_and_polls(sdk_at: str) -> None:

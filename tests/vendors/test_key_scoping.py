@@ -111,12 +111,18 @@ def test_fal_cancel_by_another_key_is_not_found_and_leaves_the_request(
     assert control(client, job_id)["status"] == "cancelled"
 
 
-def test_fal_key_and_bearer_schemes_are_the_same_account(client: httpx.Client) -> None:
+def test_fal_takes_only_the_key_scheme(client: httpx.Client) -> None:
     job_id = submit(client, FAL, OWNER)
-    for header in (f"Bearer {OWNER}", f"Key  {OWNER}", f"key {OWNER}"):
-        response = client.get(f"/queue/fal-ai/bria/requests/{job_id}/status",
-                              headers={"Authorization": header})
+    path = f"/queue/fal-ai/bria/requests/{job_id}/status"
+    for header in (f"Key  {OWNER}", f"key {OWNER}", f"KEY {OWNER}"):
+        response = client.get(path, headers={"Authorization": header})
         assert response.status_code == 200, (header, response.text)
+    # fal documents only `Key <FAL_KEY>`: a Bearer header is refused as fal refuses it
+    for header in (f"Bearer {OWNER}", f"Token {OWNER}"):
+        response = client.get(path, headers={"Authorization": header})
+        assert response.status_code == 401, (header, response.text)
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and "Key <FAL_KEY>" in detail
 
 
 def test_gmicloud_list_shows_only_the_callers_requests(client: httpx.Client) -> None:
@@ -147,3 +153,20 @@ def test_scoping_in_strict_key_mode_with_a_fault_key(vendor: Driver) -> None:
         assert own.status_code == 200, own.text
         unlisted = client.get(template.format(id=job_id), headers=vendor.headers("nobody"))
         assert unlisted.status_code == 401
+
+
+@by_vendor
+def test_the_journal_notes_the_job_of_each_request(client: httpx.Client,
+                                                   vendor: Driver) -> None:
+    """``job_id`` in the journal: the submit and the owner's per-job requests carry it;
+    another key's request for the same id, refused as unknown, does not."""
+    job_id = submit(client, vendor, OWNER)
+    for method, template in vendor.job_requests:
+        client.request(method, template.format(id=job_id), headers=vendor.headers(OWNER))
+    assert_answers_as_unknown(client, vendor, OTHER, job_id)
+    entries = client.get("/_emulator/journal", params={"job_id": job_id}).json()["entries"]
+    assert [(e["method"], e["api_key"]) for e in entries] == (
+        [("POST", OWNER)] + [(method, OWNER) for method, _ in vendor.job_requests])
+    assert all(e["job_id"] == job_id for e in entries)
+    others = client.get("/_emulator/journal", params={"api_key": OTHER}).json()["entries"]
+    assert others and all(e["job_id"] is None for e in others)

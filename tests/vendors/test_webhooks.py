@@ -61,7 +61,8 @@ def wait_deliveries(client: httpx.Client, job_id: str, *, attempts: int | None =
 
 
 def verify_fal(client: httpx.Client, got: Received) -> None:
-    """fal's check (NOTES.md): ED25519 over id, user, timestamp and sha256(body), via JWKS."""
+    """fal's check (docs/vendors/fal.md): ED25519 over id, user, timestamp and sha256(body),
+    via JWKS."""
     jwks = client.get("/rest/.well-known/jwks.json").json()
     raw = base64.urlsafe_b64decode(jwks["keys"][0]["x"] + "==")
     h = got.headers
@@ -339,7 +340,7 @@ def test_fault_reorder_sends_the_held_delivery_after_the_next(
 
 
 def bria_signature_valid(got: Received, token: str = "test-key") -> bool:
-    """Bria's check as NOTES.md gives it (no SDK needed): the key is
+    """Bria's check as docs/vendors/bria.md gives it (no SDK needed): the key is
     ``HMAC-SHA256(key=api_token, msg="bria-webhook-signing-v1")``; any ``v1=`` token of the
     comma-separated header equals base64 HMAC-SHA256 over ``"{id}.{timestamp}.{raw body}"``."""
     h = got.headers

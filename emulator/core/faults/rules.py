@@ -189,6 +189,23 @@ class FaultRule:
         """The effects as rule text (``status=429,latency=0.5``), for the journal."""
         return ",".join(f"{e.name}={e.text(v)}" for e, v in self.effects_of(*STAGES))
 
+    def to_text(self) -> str:
+        """The whole rule on one line in the rule grammar (``name=value,...``: the header and
+        ``fault.`` key form), match fields first, then effects, then options:
+        ``operation=submit,status=429,retry_after=2,times=2``. It parses back to the same rule
+        (:func:`parse_text`) unless its ``message`` holds a comma."""
+        items = [f"{name}={getattr(self, name)}" for name in MATCH_FIELDS
+                 if getattr(self, name) is not None]
+        items += [f"{e.name}={e.text(v)}" for e, v in self.effects_of(*STAGES)]
+        for name in OPTION_FIELDS:
+            value = getattr(self, name)
+            if value is None or (name == "probability" and value == 1.0):
+                continue
+            if isinstance(value, float):
+                value = int(value) if value.is_integer() else repr(value)
+            items.append(f"{name}={value}")
+        return ",".join(items)
+
     def to_json(self) -> dict[str, Any]:
         """JSON view for ``/_emulator/faults``: the spec, ``hits``, ``remaining``, ``source``."""
         out: dict[str, Any] = {"id": self.id}

@@ -24,10 +24,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 from emulator.core.background import end_tasks
-from emulator.core.billing import Billing
+from emulator.core.billing import ZERO, Billing, usd
 from emulator.core.clock import Clock
 from emulator.core.fetchpolicy import FetchPolicy
 from emulator.core.files import FileStore
@@ -179,7 +180,7 @@ class JobEngine:
         origin: str | None = None,
         metadata: dict[str, Any] | None = None,
         watch: bool = False,
-        price_usd: float | None = None,
+        price_usd: Decimal | None = None,
         plan: JobPlan | None = None,
     ) -> Job:
         """Create a job and start its work.
@@ -200,7 +201,7 @@ class JobEngine:
         if task.kind not in TASKS:
             raise InvalidInput(f"unknown task {task.kind!r}")
         now = self.clock.now()
-        price = self.settings.price_usd if price_usd is None else price_usd
+        price = usd(self.settings.price_usd if price_usd is None else price_usd)
         self.billing.throttle(api_key, now)
         self.billing.open_job(api_key, price, now, job_id, vendor)
         job = Job(
@@ -275,7 +276,7 @@ class JobEngine:
             charge = outcome is JobStatus.SUCCEEDED
             self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,
                                    job.vendor, charge=charge)
-            job.charged_usd = job.price_usd if charge else 0.0
+            job.charged_usd = job.price_usd if charge else ZERO
         if job._done is not None:
             job._done.set()
 
@@ -390,7 +391,7 @@ class JobEngine:
         if job.charged_usd and job.generation == self._generation:
             self.billing.refund(job.api_key, job.charged_usd, self.clock.now(), job.id,
                                 job.vendor, note)
-        job.charged_usd = 0.0
+        job.charged_usd = ZERO
 
     def cancel(self, job: Job) -> None:
         """Cancel a job that still shows queued.

@@ -12,8 +12,10 @@ import asyncio
 import enum
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
+from emulator.core.billing import ZERO, usd_text
 from emulator.core.files import StoredFile
 from emulator.core.inputs import ImageSource
 from emulator.core.tasks import Rendered
@@ -79,7 +81,7 @@ class Job:
     api_key: str
     task: Task
     created_at: float
-    price_usd: float
+    price_usd: Decimal
     origin: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     status: JobStatus = JobStatus.QUEUED
@@ -95,7 +97,7 @@ class Job:
     outputs: list[StoredFile] = field(default_factory=list)
     error: str | None = None
     error_code: str | None = None
-    charged_usd: float = 0.0
+    charged_usd: Decimal = ZERO
     generation: int = 0
     faults: dict[str, str] = field(default_factory=dict)
     planned: tuple[JobStatus, str, str] | None = None
@@ -144,7 +146,7 @@ class Job:
             "stuck": self.stuck,
             "outputs": [{"id": f.id, "bytes": f.size, "width": f.width, "height": f.height}
                         for f in self.outputs],
-            "charged_usd": self.charged_usd,
+            "charged_usd": usd_text(self.charged_usd),
             "faults": dict(self.faults),
         }
 

@@ -1,5 +1,6 @@
-"""fal.ai: Bria background remove and replace. Facts from ``../shared/vendor-docs/fal.txt`` and
-NOTES.md (fal section), and the published ``fal-client`` (1.0.3) that real clients run.
+"""fal.ai: Bria background remove and replace. Facts from ``docs/vendors/fal.md``
+(fal's page https://fal.ai/models/fal-ai/bria/background/remove/api and other docs), and the
+published ``fal-client`` (1.0.3) that real clients run.
 
 Four hosts, as fal has them:
 
@@ -30,8 +31,8 @@ url, input}]}`` (``file_download_error``, ``image_load_error``, ``image_too_larg
 are 422 with a ``detail`` list. The SDK retries 408/409/429, so a refused cancel is a 400, never
 a 409.
 
-Prices: remove $0.018; replace $0.023 per image (fal.txt, "Bria Background Replace ($0.023)").
-``sync_mode: true`` returns the images as ``data:image/png;base64,...`` URIs.
+Prices: remove $0.018; replace $0.023 per image (docs/vendors/fal.md, "Bria Background Replace
+($0.023)"). ``sync_mode: true`` returns the images as ``data:image/png;base64,...`` URIs.
 
 The package, by concept: :mod:`~emulator.vendors.fal.queue` (run and queue hosts),
 :mod:`~emulator.vendors.fal.storage` (storage token, CDN upload and files) and
@@ -67,7 +68,7 @@ class FalAdapter(FalWebhooks):
         HostSpec("rest.fal.ai", "/rest", "rest"),
         HostSpec("v3.fal.media", "/cdn", "cdn"),
     )
-    source = "../shared/vendor-docs/fal.txt"
+    source = "docs/vendors/fal.md"
     status_words = STATUS_WORDS
     job_not_found = "Request {id} not found"
 
@@ -108,14 +109,17 @@ class FalAdapter(FalWebhooks):
 
     # -- auth and errors --------------------------------------------------------------------
     def api_key(self, request: Request) -> str:
-        """``Authorization: Key <FAL_KEY>`` (fal.txt, cURL); ``Bearer`` is accepted too."""
+        """``Authorization: Key <FAL_KEY>`` (docs/vendors/fal.md, cURL), the scheme word
+        case-insensitive. Any other scheme (``Bearer <FAL_KEY>`` included: fal documents only
+        ``Key``) is refused with fal's 401 ``{"detail": ...}``, as the vendor would."""
         header = request.headers.get("authorization")
         if header is None or not header.strip():
             return self.check_key(None, message="No credentials provided. Send "
                                                 "'Authorization: Key <FAL_KEY>'.")
         scheme, _, key = header.strip().partition(" ")
-        if scheme.lower() not in ("key", "bearer"):
-            return self.check_key(None, message="Authorization must be 'Key <FAL_KEY>'")
+        if scheme.lower() != "key":
+            return self.check_key(None, message=f"Authorization must be 'Key <FAL_KEY>', not "
+                                                f"'{scheme[:20]} ...'")
         return self.check_key(key, message="No credentials provided after 'Key'.")
 
     def render_error(self, exc: EmulatorError) -> Response:

@@ -1,6 +1,6 @@
 """fal.ai run and queue: ``fal.run`` runs a request synchronously; ``queue.fal.run``
 queues it, then answers status (and its event stream), result and cancel. Facts from
-``../shared/vendor-docs/fal.txt``, NOTES.md (fal section) and ``fal-client`` 1.0.3."""
+``docs/vendors/fal.md`` (fal's page and other docs) and ``fal-client`` 1.0.3."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -34,7 +35,8 @@ from emulator.vendors.fal.storage import FalStorage
 
 APP = "fal-ai/bria"
 ENDPOINTS = ("remove", "replace")
-REPLACE_PRICE_USD = 0.023
+#: USD per replaced image (exact: billing keeps Decimal amounts).
+REPLACE_PRICE_USD = Decimal("0.023")
 SEED_MAX = 2147483647
 MAX_IMAGES = 4
 
@@ -75,11 +77,11 @@ class FalQueue(FalStorage):
 
     # -- inputs -------------------------------------------------------------------------------
     def _parse(self, endpoint: str, body: dict[str, Any]) -> tuple[Task, dict[str, Any],
-                                                                    float | None]:
+                                                                    Decimal | None]:
         """Validate a remove/replace input; the task, the job metadata and the price (USD).
 
         Raises:
-            ValidationFailed: a missing or ill-typed field (fal.txt, Input Schema).
+            ValidationFailed: a missing or ill-typed field (docs/vendors/fal.md, Input Schema).
             InvalidInput: an image reference that is not an http(s) URL or a data URI.
         """
         if body.get("image_url") is None:
@@ -126,10 +128,8 @@ class FalQueue(FalStorage):
         body = await self.json_object(request)
         task, metadata, price = self._parse(endpoint, body)
         engine = self.port.jobs
-        job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="run",
-                            api_key=key, task=task, origin=self.origin(request),
-                            metadata=metadata, price_usd=price,
-                            plan=self.plan_of(request))
+        job = self.submit_job(request, job_id=str(uuid.uuid4()), operation="run", api_key=key,
+                              task=task, metadata=metadata, price_usd=price)
         await engine.finish(job)
         return await self._result_response(request, job)
 
@@ -142,11 +142,9 @@ class FalQueue(FalStorage):
         webhook = self.query_value(request, "fal_webhook")
         if webhook is not None:
             metadata["fal_webhook"] = _http_url(webhook, "fal_webhook")
-        engine = self.port.jobs
-        job = engine.submit(job_id=str(uuid.uuid4()), vendor=self.slug, operation="submit",
-                            api_key=key, task=task, origin=self.origin(request),
-                            metadata=metadata, price_usd=price, watch=webhook is not None,
-                            plan=self.plan_of(request))
+        job = self.submit_job(request, job_id=str(uuid.uuid4()), operation="submit",
+                              api_key=key, task=task, metadata=metadata, price_usd=price,
+                              watch=webhook is not None)
         return self.json({
             "status": STATUS_WORDS[job.status],
             "request_id": job.id,
@@ -299,7 +297,7 @@ class FalQueue(FalStorage):
 
 def _boolean(body: dict[str, Any], name: str, default: bool) -> bool:
     """``body[name]`` or ``default`` when absent; an explicit null is refused, as fal's
-    models (a boolean with a default, fal.txt Input Schema) refuse it.
+    models (a boolean with a default, docs/vendors/fal.md Input Schema) refuse it.
 
     Raises:
         ValidationFailed: not a boolean.

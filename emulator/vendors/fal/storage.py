@@ -1,6 +1,6 @@
 """fal.ai storage: the storage token (``rest.fal.ai``), CDN uploads and files
 (``v3.fal.media``), and reading CDN URLs in-process (:meth:`FalStorage.local_file`).
-Facts from ``../shared/vendor-docs/fal.txt`` and NOTES.md (fal section, file upload)."""
+Facts from ``docs/vendors/fal.md`` (Other fal docs and fal-client: file upload)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ class FalStorage(VendorAdapter):
 
     # -- storage: rest.fal.ai and v3.fal.media --------------------------------------------------
     async def storage_token(self, request: Request) -> Response:
-        """``POST /storage/auth/token?storage_type=fal-cdn-v3`` (NOTES.md, file upload)."""
+        """``POST /storage/auth/token?storage_type=fal-cdn-v3`` (docs/vendors/fal.md, file
+        upload)."""
         key = self.api_key(request)
         storage_type = request.query_params.get("storage_type", "fal-cdn-v3")
         if storage_type != "fal-cdn-v3":

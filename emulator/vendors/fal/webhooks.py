@@ -1,5 +1,6 @@
 """fal.ai webhooks: the signed callback of a queued request with ``?fal_webhook=``, and
-the JWKS (``rest.fal.ai/.well-known/jwks.json``) that verifies it (NOTES.md, fal section)."""
+the JWKS (``rest.fal.ai/.well-known/jwks.json``) that verifies it (docs/vendors/fal.md,
+webhooks)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class FalWebhooks(FalQueue):
         return "user_" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
     def webhook(self, job: Job) -> WebhookMessage | None:
-        """fal's webhook for a queued request with ``?fal_webhook=`` (NOTES.md, fal section).
+        """fal's webhook for a queued request with ``?fal_webhook=`` (docs/vendors/fal.md,
+        webhooks).
 
         Body ``{request_id, gateway_request_id, status: "OK", payload}`` or, for a failure,
         ``{..., status: "ERROR", error: "Invalid status code: 422", payload: {detail}}``.

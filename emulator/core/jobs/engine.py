@@ -56,7 +56,7 @@ log = logging.getLogger("emulator.jobs")
 
 
 class JobEngine:
-    """Creates jobs, runs their image work in a worker pool, and reveals their status.
+    """Creates jobs, runs their image work in the matte pool, and reveals their status.
 
     Use :meth:`start` and :meth:`stop` from the event loop that serves requests.
     """
@@ -131,7 +131,8 @@ class JobEngine:
         Work still running after ``grace_s`` seconds (an input fetch from a host that never
         answers, a wait for the pool) is cancelled (:func:`emulator.core.background.end_tasks`):
         its job ends as ``error`` with code ``system_error``. Image work already running in a
-        worker thread cannot be interrupted; its result is dropped.
+        worker process is killed with it; in a worker thread (``matte_pool=threads``) it
+        cannot be interrupted, and its result is dropped.
         """
         if self._ticker is not None:
             self._ticker.cancel()
@@ -144,7 +145,8 @@ class JobEngine:
 
     @property
     def pool(self) -> ThreadPoolExecutor:
-        """The worker pool for blocking image work (:attr:`Runner.pool`).
+        """The threads for blocking work (:attr:`Runner.pool`; with worker processes they
+        hand the image work on).
 
         Raises:
             RuntimeError: before :meth:`start`.

@@ -173,7 +173,10 @@ def test_allow_fetch_from_the_environment() -> None:
 
 
 def test_serve_refuses_more_server_processes_with_the_memory_store(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator import cli
+
+    monkeypatch.setattr(cli, "run_server", lambda app, **kwargs: None)  # never serves
     assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
                  "--workers", "2"]) == 2
     err = capsys.readouterr().err

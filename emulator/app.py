@@ -32,6 +32,7 @@ from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules
 from emulator.core.jobs import Job, JobEngine, default_threads
 from emulator.core.journal import Journal
+from emulator.core.state import Doc, StateSaver, open_store
 from emulator.core.urls import FILES_PATH, OwnUrls
 from emulator.core.webhooks import Secrets, WebhookOutbox
 from emulator.gcpolicy import IdleCollector, Traffic
@@ -89,6 +90,36 @@ class Emulator:
                                    for path in settings.scenarios]
         for scenario in self._startup_scenarios:
             self.load_scenario(scenario)
+        #: The state store (``Settings.store``) and, when it is durable, its saver.
+        self.state = open_store(settings.store)
+        self.saver: StateSaver | None = None
+        if self.state.durable:
+            self.saver = self._restore_state()
+
+    def _restore_state(self) -> StateSaver:
+        """Build the saver of the durable store, with every document it keeps, and load
+        what the store holds (after the start-up scenarios: saved rules replace theirs)."""
+        saver = StateSaver(self.state, self.jobs)
+        billing = self.jobs.billing
+        saver.add_doc("billing", Doc(billing.dump, billing.load, lambda: billing.version))
+        saver.add_doc("faults", Doc(self.faults.dump, self.faults.load))
+        saver.add_doc("secrets", Doc(self.secrets.dump, self.secrets.load))
+        saver.add_doc("clock", Doc(self.clock.dump, self.clock.load))
+
+        def load_scenarios(value: list[dict[str, Any]]) -> None:
+            self.scenarios[:] = value
+
+        saver.add_doc("scenarios", Doc(lambda: list(self.scenarios), load_scenarios))
+        for slug, adapter in self.adapters.items():
+            kept = adapter.saved_state()
+            if kept is not None:
+                saver.add_doc(f"vendor.{slug}", Doc(*kept))
+        counts = saver.restore()
+        if counts["jobs"]:
+            log.info("state %s: restored %d jobs (%d ended: their work was cut short), "
+                     "%d files", self.state.url, counts["jobs"], counts["ended"],
+                     counts["files"])
+        return saver
 
     def host_names(self) -> list[str]:
         """Every vendor host's real name (``fal.run``, ``queue.fal.run``, ...), sorted."""
@@ -139,6 +170,8 @@ class Emulator:
         applied again (fresh counters), unless ``reload_scenarios`` is false.
         """
         self.jobs.reset()
+        if self.saver is not None:
+            self.saver.clear()
         self.webhooks.clear()
         self.secrets.reset()
         self.clock.reset()
@@ -201,6 +234,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await emulator.jobs.start()
         await emulator.webhooks.start()
+        if emulator.saver is not None:
+            await emulator.saver.start()
         # Built in the worker pool, so the engine's own threads (onnxruntime's intra-op pool)
         # inherit the workers' lower priority (JobEngine.start).
         await emulator.jobs.run_blocking(emulator.matte)
@@ -215,6 +250,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
                     await collector
             await emulator.jobs.stop()
             await emulator.webhooks.stop()
+            if emulator.saver is not None:
+                await emulator.saver.stop()
 
     app = EmulatorApp(lifespan=lifespan, table=table)
     app.state.emulator = emulator

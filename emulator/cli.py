@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require 'Authorization: Bearer TOKEN' on the control plane "
                             "/_emulator/* (result files and samples stay open; env "
                             "RMBG_EMULATOR_ADMIN_TOKEN)")
+    serve.add_argument("--store", default=None, metavar="URL",
+                       help="where state lives: memory (default; a restart forgets "
+                            "everything) or sqlite:PATH (jobs, result files, balances, fault "
+                            "rules survive a restart; env RMBG_EMULATOR_STORE)")
+    serve.add_argument("--state", default=None, metavar="PATH",
+                       help="shorthand for --store sqlite:PATH")
     serve.add_argument("--log-level", default="warning")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
@@ -206,8 +212,21 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv, None
 
 
+def store_flag(args: argparse.Namespace) -> str | None:
+    """The store named by ``--store`` or ``--state PATH`` (``sqlite:PATH``); ``None``: neither.
+
+    Raises:
+        ValueError: both were given.
+    """
+    if args.state is not None and args.store is not None:
+        raise ValueError("--state PATH is short for --store sqlite:PATH: give one of them")
+    return f"sqlite:{args.state}" if args.state is not None else args.store
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start uvicorn with every vendor; prints the base URL and the engine in use."""
+    import sqlite3
+
     import uvicorn
 
     from emulator import gcpolicy
@@ -227,9 +246,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             fetch_deadline_s=args.fetch_deadline, max_wait_s=args.max_wait,
             scenarios=tuple(args.scenario) if args.scenario else None,
             graceful_shutdown_s=args.graceful_shutdown, admin_token=args.admin_token,
+            store=store_flag(args),
         )
         app = create_app(settings)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, sqlite3.Error) as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
     emulator = app.state.emulator

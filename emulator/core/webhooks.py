@@ -188,6 +188,21 @@ class Secrets:
         return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.ed25519_kid,
                           "use": "sig", "alg": "EdDSA"}]}
 
+    def dump(self) -> list[dict[str, Any]]:
+        """The HMAC secrets as JSON values, oldest first per (vendor, key), for a state
+        store (the ED25519 key is not saved: it is made per process)."""
+        return [{"vendor": vendor, "api_key": key, **s.__dict__}
+                for (vendor, key), kept in self._hmac.items() for s in kept]
+
+    def load(self, doc: list[dict[str, Any]]) -> None:
+        """Replace the HMAC secrets with those of :meth:`dump`'s ``doc``."""
+        self._hmac.clear()
+        for item in doc:
+            kept = self._hmac.setdefault((item["vendor"], item["api_key"]),
+                                         deque(maxlen=MAX_SECRETS_PER_KEY))
+            kept.append(SigningSecret(id=item["id"], label=item["label"], value=item["value"],
+                                      created_at=item["created_at"]))
+
     def reset(self) -> None:
         """Forget the HMAC secrets (the ED25519 key stays: receivers may cache the JWKS)."""
         self._hmac.clear()

@@ -1,0 +1,162 @@
+"""State stores (``--store``): the SQLite one keeps jobs, result files, balances, fault rules
+and the clock across a restart; jobs whose work was cut short end with a message."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from emulator.app import Emulator
+from emulator.core.inputs import ImageSource
+from emulator.core.jobs import Job, JobStatus, Task
+from emulator.core.state import MemoryStore, check_store_url, open_store
+from emulator.settings import Settings
+from emulator.testing.server import free_port
+from tests.vendors.drivers import DRIVERS, KEY, Driver
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _png() -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(out, "PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _serve(port: int, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--engine",
+         "grabcut", "--progression", "immediate", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=2)
+            return proc
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("serve did not start") from None
+            time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn ends its lifespan, then raises the signal again: -15 is a clean stop.
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def _final(client: httpx.Client, driver: Driver, url: str) -> dict[str, object]:
+    for _ in range(50):
+        body = driver.outcome(client, url)
+        if driver.status(body) == driver.status_words["succeeded"]:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{driver.slug}: job did not succeed: {body}")
+
+
+def test_sqlite_store_keeps_jobs_files_balances_and_rules_across_sigterm(
+        tmp_path: Path) -> None:
+    """20 jobs across every vendor, SIGTERM, a new ``serve`` on the same file: every status
+    read and result file still answers (the memory store answers 404), and the balance,
+    ledger and a rule's hits are as they were."""
+    db = tmp_path / "state.db"
+    port = free_port()
+    image = _png()
+    base = f"http://127.0.0.1:{port}"
+    proc = _serve(port, "--state", str(db))
+    jobs: list[tuple[Driver, str, dict[str, object], bytes]] = []
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.post(f"/_emulator/keys/{KEY}", json={"balance_usd": 5}
+                               ).status_code == 200
+            rule = client.post("/_emulator/faults", json={
+                "vendor": "bria", "api_key": "ruled", "status": 503, "times": 3}).json()
+            assert DRIVERS[-1].submit(client, image, key="ruled").status_code == 503
+            for i in range(20):
+                driver = DRIVERS[i % len(DRIVERS)]
+                submitted = driver.submit(client, image)
+                assert submitted.status_code == driver.submit_status, submitted.text
+                url = driver.poll_url(client, submitted)
+                body = _final(client, driver, url)
+                (out,) = driver.urls(body)
+                download = client.get(out)
+                assert download.status_code == 200
+                jobs.append((driver, url, body, download.content))
+            account = client.get(f"/_emulator/keys/{KEY}").json()
+    finally:
+        _stop(proc)
+    assert account["balance_usd"] == pytest.approx(5 - 20 * 0.018)
+
+    proc = _serve(port, "--store", f"sqlite:{db}")
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for driver, url, body, data in jobs:
+                again = driver.outcome(client, url)
+                assert driver.status(again) == driver.status_words["succeeded"], again
+                assert driver.urls(again) == driver.urls(body)
+                download = client.get(driver.urls(again)[0])
+                assert download.status_code == 200, (driver.slug, download.text)
+                assert download.content == data
+            after = client.get(f"/_emulator/keys/{KEY}").json()
+            assert after["balance_usd"] == account["balance_usd"]
+            assert after["ledger"] == account["ledger"]
+            kept = client.get(f"/_emulator/faults/{rule['id']}").json()
+            assert (kept["hits"], kept["remaining"]) == (1, 2)
+            assert client.post("/_emulator/reset").status_code in (200, 204)
+    finally:
+        _stop(proc)
+    # A reset is kept too: the next process starts empty.
+    proc = _serve(port, "--state", str(db))
+    try:
+        driver, url, _, _ = jobs[0]
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get(url, headers=driver.headers()).status_code == 404
+    finally:
+        _stop(proc)
+
+
+def test_a_job_whose_work_was_cut_short_ends_with_a_message(tmp_path: Path) -> None:
+    """A job saved while queued (the process was killed) ends, after the restart, as
+    ``error`` with a message saying so, and its held price is released."""
+    settings = Settings(engine="grabcut", store=f"sqlite:{tmp_path / 's.db'}")
+    first = Emulator(settings)
+    assert first.saver is not None
+    job = Job(id="job-1", vendor="apiframe", operation="submit", api_key="k",
+              task=Task("remove", (ImageSource("url", "http://127.0.0.1:9/a.png"),)),
+              created_at=first.clock.now(), price_usd=0.5)
+    first.jobs.billing.open_job("k", 0.5, job.created_at, job.id, job.vendor)
+    first.jobs.store.put(job)
+    first.jobs.watch(job)
+    first.state.write(first.saver.collect())  # what the last batch before a kill holds
+
+    second = Emulator(settings)
+    restored = second.jobs.get("job-1")
+    assert restored.outcome is JobStatus.ERROR
+    assert restored.error is not None and "restarted" in restored.error
+    account = second.jobs.billing.account("k")
+    assert (account.held_usd, account.active_jobs) == (0.0, 0)
+    assert account.balance_usd == pytest.approx(settings.default_balance_usd)
+    assert account.ledger[-1].kind == "release"
+    second.state.close()
+    first.state.close()
+
+
+def test_store_urls() -> None:
+    assert isinstance(open_store("memory"), MemoryStore)
+    for bad in ("sqlite:", "postgres://x", "redis://127.0.0.1:6379/0"):
+        with pytest.raises(ValueError):
+            check_store_url(bad)
+    with pytest.raises(ValueError, match="store"):
+        Settings(store="nope")

@@ -3,6 +3,7 @@ and the clock across a restart; jobs whose work was cut short end with a message
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -16,10 +17,17 @@ import httpx
 import pytest
 from PIL import Image
 
-from emulator.app import Emulator
+from emulator.app import Emulator, create_app
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs import Job, JobStatus, Task
-from emulator.core.state import MemoryStore, check_store_url, open_store
+from emulator.core.state import (
+    Batch,
+    MemoryStore,
+    Saved,
+    StateSaver,
+    check_store_url,
+    open_store,
+)
 from emulator.settings import Settings
 from emulator.testing.server import free_port
 from tests.vendors.drivers import DRIVERS, KEY, Driver
@@ -160,3 +168,105 @@ def test_store_urls() -> None:
             check_store_url(bad)
     with pytest.raises(ValueError, match="store"):
         Settings(store="nope")
+
+
+def test_fal_storage_tokens_and_uploads_survive_a_restart(tmp_path: Path) -> None:
+    """A CDN token issued before the restart still uploads after it, and an upload made
+    before it still downloads (the token secret and the file are kept)."""
+    settings = Settings(engine="grabcut", store=f"sqlite:{tmp_path / 's.db'}")
+    headers = {"Authorization": f"Key {KEY}"}
+
+    async def first() -> tuple[str, str]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            token = (await c.post("/rest/storage/auth/token?storage_type=fal-cdn-v3",
+                                  headers=headers)).json()["token"]
+            up = await c.post("/cdn/files/upload", content=b"hello",
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": "text/plain"})
+            assert up.status_code == 200, up.text
+            return token, up.json()["access_url"]
+
+    async def second(token: str, url: str) -> None:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            up = await c.post("/cdn/files/upload", content=b"again",
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": "text/plain"})
+            assert up.status_code == 200, up.text
+            got = await c.get(url)
+            assert (got.status_code, got.content) == (200, b"hello")
+
+    token, url = asyncio.run(first())
+    asyncio.run(second(token, url))
+
+
+class FailingOnce:
+    """A store whose first write fails (a full disk), recording what it is given."""
+
+    url = "test:"
+    durable = True
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.failed = False
+
+    def load(self) -> Saved:
+        return Saved()
+
+    def write(self, batch: Batch) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("disk full")
+        self.batches.append(batch)
+
+    def clear(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_batch_whose_write_failed_goes_with_the_next() -> None:
+    engine_owner = Emulator(Settings(engine="grabcut"))
+    saver = StateSaver(FailingOnce(), engine_owner.jobs)
+    store = saver.store
+    assert isinstance(store, FailingOnce)
+    jobs = engine_owner.jobs
+    a = Job(id="a", vendor="apiframe", operation="submit", api_key="k",
+            task=Task("remove", ()), created_at=0.0, price_usd=0.0)
+    b = Job(id="b", vendor="apiframe", operation="submit", api_key="k",
+            task=Task("remove", ()), created_at=0.0, price_usd=0.0)
+
+    async def run() -> None:
+        jobs.store.put(a)
+        jobs.watch(a)
+        with pytest.raises(OSError):
+            await saver.flush()
+        jobs.store.put(b)
+        jobs.watch(b)
+        await saver.flush()
+
+    asyncio.run(run())
+    (written,) = store.batches
+    assert set(written.jobs) == {"a", "b"}
+
+
+def test_gmicloud_tokens_survive_a_restart(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An access token issued before the restart is still read after it (the signing
+    secret is kept; a new process would start with another one)."""
+    from emulator.vendors import gmicloud
+
+    settings = Settings(engine="grabcut", store=f"sqlite:{tmp_path / 's.db'}")
+    first = Emulator(settings)
+    assert first.saver is not None
+    token = gmicloud.issue_token(gmicloud.Account("a@example.com"), "access", 0.0, 3600)
+    first.state.write(first.saver.collect())
+    first.state.close()
+    monkeypatch.setattr(gmicloud, "_SECRET", b"another process" * 2)
+    second = Emulator(settings)
+    assert gmicloud.read_token(token, "access", 1.0).email == "a@example.com"
+    second.state.close()

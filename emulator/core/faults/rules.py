@@ -426,7 +426,9 @@ class FaultRules:
 
     def dump(self) -> dict[str, Any]:
         """The stored rules as JSON values, for a state store: ``{"next_id": N, "rules":
-        [{"spec": <the rule as the control plane shows it>, "id", "source", "hits"}]}``."""
+        [{"spec": <the rule as the control plane shows it>, "id", "source", "hits"}],
+        "hidden_keys": bool}`` (:meth:`expect_hidden_keys`: tokens standing for ``fault.``
+        keys outlive a restart with a durable store)."""
         next_id = next(self._ids)
         self._ids = itertools.count(next_id)
         rules = []
@@ -436,7 +438,7 @@ class FaultRules:
                 spec.pop(name, None)
             rules.append({"spec": spec, "id": rule.id, "source": rule.source,
                           "hits": rule.hits})
-        return {"next_id": next_id, "rules": rules}
+        return {"next_id": next_id, "rules": rules, "hidden_keys": self.hidden_keys}
 
     def load(self, doc: Mapping[str, Any]) -> None:
         """Replace the stored rules with those of :meth:`dump`'s ``doc`` (their ids, hits and
@@ -452,6 +454,7 @@ class FaultRules:
             rules.append(rule)
         self._rules = rules
         self._ids = itertools.count(int(doc["next_id"]))
+        self.hidden_keys = self.hidden_keys or bool(doc.get("hidden_keys"))
         self.refresh()
 
     def clear(self) -> None:

@@ -34,6 +34,22 @@ class Batch:
     dropped_files: list[str] = field(default_factory=list)
     docs: dict[str, Any] = field(default_factory=dict)
 
+    def merge(self, newer: Batch) -> Batch:
+        """This batch (one whose write failed) with ``newer``'s changes on top: what the
+        next write must hold so that nothing is lost."""
+        for job_id in newer.dropped_jobs:
+            self.jobs.pop(job_id, None)
+        self.jobs.update(newer.jobs)
+        self.dropped_jobs = (self.dropped_jobs - set(newer.jobs)) | newer.dropped_jobs
+        gone = set(newer.dropped_files)
+        newer_ids = {f.id for f in newer.files}
+        self.files = [f for f in self.files if f.id not in gone and f.id not in newer_ids]
+        self.files += newer.files
+        self.dropped_files = [i for i in self.dropped_files if i not in newer_ids]
+        self.dropped_files += newer.dropped_files
+        self.docs.update(newer.docs)
+        return self
+
     def __bool__(self) -> bool:
         return bool(self.jobs or self.dropped_jobs or self.files or self.dropped_files
                     or self.docs)

@@ -56,6 +56,8 @@ class StateSaver:
         self._versions: dict[str, int] = {}
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="state-writer")
         self._task: asyncio.Task[None] | None = None
+        #: A batch whose write failed (a full disk): merged into the next one.
+        self._failed: Batch | None = None
         engine.track_changes()
 
     def add_doc(self, name: str, doc: Doc) -> None:
@@ -107,11 +109,21 @@ class StateSaver:
         return batch
 
     async def flush(self) -> None:
-        """Write what changed now (in the writer thread)."""
+        """Write what changed now (in the writer thread).
+
+        Raises:
+            Exception: the backend's error; the batch is kept and written with the next.
+        """
         batch = self.collect()
+        if self._failed is not None:
+            batch, self._failed = self._failed.merge(batch), None
         if batch:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write,
-                                                             batch)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._writer, self.store.write, batch)
+            except BaseException:
+                self._failed = batch
+                raise
 
     async def _run(self) -> None:
         while True:
@@ -144,6 +156,7 @@ class StateSaver:
         every document is written again at the next batch."""
         self.engine.take_changes()
         self.engine.files.take_changes()
+        self._failed = None
         self._last.clear()
         self._versions.clear()
         self._writer.submit(self.store.clear)

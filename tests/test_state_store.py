@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from emulator.core.state import (
     check_store_url,
     open_store,
 )
+from emulator.core.state.records import job_from_record, job_record
 from emulator.settings import Settings
 from emulator.testing.server import free_port
 from tests.vendors.drivers import DRIVERS, KEY, Driver
@@ -270,3 +272,21 @@ def test_gmicloud_tokens_survive_a_restart(tmp_path: Path,
     second = Emulator(settings)
     assert gmicloud.read_token(token, "access", 1.0).email == "a@example.com"
     second.state.close()
+
+
+def test_a_job_record_keeps_a_long_inline_input_as_its_description() -> None:
+    """A queued job's record is saved at every status read: a 100 KB data URI is not
+    copied into it (a restored job is never run again)."""
+    uri = "data:image/png;base64," + "A" * 100_000
+    job = Job(id="j", vendor="apiframe", operation="submit", api_key="k",
+              task=Task("remove", (ImageSource("data", uri),
+                                   ImageSource("url", "https://example.com/a.png"))),
+              created_at=0.0, price_usd=0.0)
+    record = job_record(job)
+    assert len(json.dumps(record)) < 2_000
+    assert record["task"]["sources"][1] == ["url", "https://example.com/a.png"]
+    from emulator.core.files import FileStore
+
+    again = job_from_record(record, FileStore(1000), 0)
+    assert again.task.sources[1] == job.task.sources[1]
+    assert again.status is JobStatus.QUEUED and again.outcome is None

@@ -185,6 +185,11 @@ class JobEngine:
         get = self.store.get
         return [j for i in changed if (j := get(i)) is not None], dropped - changed
 
+    @property
+    def generation(self) -> int:
+        """Goes up with every :meth:`reset`; a job of an older generation is not billed."""
+        return self._generation
+
     def _touch(self, job: Job) -> None:
         if self._changed is not None:
             self._changed.add(job.id)

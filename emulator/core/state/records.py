@@ -1,9 +1,9 @@
 """Records: a job and a result file as JSON values, and back (what a state store keeps).
 
 A :class:`~emulator.core.jobs.Job` carries runtime-only parts (its ``done`` event, its
-output-fault function); its record keeps everything else. Inline inputs (base64 text, data
-URIs) are not kept past their loading (:func:`emulator.core.jobs.runner.forget_inline`), so a
-record is a few hundred bytes.
+output-fault function); its record keeps everything else but long inline inputs (base64
+text, data URIs: only their description, as :func:`emulator.core.jobs.runner.forget_inline`
+keeps them), so a record is a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from emulator.core.files import FileStore, StoredFile
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs.model import Job, JobStatus, Task
+from emulator.core.jobs.runner import KEEP_INLINE_CHARS
 
 #: Job attributes kept as they are (JSON values).
 PLAIN_FIELDS = (
@@ -25,13 +26,17 @@ PLAIN_FIELDS = (
 
 def job_record(job: Job) -> dict[str, Any]:
     """``job`` as JSON values: its plain attributes, ``status`` and ``outcome`` (canonical
-    words), ``task`` (``{kind, params, sources: [[kind, value]]}``), ``outputs`` (file ids)
+    words), ``task`` (``{kind, params, sources: [[kind, value]]}``; an inline input longer
+    than ``KEEP_INLINE_CHARS`` is kept as its short description, as a loaded job keeps it:
+    a restored job is never run again), ``outputs`` (file ids)
     and ``planned`` (``[status, message, code]`` or ``None``)."""
     record = {name: getattr(job, name) for name in PLAIN_FIELDS}
     record["status"] = job.status.value
     record["outcome"] = job.outcome.value if job.outcome is not None else None
     record["task"] = {"kind": job.task.kind, "params": job.task.params,
-                      "sources": [[s.kind, s.value] for s in job.task.sources]}
+                      "sources": [[s.kind, s.value if s.kind == "url"
+                                   or len(s.value) <= KEEP_INLINE_CHARS else s.describe()]
+                                  for s in job.task.sources]}
     record["outputs"] = [f.id for f in job.outputs]
     record["planned"] = ([job.planned[0].value, job.planned[1], job.planned[2]]
                          if job.planned is not None else None)

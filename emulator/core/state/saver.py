@@ -79,7 +79,9 @@ class StateSaver:
             if doc is not None:
                 doc.load(value)
                 self._last[name] = value
-        generation = engine._generation
+                if doc.version is not None:
+                    self._versions[name] = doc.version()
+        generation = engine.generation
         jobs = [job_from_record(r, engine.files, generation) for r in saved.jobs]
         watched = {r["id"] for r in saved.jobs if r.get("watched")}
         ended = engine.restore(jobs, watched)
@@ -99,9 +101,10 @@ class StateSaver:
         for name, doc in self.docs.items():
             if doc.version is not None:
                 version = doc.version()
-                if self._versions.get(name) == version:
-                    continue
-                self._versions[name] = version
+                if self._versions.get(name) != version:
+                    self._versions[name] = version
+                    batch.docs[name] = doc.dump()
+                continue
             value = doc.dump()
             if self._last.get(name) != value:
                 self._last[name] = value

@@ -166,8 +166,9 @@ class Emulator:
 
     def reset(self, *, reload_scenarios: bool = True) -> None:
         """Forget jobs, files, balances, violations, fault rules, the journal and webhook
-        deliveries; the clock goes back to now. Then the scenario files given at start-up are
-        applied again (fresh counters), unless ``reload_scenarios`` is false.
+        deliveries, and what a durable state store holds; the clock goes back to now. Then the
+        scenario files given at start-up are applied again (fresh counters), unless
+        ``reload_scenarios`` is false.
         """
         self.jobs.reset()
         if self.saver is not None:

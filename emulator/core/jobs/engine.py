@@ -221,7 +221,6 @@ class JobEngine:
                 ended += 1
             if job.id in watched and not job.status.terminal:
                 self._watched[job.id] = job
-            self._touch(job)
         return ended
 
     # -- submit ------------------------------------------------------------------------------

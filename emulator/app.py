@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -110,6 +110,9 @@ class Emulator:
             self.scenarios[:] = value
 
         saver.add_doc("scenarios", Doc(lambda: list(self.scenarios), load_scenarios))
+        outbox = self.webhooks
+        saver.add_doc("webhooks", Doc(outbox.dump, partial(outbox.load, resign=self._resign),
+                                      lambda: outbox.version, after_jobs=True))
         for slug, adapter in self.adapters.items():
             kept = adapter.saved_state()
             if kept is not None:
@@ -120,6 +123,14 @@ class Emulator:
                      "%d files", self.state.url, counts["jobs"], counts["ended"],
                      counts["files"])
         return saver
+
+    def _resign(self, record: dict[str, Any]) -> Callable[[bytes, float], dict[str, str]] | None:
+        """The ``sign`` of a restored webhook delivery's message: its vendor signs its job's
+        callback again (the secrets are restored too); ``None`` when the job is gone."""
+        job = self.jobs.find(record["job_id"])
+        adapter = self.adapters.get(record["vendor"])
+        message = adapter.webhook(job) if job is not None and adapter is not None else None
+        return message.sign if message is not None else None
 
     def host_names(self) -> list[str]:
         """Every vendor host's real name (``fal.run``, ``queue.fal.run``, ...), sorted."""

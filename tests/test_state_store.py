@@ -290,3 +290,54 @@ def test_a_job_record_keeps_a_long_inline_input_as_its_description() -> None:
     again = job_from_record(record, FileStore(1000), 0)
     assert again.task.sources[1] == job.task.sources[1]
     assert again.status is JobStatus.QUEUED and again.outcome is None
+
+
+def test_a_webhook_being_retried_is_retried_after_a_restart(tmp_path: Path) -> None:
+    """fal's callback fails once (500) and is due again 7 s later; the process stops in
+    between. The new one has the delivery with its attempt, signs the retry with the same
+    ED25519 key (its JWKS is unchanged), and delivers it once the clock passes the time."""
+    from emulator.testing.sink import WebhookSink
+
+    settings = Settings(engine="grabcut", progression="immediate", allow_fetch=("127.0.0.1",),
+                        store=f"sqlite:{tmp_path / 's.db'}")
+    fal = next(d for d in DRIVERS if d.slug == "fal")
+    image = _png()
+
+    async def first(hook: str, sink: WebhookSink) -> dict[str, object]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            r = await c.post(fal.submit_path, params={"fal_webhook": hook},
+                             json=fal.body(image), headers=fal.headers())
+            assert r.status_code == 200, r.text
+            await asyncio.to_thread(sink.wait_for, 1, 30.0)
+            for _ in range(100):
+                (delivery,) = app.state.emulator.webhooks.deliveries()
+                if delivery.attempts and delivery.next_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            jwks: dict[str, object] = app.state.emulator.secrets.jwks()
+            return jwks
+
+    async def second(sink: WebhookSink, jwks: dict[str, object]) -> None:
+        app = create_app(settings)
+        emulator = app.state.emulator
+        (delivery,) = emulator.webhooks.deliveries()
+        assert (delivery.state, len(delivery.attempts)) == ("pending", 1)
+        assert delivery.message.sign is not None
+        assert emulator.secrets.jwks() == jwks
+        async with app.router.lifespan_context(app):
+            emulator.clock.advance(8.0)
+            await asyncio.to_thread(sink.wait_for, 2, 30.0)
+            for _ in range(100):
+                if delivery.state == "delivered":
+                    break
+                await asyncio.sleep(0.05)
+            assert delivery.state == "delivered"
+
+    with WebhookSink(fail_first=1) as sink:
+        jwks = asyncio.run(first(sink.url + "/hook", sink))
+        asyncio.run(second(sink, jwks))
+        first_try, retry = sink.received[:2]
+    assert first_try.body == retry.body
+    assert "x-fal-webhook-signature" in retry.headers

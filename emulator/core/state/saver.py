@@ -39,6 +39,8 @@ class Doc:
     dump: Callable[[], Any]
     load: Callable[[Any], None]
     version: Callable[[], int] | None = None
+    #: Loaded after the jobs (a document whose records refer to jobs: webhook deliveries).
+    after_jobs: bool = False
 
 
 class StateSaver:
@@ -74,19 +76,23 @@ class StateSaver:
         saved = self.store.load()
         engine = self.engine
         engine.files.restore(saved.files)
-        for name, value in saved.docs.items():
-            doc = self.docs.get(name)
-            if doc is not None:
-                doc.load(value)
-                self._last[name] = value
-                if doc.version is not None:
-                    self._versions[name] = doc.version()
+        self._load_docs(saved.docs, after_jobs=False)
         generation = engine.generation
         jobs = [job_from_record(r, engine.files, generation) for r in saved.jobs]
         watched = {r["id"] for r in saved.jobs if r.get("watched")}
         ended = engine.restore(jobs, watched)
+        self._load_docs(saved.docs, after_jobs=True)
         engine.files.take_changes()
         return {"jobs": len(jobs), "files": len(saved.files), "ended": ended}
+
+    def _load_docs(self, saved: dict[str, Any], *, after_jobs: bool) -> None:
+        for name, doc in self.docs.items():
+            if doc.after_jobs is not after_jobs or name not in saved:
+                continue
+            doc.load(saved[name])
+            self._last[name] = saved[name]
+            if doc.version is not None:
+                self._versions[name] = doc.version()
 
     def collect(self) -> Batch:
         """What changed since the last batch (on the loop)."""

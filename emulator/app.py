@@ -113,6 +113,9 @@ class Emulator:
         outbox = self.webhooks
         saver.add_doc("webhooks", Doc(outbox.dump, partial(outbox.load, resign=self._resign),
                                       lambda: outbox.version, after_jobs=True))
+        guard = self.guard
+        saver.add_doc("violations", Doc(guard.dump, guard.load, lambda: guard.version))
+        saver.add_doc("journal", Doc(self.journal.dump, self.journal.load, at_stop_only=True))
         for slug, adapter in self.adapters.items():
             kept = adapter.saved_state()
             if kept is not None:

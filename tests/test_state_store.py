@@ -124,6 +124,9 @@ def test_sqlite_store_keeps_jobs_files_balances_and_rules_across_sigterm(
             assert after["ledger"] == account["ledger"]
             kept = client.get(f"/_emulator/faults/{rule['id']}").json()
             assert (kept["hits"], kept["remaining"]) == (1, 2)
+            verify = client.post("/_emulator/journal/verify", json={
+                "vendor": "bria", "api_key": "ruled", "status": 503, "count": 1})
+            assert verify.json()["pass"] is True, verify.text
             assert client.post("/_emulator/reset").status_code in (200, 204)
     finally:
         _stop(proc)
@@ -161,6 +164,18 @@ def test_a_job_whose_work_was_cut_short_ends_with_a_message(tmp_path: Path) -> N
     assert account.ledger[-1].kind == "release"
     second.state.close()
     first.state.close()
+
+
+def test_per_key_strict_settings_survive_a_restart(tmp_path: Path) -> None:
+    settings = Settings(engine="grabcut", store=f"sqlite:{tmp_path / 's.db'}")
+    first = Emulator(settings)
+    assert first.saver is not None
+    first.guard.set_strict_key("k", True)
+    first.state.write(first.saver.collect())
+    first.state.close()
+    second = Emulator(settings)
+    assert second.guard.is_strict_key("k")
+    second.state.close()
 
 
 def test_store_urls() -> None:

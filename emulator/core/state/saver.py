@@ -41,6 +41,9 @@ class Doc:
     version: Callable[[], int] | None = None
     #: Loaded after the jobs (a document whose records refer to jobs: webhook deliveries).
     after_jobs: bool = False
+    #: Saved only by the last batch, at :meth:`StateSaver.stop` (a document that changes
+    #: with every request: the journal), so a crash loses it.
+    at_stop_only: bool = False
 
 
 class StateSaver:
@@ -94,8 +97,9 @@ class StateSaver:
             if doc.version is not None:
                 self._versions[name] = doc.version()
 
-    def collect(self) -> Batch:
-        """What changed since the last batch (on the loop)."""
+    def collect(self, *, stopping: bool = False) -> Batch:
+        """What changed since the last batch (on the loop); ``stopping``: the last batch,
+        with the documents saved only then."""
         batch = Batch()
         engine = self.engine
         jobs, batch.dropped_jobs = engine.take_changes()
@@ -105,6 +109,8 @@ class StateSaver:
             batch.jobs[job.id] = record
         batch.files, batch.dropped_files = engine.files.take_changes()
         for name, doc in self.docs.items():
+            if doc.at_stop_only and not stopping:
+                continue
             if doc.version is not None:
                 version = doc.version()
                 if self._versions.get(name) != version:
@@ -117,13 +123,13 @@ class StateSaver:
                 batch.docs[name] = value
         return batch
 
-    async def flush(self) -> None:
+    async def flush(self, *, stopping: bool = False) -> None:
         """Write what changed now (in the writer thread).
 
         Raises:
             Exception: the backend's error; the batch is kept and written with the next.
         """
-        batch = self.collect()
+        batch = self.collect(stopping=stopping)
         if self._failed is not None:
             batch, self._failed = self._failed.merge(batch), None
         if batch:
@@ -155,7 +161,7 @@ class StateSaver:
                 await self._task
             self._task = None
         try:
-            await self.flush()
+            await self.flush(stopping=True)
         finally:
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.close)
             self._writer.shutdown(wait=True)

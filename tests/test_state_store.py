@@ -153,6 +153,7 @@ def test_a_job_whose_work_was_cut_short_ends_with_a_message(tmp_path: Path) -> N
     first.jobs.store.put(job)
     first.jobs.watch(job)
     first.state.write(first.saver.collect())  # what the last batch before a kill holds
+    first.state.close()
 
     second = Emulator(settings)
     restored = second.jobs.get("job-1")
@@ -163,7 +164,17 @@ def test_a_job_whose_work_was_cut_short_ends_with_a_message(tmp_path: Path) -> N
     assert account.balance_usd == pytest.approx(settings.default_balance_usd)
     assert account.ledger[-1].kind == "release"
     second.state.close()
-    first.state.close()
+
+
+def test_one_process_per_sqlite_file(tmp_path: Path) -> None:
+    """A second store on a file in use is refused with a message (two processes would
+    overwrite each other's state); once the first closes, it opens."""
+    path = str(tmp_path / "s.db")
+    first = open_store(f"sqlite:{path}")
+    with pytest.raises(ValueError, match="in use by another process"):
+        open_store(f"sqlite:{path}")
+    first.close()
+    open_store(f"sqlite:{path}").close()
 
 
 def test_per_key_strict_settings_survive_a_restart(tmp_path: Path) -> None:

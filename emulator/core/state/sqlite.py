@@ -7,6 +7,7 @@ data)`` (the PNG bytes as a BLOB), ``docs(name, value)`` (JSON).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -28,9 +29,14 @@ class SqliteStore:
     ``synchronous=NORMAL`` under WAL: a committed batch survives the process ending (SIGTERM,
     a crash); only a power loss may lose the last batches.
 
+    One process at a time: the store holds an exclusive lock on ``PATH.lock`` (``flock``)
+    while it is open, so a second ``serve`` on the same file is refused at start-up instead
+    of both overwriting each other's state.
+
     Raises:
         sqlite3.Error: the file cannot be opened or is not an SQLite database.
         OSError: its folder cannot be made.
+        ValueError: another process (or store) has the file open.
     """
 
     durable = True
@@ -38,9 +44,16 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self.url = f"sqlite:{path}"
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(Path(path).expanduser()), check_same_thread=False,
-                                   isolation_level=None)
+        file = Path(path).expanduser()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(f"{file}.lock", "a+b")  # noqa: SIM115 (held while open)
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise ValueError(f"store {self.url}: the file is in use by another process (one "
+                             "serve per SQLite file)") from None
+        self._db = sqlite3.connect(str(file), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -95,6 +108,7 @@ class SqliteStore:
         """Close the connection (the WAL is checkpointed into the file)."""
         with self._lock:
             self._db.close()
+            self._lock_file.close()
 
 
 __all__ = ["SqliteStore"]

@@ -127,7 +127,21 @@ async def _child_mix(store: str, n: int) -> dict[str, float]:
         if saver is not None:
             await saver.flush()
         poll_us = (time.process_time() - start) / n * 1e6
-    return {"submit_us": submit_us, "poll_us": poll_us, "submit_wall_us": submit_wall_us,
+        # Loop stalls: submits one at a time for 2 s, yielding between them so the saver's
+        # batches run in between (as under real traffic); the slowest iterations show what
+        # one batch holds the loop for.
+        took = []
+        end = time.perf_counter() + 2.0
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            await _call(app, _scope("POST", SUBMIT, body), body)
+            await asyncio.sleep(0)
+            took.append(time.perf_counter() - t0)
+        took.sort()
+        stall_p999_ms = took[int(len(took) * 0.999)] * 1e3
+        stall_max_ms = took[-1] * 1e3
+    return {"stall_p999_ms": stall_p999_ms, "stall_max_ms": stall_max_ms,
+            "submit_us": submit_us, "poll_us": poll_us, "submit_wall_us": submit_wall_us,
             "poll_wall_us": poll_wall_us}
 
 
@@ -192,7 +206,8 @@ def main() -> None:
         if args.reference:
             configs["memory (reference)"] = (args.reference, "memory")
         results: dict[str, dict[str, list[float]]] = {
-            name: {"submit_us": [], "poll_us": [], "submit_wall_us": [], "poll_wall_us": []}
+            name: {"submit_us": [], "poll_us": [], "submit_wall_us": [], "poll_wall_us": [],
+                   "stall_p999_ms": [], "stall_max_ms": []}
             for name in configs}
         for _ in range(args.rounds):
             for name, (path, store) in configs.items():
@@ -213,6 +228,10 @@ def main() -> None:
                     line += (f"  {key.split('_')[0]} {_spread(got[key])} us "
                              f"(x{base[key] / statistics.median(got[key]):.2f})")
                 print(line)
+        print("event-loop stalls while submitting, ms (one submit plus whatever ran between)")
+        for name, got in results.items():
+            print(f"  {name:24s}  p99.9 {_spread(got['stall_p999_ms'])}  "
+                  f"max {_spread(got['stall_max_ms'])}")
 
         db = f"sqlite:{tmp}/restart.db"
         _run_child(repo, "fill", db, str(args.restart_jobs))

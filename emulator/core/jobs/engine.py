@@ -177,13 +177,15 @@ class JobEngine:
         self.files.changes = {}
 
     def take_changes(self) -> tuple[list[Job], set[str]]:
-        """The jobs changed (still kept) and the ids of jobs evicted since the last call."""
+        """The jobs changed (still kept) and the ids of jobs evicted since the last call
+        (a job changed, then evicted, is only among the evicted); nothing when changes are
+        not tracked."""
+        if self._changed is None:
+            return [], set()
         changed, self._changed = self._changed, set()
         dropped, self._dropped = self._dropped, set()
-        if not changed:
-            return [], dropped
         get = self.store.get
-        return [j for i in changed if (j := get(i)) is not None], dropped - changed
+        return [j for i in changed if (j := get(i)) is not None], dropped
 
     @property
     def generation(self) -> int:

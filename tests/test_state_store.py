@@ -367,3 +367,24 @@ def test_a_webhook_being_retried_is_retried_after_a_restart(tmp_path: Path) -> N
         first_try, retry = sink.received[:2]
     assert first_try.body == retry.body
     assert "x-fal-webhook-signature" in retry.headers
+
+
+def test_a_job_changed_then_evicted_is_deleted_from_the_store(tmp_path: Path) -> None:
+    settings = Settings(engine="grabcut", max_jobs=1, store=f"sqlite:{tmp_path / 's.db'}")
+    emulator = Emulator(settings)
+    assert emulator.saver is not None
+    jobs = emulator.jobs
+    old = Job(id="old", vendor="apiframe", operation="submit", api_key="k",
+              task=Task("remove", ()), created_at=0.0, price_usd=0.0,
+              outcome=JobStatus.SUCCEEDED, status=JobStatus.SUCCEEDED)
+    jobs.store.put(old)
+    jobs.watch(old)  # changed in this interval...
+    emulator.state.write(emulator.saver.collect())
+    jobs.watch(old)
+    jobs.store.put(Job(id="new", vendor="apiframe", operation="submit", api_key="k",
+                       task=Task("remove", ()), created_at=0.0, price_usd=0.0))  # ...evicted
+    batch = emulator.saver.collect()
+    assert "old" in batch.dropped_jobs and "old" not in batch.jobs
+    emulator.state.write(batch)
+    assert [r["id"] for r in emulator.state.load().jobs] == []
+    emulator.state.close()

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -32,6 +32,7 @@ from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules
 from emulator.core.jobs import EngineSpec, Job, JobEngine, default_threads
 from emulator.core.journal import Journal
+from emulator.core.state import Doc, StateSaver, open_store
 from emulator.core.urls import FILES_PATH, OwnUrls
 from emulator.core.webhooks import Secrets, WebhookOutbox
 from emulator.gcpolicy import IdleCollector, Traffic
@@ -94,6 +95,50 @@ class Emulator:
                                    for path in settings.scenarios]
         for scenario in self._startup_scenarios:
             self.load_scenario(scenario)
+        #: The state store (``Settings.store``) and, when it is durable, its saver.
+        self.state = open_store(settings.store)
+        self.saver: StateSaver | None = None
+        if self.state.durable:
+            self.saver = self._restore_state()
+
+    def _restore_state(self) -> StateSaver:
+        """Build the saver of the durable store, with every document it keeps, and load
+        what the store holds (after the start-up scenarios: saved rules replace theirs)."""
+        saver = StateSaver(self.state, self.jobs)
+        billing = self.jobs.billing
+        saver.add_doc("billing", Doc(billing.dump, billing.load, lambda: billing.version))
+        saver.add_doc("faults", Doc(self.faults.dump, self.faults.load))
+        saver.add_doc("secrets", Doc(self.secrets.dump, self.secrets.load))
+        saver.add_doc("clock", Doc(self.clock.dump, self.clock.load))
+
+        def load_scenarios(value: list[dict[str, Any]]) -> None:
+            self.scenarios[:] = value
+
+        saver.add_doc("scenarios", Doc(lambda: list(self.scenarios), load_scenarios))
+        outbox = self.webhooks
+        saver.add_doc("webhooks", Doc(outbox.dump, partial(outbox.load, resign=self._resign),
+                                      lambda: outbox.version, after_jobs=True))
+        guard = self.guard
+        saver.add_doc("violations", Doc(guard.dump, guard.load, lambda: guard.version))
+        saver.add_doc("journal", Doc(self.journal.dump, self.journal.load, at_stop_only=True))
+        for slug, adapter in self.adapters.items():
+            kept = adapter.saved_state()
+            if kept is not None:
+                saver.add_doc(f"vendor.{slug}", Doc(*kept))
+        counts = saver.restore()
+        if counts["jobs"]:
+            log.info("state %s: restored %d jobs (%d ended: their work was cut short), "
+                     "%d files", self.state.url, counts["jobs"], counts["ended"],
+                     counts["files"])
+        return saver
+
+    def _resign(self, record: dict[str, Any]) -> Callable[[bytes, float], dict[str, str]] | None:
+        """The ``sign`` of a restored webhook delivery's message: its vendor signs its job's
+        callback again (the secrets are restored too); ``None`` when the job is gone."""
+        job = self.jobs.find(record["job_id"])
+        adapter = self.adapters.get(record["vendor"])
+        message = adapter.webhook(job) if job is not None and adapter is not None else None
+        return message.sign if message is not None else None
 
     def host_names(self) -> list[str]:
         """Every vendor host's real name (``fal.run``, ``queue.fal.run``, ...), sorted."""
@@ -136,10 +181,13 @@ class Emulator:
 
     def reset(self, *, reload_scenarios: bool = True) -> None:
         """Forget jobs, files, balances, violations, fault rules, the journal and webhook
-        deliveries; the clock goes back to now. Then the scenario files given at start-up are
-        applied again (fresh counters), unless ``reload_scenarios`` is false.
+        deliveries, and what a durable state store holds; the clock goes back to now. Then the
+        scenario files given at start-up are applied again (fresh counters), unless
+        ``reload_scenarios`` is false.
         """
         self.jobs.reset()
+        if self.saver is not None:
+            self.saver.clear()
         self.webhooks.clear()
         self.secrets.reset()
         self.clock.reset()
@@ -202,6 +250,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await emulator.jobs.start()
         await emulator.webhooks.start()
+        if emulator.saver is not None:
+            await emulator.saver.start()
         # Built in the worker pool, so the engine's own threads (onnxruntime's intra-op pool)
         # inherit the workers' lower priority (JobEngine.start).
         await emulator.jobs.run_blocking(emulator.matte)
@@ -216,6 +266,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
                     await collector
             await emulator.jobs.stop()
             await emulator.webhooks.stop()
+            if emulator.saver is not None:
+                await emulator.saver.stop()
 
     app = EmulatorApp(lifespan=lifespan, table=table)
     app.state.emulator = emulator

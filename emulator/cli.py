@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print one line per request to stdout: method, path, status, "
                             "milliseconds (default off, as WireMock without --verbose: a "
                             "stdout pipe nobody reads must not fill up)")
+    serve.add_argument("--store", default=None, metavar="URL",
+                       help="where state lives: memory (default; a restart forgets "
+                            "everything) or sqlite:PATH (jobs, result files, balances, fault "
+                            "rules survive a restart; env RMBG_EMULATOR_STORE)")
+    serve.add_argument("--state", default=None, metavar="PATH",
+                       help="shorthand for --store sqlite:PATH")
     serve.add_argument("--log-level", default="warning",
                        choices=["critical", "error", "warning", "info", "debug", "trace"],
                        help="uvicorn's log level (default warning); see --access-log for "
@@ -236,12 +242,25 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv, None
 
 
+def store_flag(args: argparse.Namespace) -> str | None:
+    """The store named by ``--store`` or ``--state PATH`` (``sqlite:PATH``); ``None``: neither.
+
+    Raises:
+        ValueError: both were given.
+    """
+    if args.state is not None and args.store is not None:
+        raise ValueError("--state PATH is short for --store sqlite:PATH: give one of them")
+    return f"sqlite:{args.state}" if args.state is not None else args.store
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Bind ``--host``/``--port`` (:func:`listen`), print the banner and a "Listening on URL"
     line, then serve every vendor with uvicorn on that socket (:func:`run_server`).
 
     Returns 0 after a clean stop, 1 when the port cannot be bound (only the bind error is
     printed) or the server fails to start, 2 for bad flags or a missing engine."""
+    import sqlite3
+
     from emulator import gcpolicy
     from emulator.app import create_app
     from emulator.matte.engine import EngineUnavailable
@@ -260,9 +279,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             fetch_deadline_s=args.fetch_deadline, max_wait_s=args.max_wait,
             scenarios=tuple(args.scenario) if args.scenario else None,
             graceful_shutdown_s=args.graceful_shutdown, admin_token=args.admin_token,
+            store=store_flag(args),
         )
         app = create_app(settings)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, sqlite3.Error) as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 2
     emulator = app.state.emulator
@@ -303,6 +323,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  progression: {settings.progression} (latency {settings.latency})"
           + ("  strict: requests are checked against the contracts" if settings.strict
              else ""))
+    print(f"  state: {settings.store}" + (" (a restart forgets everything; --state PATH keeps "
+                                          "it)" if settings.store == "memory" else ""))
     print(f"  image work: {settings.matte_workers} "
           + ("worker processes, started on first use" if settings.matte_pool == "processes"
              else "threads of this process") + " (--matte-workers, --matte-pool)")

@@ -90,6 +90,8 @@ class RequestGuard:
         self._strict_keys: set[str] = set()
         self._violations: deque[dict[str, Any]] = deque(maxlen=max(1, settings.journal_size))
         self._lock = threading.Lock()
+        #: Goes up with every change (a state store saves the violations when it moved).
+        self.version = 0
         self._ops: dict[tuple[str, str], contracts.Operation | None] = {}
         #: Memo keys of requests found to obey (see :meth:`check`); bounded.
         self._clean: set[tuple[Any, ...]] = set()
@@ -99,6 +101,7 @@ class RequestGuard:
     def set_strict_key(self, key: str, strict: bool) -> None:
         """Check ``key``'s requests strictly (or stop doing so)."""
         with self._lock:
+            self.version += 1
             if strict:
                 self._strict_keys.add(key)
             else:
@@ -119,6 +122,7 @@ class RequestGuard:
     def clear(self) -> int:
         """Forget the violations; returns how many there were."""
         with self._lock:
+            self.version += 1
             n = len(self._violations)
             self._violations.clear()
             return n
@@ -126,8 +130,24 @@ class RequestGuard:
     def reset(self) -> None:
         """Forget violations and per-key strict settings (``serve --strict`` stays)."""
         with self._lock:
+            self.version += 1
             self._violations.clear()
             self._strict_keys.clear()
+
+    def dump(self) -> dict[str, Any]:
+        """The violations and the per-key strict settings, as JSON values (for a state
+        store): ``{"violations": [...], "strict_keys": [...]}``."""
+        with self._lock:
+            return {"violations": list(self._violations),
+                    "strict_keys": sorted(self._strict_keys)}
+
+    def load(self, doc: dict[str, Any]) -> None:
+        """Replace the violations and per-key strict settings with :meth:`dump`'s ``doc``."""
+        with self._lock:
+            self.version += 1
+            self._violations.clear()
+            self._violations.extend(doc["violations"])
+            self._strict_keys = set(doc["strict_keys"])
 
     # -- the check -----------------------------------------------------------------------------
     def prepare(self, vendors: Iterable[str]) -> None:
@@ -230,6 +250,7 @@ class RequestGuard:
         refused = strict and bool(refusing)
         now = self.clock.now()
         with self._lock:
+            self.version += 1
             for p in problems:
                 self._violations.append({
                     "at": now, "vendor": adapter.slug, "operation": operation,

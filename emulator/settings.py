@@ -131,8 +131,15 @@ class Settings:
     #: When set, ``/_emulator/*`` (except result files and samples) requires
     #: ``Authorization: Bearer <admin_token>`` (env ``RMBG_EMULATOR_ADMIN_TOKEN``).
     admin_token: str | None = None
+    #: Where state lives (``--store``, ``--state PATH`` for ``sqlite:PATH``; env
+    #: ``RMBG_EMULATOR_STORE``): ``memory`` (default; a restart forgets everything) or
+    #: ``sqlite:PATH`` (jobs, result files, balances, rules... survive a restart).
+    store: str = "memory"
 
     def __post_init__(self) -> None:
+        from emulator.core.state.base import check_store_url
+
+        check_store_url(self.store)
         parse_progression(self.progression)
         if self.latency not in LATENCY_PROFILES:
             raise ValueError(

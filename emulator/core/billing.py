@@ -240,6 +240,8 @@ class Billing:
         self.default_limit = RateLimit()
         self._accounts: dict[str, Account] = {}
         self._lock = threading.Lock()
+        #: Goes up with every change (a state store saves the accounts when it moved).
+        self.version = 0
 
     def account(self, key: str) -> Account:
         """The key's account (created if new)."""
@@ -260,6 +262,7 @@ class Billing:
         change)."""
         amount = usd(amount_usd)
         with self._lock:
+            self.version += 1
             acct = self._get(key)
             delta = amount - acct.balance_usd
             acct.balance_usd = amount
@@ -269,6 +272,7 @@ class Billing:
     def set_limit(self, key: str, limit: RateLimit) -> Account:
         """Replace a key's rate limit (the bucket starts full)."""
         with self._lock:
+            self.version += 1
             acct = self._get(key)
             acct.limit = limit
             acct.tokens = math.inf
@@ -281,6 +285,7 @@ class Billing:
             RateLimited: the bucket is empty; ``retry_after`` is the seconds until a token.
         """
         with self._lock:
+            self.version += 1
             acct = self._get(key)
             rps = acct.limit.rps
             if rps is None or rps <= 0:
@@ -307,6 +312,7 @@ class Billing:
             PaymentRequired: the available balance is below ``price_usd``.
         """
         with self._lock:
+            self.version += 1
             acct = self._get(key)
             cap = acct.limit.concurrent
             if cap is not None and acct.active_jobs >= cap:
@@ -328,6 +334,7 @@ class Billing:
                   *, charge: bool) -> None:
         """Release the hold; charge ``price_usd`` when ``charge`` (a successful image)."""
         with self._lock:
+            self.version += 1
             acct = self._get(key)
             acct.held_usd = max(ZERO, acct.held_usd - price_usd)
             acct.active_jobs = max(0, acct.active_jobs - 1)
@@ -343,6 +350,7 @@ class Billing:
                note: str) -> None:
         """Give back a charge (a job whose success was overridden afterwards)."""
         with self._lock:
+            self.version += 1
             acct = self._get(key)
             acct.balance_usd += amount_usd
             acct.record(LedgerEntry(now, "refund", amount_usd, acct.balance_usd, job_id,
@@ -359,14 +367,58 @@ class Billing:
     def set_defaults(self, settings: KeySettings) -> None:
         """Balance and rate limit of keys first seen from now on (until :meth:`reset`)."""
         with self._lock:
+            self.version += 1
             if settings.balance_usd is not None:
                 self.default_balance_usd = settings.balance_usd
             if settings.limit is not None:
                 self.default_limit = RateLimit(**settings.limit.__dict__)
 
+    def dump(self) -> dict[str, Any]:
+        """Every account and the defaults as JSON values (for a state store; thread-safe).
+
+        Shape: ``{"default_balance_usd", "default_limit": {rps, burst, concurrent},
+        "accounts": [{key, balance_usd, held_usd, ledger: [entry...], ledger_dropped, limit,
+        tokens, tokens_at, active_jobs}]}``; an infinite token count is ``null``.
+        """
+        with self._lock:
+            accounts = [(a, list(a.ledger)) for a in self._accounts.values()]
+            out: dict[str, Any] = {
+                "default_balance_usd": usd_text(usd(self.default_balance_usd)),
+                "default_limit": dict(self.default_limit.__dict__)}
+        out["accounts"] = [{
+            "key": a.key, "balance_usd": usd_text(a.balance_usd),
+            "held_usd": usd_text(a.held_usd),
+            "ledger": [e.to_json() for e in ledger], "ledger_dropped": a.ledger_dropped,
+            "limit": dict(a.limit.__dict__),
+            "tokens": None if a.tokens == math.inf else a.tokens, "tokens_at": a.tokens_at,
+            "active_jobs": a.active_jobs} for a, ledger in accounts]
+        return out
+
+    def load(self, doc: Mapping[str, Any]) -> None:
+        """Replace every account with those of :meth:`dump`'s ``doc`` (amounts are exact
+        decimal strings there)."""
+        with self._lock:
+            self.version += 1
+            self.default_balance_usd = usd(doc["default_balance_usd"])
+            self.default_limit = RateLimit(**doc["default_limit"])
+            self._accounts.clear()
+            for a in doc["accounts"]:
+                ledger = _new_ledger(self.ledger_size)
+                ledger.extend(LedgerEntry(**{**e, "amount_usd": usd(e["amount_usd"]),
+                                              "balance_usd": usd(e["balance_usd"])})
+                              for e in a["ledger"])
+                self._accounts[a["key"]] = Account(
+                    key=a["key"], balance_usd=usd(a["balance_usd"]),
+                    held_usd=usd(a["held_usd"]),
+                    ledger=ledger, ledger_dropped=a["ledger_dropped"],
+                    limit=RateLimit(**a["limit"]),
+                    tokens=math.inf if a["tokens"] is None else a["tokens"],
+                    tokens_at=a["tokens_at"], active_jobs=a["active_jobs"])
+
     def reset(self) -> None:
         """Forget every account; defaults go back to the start-up balance, no limits."""
         with self._lock:
+            self.version += 1
             self._accounts.clear()
             self.default_limit = RateLimit()
             self.default_balance_usd = self._initial_balance_usd

@@ -48,6 +48,19 @@ class Clock:
             self._offset += seconds
         return self.now()
 
+    def dump(self) -> dict[str, float]:
+        """``{"offset": seconds, "base": unix seconds}`` for a state store."""
+        with self._lock:
+            return {"offset": self._offset, "base": self._base}
+
+    def load(self, doc: dict[str, float]) -> None:
+        """Take the offset (and a virtual clock's base) of :meth:`dump`'s ``doc``: a
+        restarted emulator keeps the time ``/_emulator/clock/advance`` moved it to."""
+        with self._lock:
+            self._offset = float(doc["offset"])
+            if self._frozen:
+                self._base = float(doc["base"])
+
     def reset(self) -> None:
         """Drop the offset (a virtual clock goes back to the real time now)."""
         with self._lock:

@@ -67,6 +67,9 @@ class FileStore:
         self._files: OrderedDict[str, StoredFile] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        #: Ids of files put, changed (``True``) or dropped (``False``) since a state store
+        #: last took them (:meth:`take_changes`); ``None`` (the memory store): not tracked.
+        self.changes: dict[str, bool] | None = None
 
     def put(
         self,
@@ -94,10 +97,15 @@ class FileStore:
         with self._lock:
             self._files[file_id] = record
             self._bytes += record.size
+            changes = self.changes
+            if changes is not None:
+                changes[file_id] = True
             while (self._bytes + FILE_OVERHEAD_BYTES * len(self._files) > self._max_bytes
                    and len(self._files) > 1):
-                _, old = self._files.popitem(last=False)
+                old_id, old = self._files.popitem(last=False)
                 self._bytes -= old.size
+                if changes is not None:
+                    changes[old_id] = False
         return record
 
     def discard(self, file_id: str) -> None:
@@ -106,6 +114,8 @@ class FileStore:
             old = self._files.pop(file_id, None)
             if old is not None:
                 self._bytes -= old.size
+                if self.changes is not None:
+                    self.changes[file_id] = False
 
     def get(self, file_id: str) -> StoredFile | None:
         """The file with ``file_id``, or ``None`` (never stored, or evicted)."""
@@ -119,13 +129,34 @@ class FileStore:
             if record is None:
                 return False
             self._files[file_id] = StoredFile(**{**record.__dict__, "expires_at": now})
+            if self.changes is not None:
+                self.changes[file_id] = True
             return True
+
+    def take_changes(self) -> tuple[list[StoredFile], list[str]]:
+        """The files put or changed, and the ids dropped, since the last call (for a state
+        store; empty when changes are not tracked)."""
+        with self._lock:
+            changes, self.changes = self.changes, ({} if self.changes is not None else None)
+            if not changes:
+                return [], []
+            kept = [f for i, ok in changes.items() if ok and (f := self._files.get(i))]
+            return kept, [i for i, ok in changes.items() if not ok]
+
+    def restore(self, files: list[StoredFile]) -> None:
+        """Hold ``files`` again, oldest first (a state store's saved files at start-up)."""
+        with self._lock:
+            for record in files:
+                self._files[record.id] = record
+                self._bytes += record.size
 
     def clear(self) -> None:
         """Forget every file."""
         with self._lock:
             self._files.clear()
             self._bytes = 0
+            if self.changes is not None:
+                self.changes = {}
 
     @property
     def total_bytes(self) -> int:

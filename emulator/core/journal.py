@@ -244,6 +244,22 @@ class Journal:
         """Every entry, oldest first."""
         return list(self._resolved())
 
+    def dump(self) -> dict[str, Any]:
+        """Every entry (:meth:`Entry.to_json`, keys resolved), the next number and the
+        pending ``Retry-After`` deadlines, as JSON values (for a state store):
+        ``{"next_seq", "entries", "retry_after": [[vendor, operation, key, unix s]]}``."""
+        next_seq = next(self._seq)
+        self._seq = itertools.count(next_seq)
+        return {"next_seq": next_seq, "entries": [e.to_json() for e in self._resolved()],
+                "retry_after": [[*slot, at] for slot, at in self._retry_after.items()]}
+
+    def load(self, doc: Mapping[str, Any]) -> None:
+        """Replace the entries with those of :meth:`dump`'s ``doc``."""
+        self._entries.clear()
+        self._entries.extend(Entry(**e) for e in doc["entries"])
+        self._seq = itertools.count(int(doc["next_seq"]))
+        self._retry_after = {(v, o, k): at for v, o, k, at in doc["retry_after"]}
+
     def clear(self) -> None:
         """Forget every entry and every pending ``Retry-After``; numbering starts again."""
         self._entries.clear()

@@ -139,6 +139,49 @@ class Delivery:
         }
 
 
+def delivery_record(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as JSON values (for a state store): its attributes, its attempts, and its
+    message but ``sign`` (``signed`` says whether it had one; the body is base64)."""
+    message = delivery.message
+    return {
+        "id": delivery.id, "job_id": delivery.job_id, "vendor": delivery.vendor,
+        "api_key": delivery.api_key, "created_at": delivery.created_at,
+        "next_at": delivery.next_at, "state": delivery.state,
+        "attempts": [a.to_json() for a in delivery.attempts], "faults": list(delivery.faults),
+        "resend_of": delivery.resend_of, "extra_headers": dict(delivery.extra_headers),
+        "forge_signature": delivery.forge_signature, "time_shift_s": delivery.time_shift_s,
+        "url": message.url, "body": base64.b64encode(message.body).decode("ascii"),
+        "headers": dict(message.headers), "signed": message.sign is not None,
+        "policy": {"delays_s": list(message.policy.delays_s),
+                   "timeout_s": message.policy.timeout_s,
+                   "retry_on_4xx": message.policy.retry_on_4xx,
+                   "source": message.policy.source},
+    }
+
+
+def delivery_from_record(record: dict[str, Any],
+                         sign: Callable[[bytes, float], dict[str, str]] | None) -> Delivery:
+    """The delivery of :func:`delivery_record`'s ``record``, signed by ``sign``."""
+    policy = record["policy"]
+    message = WebhookMessage(
+        url=record["url"], body=base64.b64decode(record["body"]), headers=record["headers"],
+        policy=RetryPolicy(delays_s=tuple(policy["delays_s"]), timeout_s=policy["timeout_s"],
+                           retry_on_4xx=policy["retry_on_4xx"], source=policy["source"]),
+        sign=sign)
+    return Delivery(
+        id=record["id"], job_id=record["job_id"], vendor=record["vendor"],
+        api_key=record["api_key"], message=message, created_at=record["created_at"],
+        next_at=record["next_at"], state=record["state"],
+        attempts=[Attempt(**a) for a in record["attempts"]], faults=record["faults"],
+        resend_of=record["resend_of"], extra_headers=record["extra_headers"],
+        forge_signature=record["forge_signature"], time_shift_s=record["time_shift_s"])
+
+
+#: Rebuilds the ``sign`` of a restored delivery's message from its record (the app asks the
+#: vendor's adapter); ``None`` when it cannot (the job is gone).
+Resigner = Callable[[dict[str, Any]], "Callable[[bytes, float], dict[str, str]] | None"]
+
+
 @dataclass(frozen=True)
 class SigningSecret:
     """A shared secret for HMAC-signed callbacks (Runflow's ``whsec_...``)."""
@@ -188,6 +231,34 @@ class Secrets:
         return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.ed25519_kid,
                           "use": "sig", "alg": "EdDSA"}]}
 
+    def dump(self) -> dict[str, Any]:
+        """The secrets as JSON values, for a state store: ``{"hmac": [{vendor, api_key, id,
+        label, value, created_at}] (oldest first per key), "ed25519": hex of the private key,
+        "kid": its JWKS key id}`` (kept, so that receivers' cached JWKS still verify)."""
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
+        raw = self.ed25519.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return {"hmac": [{"vendor": vendor, "api_key": key, **s.__dict__}
+                         for (vendor, key), kept in self._hmac.items() for s in kept],
+                "ed25519": raw.hex(), "kid": self.ed25519_kid}
+
+    def load(self, doc: dict[str, Any]) -> None:
+        """Replace the secrets with those of :meth:`dump`'s ``doc``."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.ed25519 = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["ed25519"]))
+        self.ed25519_kid = doc["kid"]
+        self._hmac.clear()
+        for item in doc["hmac"]:
+            kept = self._hmac.setdefault((item["vendor"], item["api_key"]),
+                                         deque(maxlen=MAX_SECRETS_PER_KEY))
+            kept.append(SigningSecret(id=item["id"], label=item["label"], value=item["value"],
+                                      created_at=item["created_at"]))
+
     def reset(self) -> None:
         """Forget the HMAC secrets (the ED25519 key stays: receivers may cache the JWKS)."""
         self._hmac.clear()
@@ -216,6 +287,8 @@ class WebhookOutbox:
         self._wake = asyncio.Event()
         self._held: list[Delivery] = []
         self._waiting: dict[str, list[Delivery]] = {}
+        #: Goes up with every change (a state store saves the deliveries when it moved).
+        self.version = 0
 
     async def start(self) -> None:
         """Create the HTTP client and the delivery loop."""
@@ -284,6 +357,7 @@ class WebhookOutbox:
         return new
 
     def _keep(self, delivery: Delivery) -> None:
+        self.version += 1
         self._deliveries[delivery.id] = delivery
         while len(self._deliveries) > self._journal_size:
             oldest_id = next(iter(self._deliveries))
@@ -295,6 +369,7 @@ class WebhookOutbox:
     def hold(self, delivery: Delivery) -> None:
         """Keep ``delivery`` back until the next delivery is queued, then send it after that
         one (the ``reorder`` fault)."""
+        self.version += 1
         delivery.next_at = None
         self._held.append(delivery)
 
@@ -319,9 +394,33 @@ class WebhookOutbox:
 
     def clear(self) -> None:
         """Forget every delivery (attempts in flight finish unseen)."""
+        self.version += 1
         self._deliveries.clear()
         self._held.clear()
         self._waiting.clear()
+
+    def dump(self) -> dict[str, Any]:
+        """Every kept delivery with its attempts (:func:`delivery_record`), oldest first,
+        and the next id: ``{"next_id": N, "deliveries": [...]}`` (for a state store)."""
+        next_id = next(self._ids)
+        self._ids = itertools.count(next_id)
+        return {"next_id": next_id,
+                "deliveries": [delivery_record(d) for d in self._deliveries.values()]}
+
+    def load(self, doc: dict[str, Any], resign: Resigner) -> None:
+        """Replace the deliveries with those of :meth:`dump`'s ``doc``; each message's
+        ``sign`` comes from ``resign``. A delivery that was in flight when the last process
+        stopped (pending, no time set) is due now; so is one a ``reorder`` fault held."""
+        self.clear()
+        now = self.clock.now()
+        for record in doc["deliveries"]:
+            delivery = delivery_from_record(
+                record, resign(record) if record["signed"] else None)
+            if delivery.state == "pending" and delivery.next_at is None:
+                delivery.next_at = now
+            self._deliveries[delivery.id] = delivery
+        self._ids = itertools.count(int(doc["next_id"]))
+        self._wake.set()
 
     def pending(self) -> int:
         """Deliveries still waiting for an attempt."""
@@ -392,6 +491,7 @@ class WebhookOutbox:
         number = len(delivery.attempts) + 1
         shown = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         delivery.attempts.append(Attempt(number, at, status, round(latency, 2), error, shown))
+        self.version += 1
         for held in self._waiting.pop(delivery.id, []):
             held.next_at = self.clock.now()
             self._wake.set()

@@ -154,6 +154,12 @@ class VendorAdapter:
         """
         raise NotImplementedError
 
+    def saved_state(self) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
+        """What this vendor keeps itself that a durable state store (``--store sqlite:``)
+        saves: ``(dump, load)``, ``dump()`` giving JSON values on the event loop and
+        ``load(value)`` putting them back at start-up; ``None`` (the default): nothing."""
+        return None
+
     def render_operation_error(self, operation: str | None, exc: EmulatorError) -> Response:
         """The error body of ``operation`` (``None``: unknown). The default is
         :meth:`render_error` for every operation; a vendor whose services on one host answer

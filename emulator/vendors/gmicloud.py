@@ -29,7 +29,8 @@ GMI Cloud's official SDK (``gmicloud``; ``docs/vendors/gmicloud.md``, "Official 
   (the SDK reads ``message`` outside the queue).
 * ``/api/v1/ie/requestqueue/requests[/{request_id}]`` with ``Authorization: Bearer
   <accessToken>``: the same jobs and records as the ``/apikey/`` routes.
-* Tokens are HS256 JWTs signed with a per-process secret (they do not survive a restart),
+* Tokens are HS256 JWTs signed with a per-process secret (kept by a durable state store,
+  ``--state``, so that tokens survive a restart; with the memory store they do not),
   dated by the emulator's clock: access 1 h, refresh 7 days, the login's auth token 5 min.
   The SDK reads ``userId`` (access) and ``exp`` (refresh) without checking the signature.
 * The account's e-mail is its API key (billing, rate limits, scoping, journal, rules with
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +74,8 @@ IAM_OPERATIONS = frozenset({"login", "session.create", "session.refresh", "profi
 AUTH_TOKEN_TTL_S = 300
 ACCESS_TOKEN_TTL_S = 3600
 REFRESH_TOKEN_TTL_S = 7 * 24 * 3600
-#: Signs every token of this process (random at start-up: tokens do not survive a restart).
+#: Signs every token of this process (random at start-up; a durable state store puts the
+#: saved one back, :meth:`GmiCloudAdapter.saved_state`).
 _SECRET = secrets.token_bytes(32)
 _ALGORITHM = "HS256"
 _USER_NS = uuid.uuid5(uuid.NAMESPACE_DNS, "users.console.gmicloud.ai")
@@ -185,6 +188,15 @@ class GmiCloudAdapter(VendorAdapter):
                        operation="session.refresh"),
             self.route(IAM + "/profile", self.profile, methods=["GET"], operation="profile"),
         ]}
+
+    def saved_state(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        """The token secret (``{"token_secret": hex}``), so that access and refresh tokens
+        issued before a restart still work after it."""
+        def load(value: Any) -> None:
+            global _SECRET
+            _SECRET = bytes.fromhex(value["token_secret"])
+
+        return (lambda: {"token_secret": _SECRET.hex()}), load
 
     def api_key(self, request: Request) -> str:
         """The caller's key: ``Authorization: Bearer KEY`` on the ``/apikey/`` routes

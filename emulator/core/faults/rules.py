@@ -441,6 +441,39 @@ class FaultRules:
         self.refresh()
         return len(self._rules) != before
 
+    def dump(self) -> dict[str, Any]:
+        """The stored rules as JSON values, for a state store: ``{"next_id": N, "rules":
+        [{"spec": <the rule as the control plane shows it>, "id", "source", "hits"}],
+        "hidden_keys": bool}`` (:meth:`expect_hidden_keys`: tokens standing for ``fault.``
+        keys outlive a restart with a durable store)."""
+        next_id = next(self._ids)
+        self._ids = itertools.count(next_id)
+        rules = []
+        for rule in self._rules:
+            spec = rule.to_json()
+            for name in ("id", "source", "hits", "remaining"):
+                spec.pop(name, None)
+            rules.append({"spec": spec, "id": rule.id, "source": rule.source,
+                          "hits": rule.hits})
+        return {"next_id": next_id, "rules": rules, "hidden_keys": self.hidden_keys}
+
+    def load(self, doc: Mapping[str, Any]) -> None:
+        """Replace the stored rules with those of :meth:`dump`'s ``doc`` (their ids, hits and
+        so ``times`` left; a ``probability`` rule draws again from its ``seed``).
+
+        Raises:
+            RuleError: a saved rule no longer parses (an effect or vendor since removed).
+        """
+        rules = []
+        for saved in doc["rules"]:
+            rule = self.parse(saved["spec"], source=saved["source"], rule_id=saved["id"])
+            rule.hits = int(saved["hits"])
+            rules.append(rule)
+        self._rules = rules
+        self._ids = itertools.count(int(doc["next_id"]))
+        self.hidden_keys = self.hidden_keys or bool(doc.get("hidden_keys"))
+        self.refresh()
+
     def clear(self) -> None:
         """Delete every rule (ids keep counting up)."""
         self._rules.clear()

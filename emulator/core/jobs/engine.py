@@ -92,6 +92,10 @@ class JobEngine:
         self._watched: dict[str, Job] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._generation = 0
+        #: Ids of jobs changed and of jobs evicted since a state store last took them
+        #: (:meth:`track_changes`, :meth:`take_changes`); ``None``: not tracked (memory).
+        self._changed: set[str] | None = None
+        self._dropped: set[str] = set()
 
     # -- the parts, as attributes ----------------------------------------------------------
     @property
@@ -170,6 +174,62 @@ class JobEngine:
         self.billing.reset()
         self._watched.clear()
 
+    # -- state store ---------------------------------------------------------------------------
+    def track_changes(self) -> None:
+        """Note from now on which jobs and files change, for a durable state store
+        (:class:`emulator.core.state.StateSaver`); the memory store never calls it."""
+        self._changed = set()
+        self.files.changes = {}
+
+    def take_changes(self) -> tuple[list[Job], set[str]]:
+        """The jobs changed (still kept) and the ids of jobs evicted since the last call
+        (a job changed, then evicted, is only among the evicted); nothing when changes are
+        not tracked."""
+        if self._changed is None:
+            return [], set()
+        changed, self._changed = self._changed, set()
+        dropped, self._dropped = self._dropped, set()
+        get = self.store.get
+        return [j for i in changed if (j := get(i)) is not None], dropped
+
+    @property
+    def generation(self) -> int:
+        """Goes up with every :meth:`reset`; a job of an older generation is not billed."""
+        return self._generation
+
+    def _touch(self, job: Job) -> None:
+        if self._changed is not None:
+            self._changed.add(job.id)
+
+    def is_watched(self, job: Job) -> bool:
+        """Whether ``job``'s final status is to show without polls (it has a webhook)."""
+        return job.id in self._watched
+
+    def restore(self, jobs: list[Job], watched: set[str]) -> int:
+        """Keep ``jobs`` (a state store's, oldest first) as if they had been submitted here.
+
+        A job whose image work had not ended when the last process stopped (it was queued or
+        processing, and the process was killed before :meth:`stop` could end it) ends now as
+        ``error`` with code ``system_error`` and a message saying the emulator restarted; its
+        held price is released, not charged. Jobs in ``watched`` (ids) reveal their final
+        status without polls again, so their webhooks still go out.
+
+        Returns:
+            How many jobs were ended that way.
+        """
+        ended = 0
+        for job in jobs:
+            self.store.put(job)
+            if not job.work_done:
+                job.error = ("the emulator restarted before the job's work ended; "
+                             "submit it again")
+                job.error_code = "system_error"
+                self._finish_work(job, JobStatus.ERROR)
+                ended += 1
+            if job.id in watched and not job.status.terminal:
+                self._watched[job.id] = job
+        return ended
+
     # -- submit ------------------------------------------------------------------------------
     def submit(
         self,
@@ -212,6 +272,7 @@ class JobEngine:
             metadata=dict(metadata or {}), generation=self._generation,
         )
         self.store.put(job)
+        self._touch(job)
         if watch:
             self._watched[job.id] = job
         if plan is not None:
@@ -266,12 +327,15 @@ class JobEngine:
         file store's byte bound: about 450 bytes each, for ever)."""
         for f in job.outputs:
             self.files.discard(f.id)
+        if self._changed is not None:
+            self._dropped.add(job.id)
 
     def _finish_work(self, job: Job, outcome: JobStatus) -> None:
         """End ``job``'s work with ``outcome`` (once): bill it (charged on success), and wake
         whoever waits for it."""
         if job.outcome is not None:
             return
+        self._touch(job)
         job.outcome = outcome
         job.work_ended_at = self.clock.now()
         if job.generation == self._generation:
@@ -292,6 +356,7 @@ class JobEngine:
         """
         if job.status.terminal:
             return job.status
+        self._touch(job)
         if count:
             job.status_reads += 1
         progression = self.progression
@@ -357,6 +422,7 @@ class JobEngine:
     # -- control -----------------------------------------------------------------------------
     def watch(self, job: Job) -> None:
         """Reveal ``job``'s final status as soon as it is due, without polls."""
+        self._touch(job)
         if not job.status.terminal:
             self._watched[job.id] = job
 
@@ -378,6 +444,7 @@ class JobEngine:
         """
         if job.status.terminal:
             raise Conflict(f"job {job.id} is already {job.status.value}")
+        self._touch(job)
         self._void(job, f"ended as {status.value} by the control plane")
         job.outputs = []
         job.error, job.error_code = message, "forced_failure"
@@ -404,6 +471,7 @@ class JobEngine:
         if not self.progression.still_queued(job):
             raise Conflict(f"job {job.id} is {job.status.value}; only a queued job can be "
                            "cancelled")
+        self._touch(job)
         self._void(job, "cancelled")
         job.outputs = []
         if job.outcome is None:

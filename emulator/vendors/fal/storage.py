@@ -12,7 +12,9 @@ import json
 import mimetypes
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +43,14 @@ class FalStorage(VendorAdapter):
     def __init__(self, port: VendorPort) -> None:
         super().__init__(port)
         self._token_secret = secrets.token_bytes(32)
+
+    def saved_state(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        """The CDN token secret, so that storage tokens issued before a restart still
+        work after it (``{"token_secret": hex}``)."""
+        def load(value: Any) -> None:
+            self._token_secret = bytes.fromhex(value["token_secret"])
+
+        return (lambda: {"token_secret": self._token_secret.hex()}), load
 
     @staticmethod
     def cdn_path(record: StoredFile) -> str:

@@ -193,7 +193,7 @@ def test_per_key_strict_settings_survive_a_restart(tmp_path: Path) -> None:
 
 def test_store_urls() -> None:
     assert isinstance(open_store("memory"), MemoryStore)
-    for bad in ("sqlite:", "postgres://x", "redis://127.0.0.1:6379/0"):
+    for bad in ("sqlite:", "postgres://x", "redis://"):
         with pytest.raises(ValueError):
             check_store_url(bad)
     with pytest.raises(ValueError, match="store"):

@@ -3,7 +3,8 @@ they can outlive the process (``--store``).
 
 * ``memory`` (default): in the process only, today's speed; a restart forgets everything.
 * ``sqlite:PATH`` (``--state PATH``): one SQLite file; survives restarts.
-* ``redis://HOST:PORT/DB``: not built yet (refused with a message).
+* ``redis://HOST:PORT/DB``: one Redis database that several ``serve`` processes share
+  (:mod:`.redis`, :mod:`.shared`).
 
 The protocol (:class:`StateStore`), the records it keeps (:mod:`.records`) and the saver
 that keeps a durable one up to date (:class:`StateSaver`) are described in ARCHITECTURE.md,
@@ -21,11 +22,16 @@ def open_store(url: str) -> StateStore:
 
     Raises:
         ValueError: an unknown or unavailable backend.
+        redis.RedisError: (later, at the first call) Redis cannot be reached.
         OSError, sqlite3.Error: the SQLite file cannot be opened.
     """
     check_store_url(url)
     if url == "memory":
         return MemoryStore()
+    if url.startswith(("redis://", "rediss://")):
+        from emulator.core.state.redis import RedisStore
+
+        return RedisStore(url)
     from emulator.core.state.sqlite import SqliteStore
 
     return SqliteStore(url[len("sqlite:"):])

@@ -118,8 +118,7 @@ def check_store_url(url: str) -> str:
     """Validate a ``--store`` value without opening it; returns it.
 
     Raises:
-        ValueError: not ``memory``, ``sqlite:PATH`` or ``redis://...``, or ``redis://``
-            (not built yet).
+        ValueError: not ``memory``, ``sqlite:PATH`` or ``redis://HOST:PORT/DB``.
     """
     if url == "memory":
         return url
@@ -128,8 +127,19 @@ def check_store_url(url: str) -> str:
             raise ValueError("store 'sqlite:' needs a file path: sqlite:PATH")
         return url
     if url.startswith(("redis://", "rediss://")):
-        raise ValueError("store redis://: not available in this version (use memory or "
-                         "sqlite:PATH)")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"store {url!r}: {exc}") from None
+        if not parts.hostname:
+            raise ValueError(f"store {url!r}: expected redis://HOST:PORT/DB")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"store {url!r}: the database must be a number (redis://HOST:PORT/0)")
+        return url
     raise ValueError(f"store {url!r}: expected memory, sqlite:PATH or redis://HOST:PORT/DB")
 
 

@@ -97,6 +97,10 @@ class Emulator:
             self.load_scenario(scenario)
         #: The state store (``Settings.store``) and, when it is durable, its saver.
         self.state = open_store(settings.store)
+        if settings.store.startswith(("redis://", "rediss://")):
+            from emulator.core.state.shared import SharedJobs
+
+            self.jobs.shared = SharedJobs(settings.store, self.jobs)
         self.saver: StateSaver | None = None
         if self.state.durable:
             self.saver = self._restore_state()
@@ -249,6 +253,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await emulator.jobs.start()
+        if emulator.jobs.shared is not None:
+            await emulator.jobs.shared.start()
         await emulator.webhooks.start()
         if emulator.saver is not None:
             await emulator.saver.start()
@@ -265,6 +271,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await collector
             await emulator.jobs.stop()
+            if emulator.jobs.shared is not None:
+                await emulator.jobs.shared.stop()
             await emulator.webhooks.stop()
             if emulator.saver is not None:
                 await emulator.saver.stop()

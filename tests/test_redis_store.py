@@ -51,3 +51,46 @@ def test_jobs_and_files_survive_a_restart_on_redis(redis_server: RedisServer) ->
                 assert client.get(urls[0]).content == data
     finally:
         _stop(proc)
+
+
+def _on(url: str, port: int) -> str:
+    """``url`` (absolute or a path) at ``127.0.0.1:port``."""
+    parts = httpx.URL(url)
+    return str(parts.copy_with(scheme="http", host="127.0.0.1", port=port)) if (
+        parts.is_absolute_url) else f"http://127.0.0.1:{port}{url}"
+
+
+def test_a_job_submitted_on_one_process_is_polled_and_downloaded_on_another(
+        redis_server: RedisServer) -> None:
+    """Two ``serve`` processes on one Redis, ``polls:2``: for every vendor, a job submitted
+    on A moves one step per status read whichever process answers it (the count is
+    shared: A, then B, shows it final), and its result file downloads from B."""
+    a_port, b_port = free_port(), free_port()
+    image = _png()
+    extra = ("--store", redis_server.url, "--progression", "polls:2")
+    a, b = _serve(a_port, *extra), _serve(b_port, *extra)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{a_port}", timeout=30) as on_a, \
+                httpx.Client(base_url=f"http://127.0.0.1:{b_port}", timeout=30) as on_b:
+            for driver in DRIVERS:
+                submitted = driver.submit(on_a, image)
+                assert submitted.status_code == driver.submit_status, submitted.text
+                url = driver.poll_url(on_a, submitted)
+                first = driver.outcome(on_a, _on(url, a_port))
+                assert driver.status(first) != driver.status_words["succeeded"], first
+                body = driver.outcome(on_b, _on(url, b_port))
+                for _ in range(100):  # the work itself may take a moment on A
+                    if driver.status(body) == driver.status_words["succeeded"]:
+                        break
+                    body = driver.outcome(on_b, _on(url, b_port))
+                assert driver.status(body) == driver.status_words["succeeded"], (
+                    driver.slug, body)
+                (out,) = driver.urls(body)
+                from_a = on_a.get(_on(out, a_port))
+                from_b = on_b.get(_on(out, b_port))
+                assert from_b.status_code == 200, (driver.slug, from_b.text)
+                assert from_b.content == from_a.content
+                assert from_b.content[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        _stop(a)
+        _stop(b)

@@ -78,6 +78,8 @@ def file_route(emulator: Emulator) -> Route:
     async def get_file(request: Request) -> Response:
         name = request.path_params["name"]
         adapter = emulator.adapters.get(request.path_params["vendor"])
+        if emulator.jobs.shared is not None:
+            await emulator.jobs.shared.prefetch([name])
         record = emulator.jobs.files.get(name.split(".", 1)[0])
         gone = record is None or (
             record.expires_at is not None and emulator.clock.now() >= record.expires_at)

@@ -275,14 +275,27 @@ class VendorAdapter:
         against the vendor's contract (``operation`` is the contract's ``operationId``; see
         :mod:`emulator.guard`).
 
+        Under a shared store (``--store redis://``, :mod:`emulator.core.state.shared`) the
+        jobs and files named by the path are read from it first, and what the request
+        changed is written to it before the response leaves.
+
         The endpoint raises :class:`EmulatorError`; the one error boundary
         (:mod:`emulator.boundary`) renders it through :meth:`error_response` (anything else
         as the vendor's 500), so a bad request never crashes the server.
         """
 
         async def handler(request: Request) -> Response:
+            shared = self.port.jobs.shared
+            if shared is None:
+                await self.port.guard.check(self, operation, request)
+                return await endpoint(request)
+            # Shared store (--store redis://): the jobs and files the path names are read
+            # before, what the request changed is written before the response leaves.
+            await shared.prefetch([str(v) for v in request.path_params.values()])
             await self.port.guard.check(self, operation, request)
-            return await endpoint(request)
+            response = await endpoint(request)
+            await shared.flush()
+            return response
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
 

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.core.background import end_tasks
 from emulator.core.billing import ZERO, Billing, usd
@@ -51,6 +51,9 @@ from emulator.core.tasks import TASKS
 from emulator.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
 from emulator.matte.engine import MatteEngine
 from emulator.settings import Settings
+
+if TYPE_CHECKING:
+    from emulator.core.state.shared import SharedJobs
 
 log = logging.getLogger("emulator.jobs")
 
@@ -96,6 +99,9 @@ class JobEngine:
         #: (:meth:`track_changes`, :meth:`take_changes`); ``None``: not tracked (memory).
         self._changed: set[str] | None = None
         self._dropped: set[str] = set()
+        #: Jobs shared with other processes through Redis (``--store redis://``); ``None``:
+        #: this process only (memory, SQLite), and no request waits on a store.
+        self.shared: SharedJobs | None = None
 
     # -- the parts, as attributes ----------------------------------------------------------
     @property
@@ -200,6 +206,20 @@ class JobEngine:
     def _touch(self, job: Job) -> None:
         if self._changed is not None:
             self._changed.add(job.id)
+            if self.shared is not None:
+                self.shared.changed()
+
+    def retouch(self, jobs: list[Job], dropped: set[str]) -> None:
+        """Mark again what :meth:`take_changes` gave and could not be written."""
+        if self._changed is not None:
+            self._changed.update(j.id for j in jobs)
+            self._dropped |= dropped
+
+    def end_orphan(self, job: Job) -> None:
+        """End a job whose work ran in another process that stopped before it ended (its
+        lease lapsed; :mod:`emulator.core.state.shared`): ``error``, not charged; its
+        ``error`` and ``error_code`` are set by the caller."""
+        self._finish_work(job, JobStatus.ERROR)
 
     def is_watched(self, job: Job) -> bool:
         """Whether ``job``'s final status is to show without polls (it has a webhook)."""
@@ -273,6 +293,8 @@ class JobEngine:
         )
         self.store.put(job)
         self._touch(job)
+        if self.shared is not None:
+            self.shared.owned.add(job.id)
         if watch:
             self._watched[job.id] = job
         if plan is not None:
@@ -358,13 +380,19 @@ class JobEngine:
             return job.status
         self._touch(job)
         if count:
-            job.status_reads += 1
+            if self.shared is not None:
+                job.status_reads = await self.shared.count_read(job.id)
+            else:
+                job.status_reads += 1
         progression = self.progression
         stage = progression.due_stage(job, ticker=not count)
         if stage == FINAL_STAGE and not job.work_done:
             if progression.waits_for_work(job):
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(job.done.wait(), self.settings.max_wait_s)
+                if self.shared is not None and job.id not in self.shared.owned:
+                    await self.shared.wait_work(job, self.settings.max_wait_s)
+                else:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(job.done.wait(), self.settings.max_wait_s)
             if not job.work_done:
                 stage = PROCESSING_STAGE
         self._show(job, stage)

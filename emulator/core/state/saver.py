@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.core.jobs.engine import JobEngine
+from emulator.core.jobs.model import Job
 from emulator.core.state.base import Batch, StateStore
 from emulator.core.state.records import job_from_record, job_record
 
@@ -78,6 +79,10 @@ class StateSaver:
         """
         saved = self.store.load()
         engine = self.engine
+        if engine.shared is not None:
+            # Jobs and files are read from the shared store when a request names them
+            # (another process may be running their work now).
+            saved.jobs, saved.files = [], []
         engine.files.restore(saved.files)
         self._load_docs(saved.docs, after_jobs=False)
         generation = engine.generation
@@ -102,12 +107,15 @@ class StateSaver:
         with the documents saved only then."""
         batch = Batch()
         engine = self.engine
-        jobs, batch.dropped_jobs = engine.take_changes()
+        if engine.shared is not None:  # it writes jobs and files itself, as they change
+            jobs: list[Job] = []
+        else:
+            jobs, batch.dropped_jobs = engine.take_changes()
+            batch.files, batch.dropped_files = engine.files.take_changes()
         for job in jobs:
             record = job_record(job)
             record["watched"] = engine.is_watched(job)
             batch.jobs[job.id] = record
-        batch.files, batch.dropped_files = engine.files.take_changes()
         for name, doc in self.docs.items():
             if doc.at_stop_only and not stopping:
                 continue

@@ -1,0 +1,337 @@
+"""Jobs and result files shared by every ``serve`` process on one Redis (``--store
+redis://``): the read-through and write-through layer of the job engine.
+
+One mechanism for every vendor, at the two ends of a request (see
+:meth:`emulator.vendors.base.VendorAdapter.route` and the control plane's file route):
+
+* **before** the handler, :meth:`SharedJobs.prefetch` reads from Redis the job and the result
+  file named by each path parameter (one pipelined round trip), so the synchronous lookups
+  (:meth:`JobEngine.find`, ``FileStore.get``) find a job submitted on another process;
+* **after** it, :meth:`SharedJobs.flush` writes every job the request changed (and its
+  result files) before the response leaves, so the next request, on any process, sees it.
+
+Jobs changed in the background (image work ending) are written by a loop within
+:data:`FLUSH_DELAY_S`. A write merges with what Redis holds (``WATCH``/``MULTI``,
+:func:`merge_records`): the work's outcome comes from whoever knows it, a cancel sticks, and
+the visible status never goes back. A job's status-read counter moves by ``HINCRBY`` only.
+
+Image work runs on the process that took the submit, which holds a **lease** on each job it
+runs (``SET PX``, renewed every :data:`LEASE_RENEW_S`). A process that reads a job whose work
+has not ended and whose lease has lapsed (its process died) ends it as ``error`` with code
+``system_error`` and a message saying so: the job never stays processing for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from emulator.core.jobs.model import FINAL_STAGE, Job, JobStatus
+from emulator.core.state.records import file_from_meta, job_from_record, job_record
+from emulator.core.state.redis import (
+    PREFIX,
+    dumps,
+    file_expiry_ms,
+    file_key,
+    file_mapping,
+    job_key,
+)
+from emulator.errors import EmulatorError
+
+if TYPE_CHECKING:
+    from emulator.core.jobs.engine import JobEngine
+
+log = logging.getLogger("emulator.state")
+
+#: Seconds within which a job changed in the background is written to Redis.
+FLUSH_DELAY_S = 0.05
+#: Milliseconds a lease on running work lasts without renewal.
+LEASE_MS = 5000
+#: Seconds between two renewals of the leases this process holds.
+LEASE_RENEW_S = 1.0
+#: Fields a job's image work decides (kept from whichever record has an outcome).
+WORK_FIELDS = ("outcome", "outputs", "error", "error_code", "work_started_at",
+               "work_ended_at", "charged_usd", "planned")
+#: Fields of the visible status (kept from whichever record shows the later stage).
+VIEW_FIELDS = ("status", "floor_stage", "started_at", "completed_at", "updated_at", "stuck")
+_RANK = {"queued": 0, "processing": 1}
+
+
+class StoreUnavailable(EmulatorError):
+    """The shared state store (Redis) cannot be reached: the vendor's 503, in its own error
+    shape (the one error boundary renders it), never a 500."""
+
+    status = 503
+    code = "service_unavailable"
+
+
+def lease_key(job_id: str) -> str:
+    """The lease on job ``job_id``'s running work."""
+    return f"{PREFIX}lease:{job_id}"
+
+
+def merge_records(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The record to keep when ``new`` is written over ``held`` (what Redis holds).
+
+    * the work: ``held``'s when it has an outcome and ``new`` has none (a process that read
+      the job before its work ended), or when ``held`` is cancelled (a cancel sticks);
+    * the visible status: ``held``'s when it shows a later stage (queued < processing <
+      final), so a status never goes back.
+    """
+    if held is None:
+        return new
+    out = dict(new)
+    if held.get("outcome") is not None and (
+            new.get("outcome") is None or held["outcome"] == JobStatus.CANCELLED.value):
+        for name in WORK_FIELDS:
+            out[name] = held.get(name)
+    if _RANK.get(held["status"], 2) > _RANK.get(new["status"], 2) or (
+            held["status"] == JobStatus.CANCELLED.value):
+        for name in VIEW_FIELDS:
+            out[name] = held.get(name)
+    return out
+
+
+def _raise_unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"Service temporarily unavailable: the emulator's state store "
+                            f"cannot be reached ({type(exc).__name__}); retry shortly")
+
+
+class SharedJobs:
+    """The engine's jobs and result files, shared through Redis at ``url``.
+
+    Use :meth:`start` / :meth:`stop` on the serving loop. Every method that talks to Redis
+    raises :class:`StoreUnavailable` when it cannot be reached.
+    """
+
+    def __init__(self, url: str, engine: JobEngine) -> None:
+        self.url = url
+        self.engine = engine
+        self.client: Any = aioredis.Redis.from_url(url, socket_timeout=5,
+                                                   socket_connect_timeout=2)
+        #: Ids of jobs whose image work runs in this process (their leases are renewed).
+        self.owned: set[str] = set()
+        #: Ids of result files already written to Redis by this process.
+        self._written_files: set[str] = set()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the background writer and the lease renewal."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_forever())
+            self._lease_task = asyncio.create_task(self._renew_forever())
+
+    async def stop(self) -> None:
+        """Write what is left, stop the loops and close the connection."""
+        for task in (self._task, self._lease_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._lease_task = None
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush()
+        with contextlib.suppress(RedisError, OSError):
+            if self.owned:
+                await self.client.delete(*[lease_key(i) for i in self.owned])
+        await self.client.aclose()
+
+    def changed(self) -> None:
+        """A job changed (called by the engine): write it within :data:`FLUSH_DELAY_S`."""
+        self._wake.set()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_DELAY_S)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except StoreUnavailable:
+                log.warning("state store %s unreachable; retrying", self.url)
+                self._wake.set()
+                await asyncio.sleep(0.5)
+            except Exception:  # never let the writer die
+                log.exception("state store %s: writing jobs failed", self.url)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_RENEW_S)
+            if not self.owned:
+                continue
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for job_id in list(self.owned):
+                    pipe.set(lease_key(job_id), "1", px=LEASE_MS)
+                await pipe.execute()
+            except (RedisError, OSError):
+                log.warning("state store %s: lease renewal failed", self.url)
+
+    # -- writing ---------------------------------------------------------------------------
+    async def flush(self) -> None:
+        """Write every job changed since the last write (merged with what Redis holds),
+        their new result files, and delete evicted jobs.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached; the changes are kept for the next.
+        """
+        async with self._lock:
+            engine = self.engine
+            jobs, dropped = engine.take_changes()
+            if not jobs and not dropped:
+                return
+            try:
+                for job in jobs:
+                    await self._write_job(job)
+                    if job.work_done:
+                        self.owned.discard(job.id)
+                if dropped:
+                    pipe = self.client.pipeline(transaction=False)
+                    for job_id in dropped:
+                        pipe.delete(job_key(job_id))
+                        pipe.zrem(PREFIX + "jobs", job_id)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                engine.retouch(jobs, dropped)
+                raise _raise_unavailable(exc) from exc
+
+    async def _write_job(self, job: Job) -> None:
+        new = job_record(job)
+        files = [f for f in job.outputs if f.id not in self._written_files]
+        if files:
+            pipe = self.client.pipeline(transaction=True)
+            for f in files:
+                pipe.hset(file_key(f.id), mapping=file_mapping(f))
+                expiry = file_expiry_ms(f)
+                if expiry is not None:
+                    pipe.pexpireat(file_key(f.id), expiry)
+            await pipe.execute()
+            self._written_files.update(f.id for f in files)
+        key = job_key(job.id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    held_text = await pipe.hget(key, "rec")
+                    held = json.loads(held_text) if held_text is not None else None
+                    merged = merge_records(held, new)
+                    pipe.multi()
+                    pipe.hset(key, "rec", dumps(
+                        {k: v for k, v in merged.items() if k != "status_reads"}))
+                    if held is None:
+                        pipe.zadd(PREFIX + "jobs", {job.id: job.created_at}, nx=True)
+                    if job.id in self.owned and not job.work_done:
+                        pipe.set(lease_key(job.id), "1", px=LEASE_MS)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        if merged is not new:
+            self._apply(job, merged)
+
+    # -- reading ---------------------------------------------------------------------------
+    async def prefetch(self, names: Iterable[str]) -> None:
+        """Read the jobs and result files named ``names`` (path parameters: a job id, a file
+        name ``<id>.png``) from Redis into this process, as they are now.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        names = [n for n in names if n]
+        if not names:
+            return
+        files = self.engine.files
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hmget(job_key(name), ["rec", "reads"])
+                pipe.exists(lease_key(name))
+            file_ids = [n.split(".", 1)[0] for n in names]
+            wanted = [i for i in file_ids if files.get(i) is None]
+            for file_id in wanted:
+                pipe.hmget(file_key(file_id), ["meta", "data"])
+            replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+        found_files = []
+        for (meta, data) in replies[2 * len(names):]:
+            if meta is not None and data is not None:
+                found_files.append(file_from_meta(json.loads(meta), bytes(data)))
+        if found_files:
+            files.restore(found_files)
+            self._written_files.update(f.id for f in found_files)
+        for i in range(len(names)):
+            (rec, reads), leased = replies[2 * i], replies[2 * i + 1]
+            if rec is not None:
+                await self._adopt(json.loads(rec), int(reads or 0), bool(leased))
+
+    async def _adopt(self, record: dict[str, Any], reads: int, leased: bool) -> None:
+        """Make this process's copy of a job what Redis holds (its outputs' files read too);
+        a job whose work has not ended, not run here, without a lease, is ended."""
+        engine = self.engine
+        job_id = record["id"]
+        record["status_reads"] = reads
+        missing = [i for i in record["outputs"] if engine.files.get(i) is None]
+        if missing:
+            await self.prefetch(missing)
+        job = engine.store.get(job_id)
+        if job is None:
+            job = job_from_record(record, engine.files, engine.generation)
+            job.status_reads = reads
+            engine.store.put(job)
+        else:
+            local = job_record(job)
+            merged = merge_records(record, local) if job_id in self.owned else (
+                merge_records(local, record))
+            self._apply(job, merged)
+            job.status_reads = max(job.status_reads, reads)
+        if record["outcome"] is None and not leased and job_id not in self.owned \
+                and not job.work_done:
+            job.error = ("the emulator process running the job's work stopped before it "
+                         "ended; submit it again")
+            job.error_code = "system_error"
+            engine.end_orphan(job)
+            await self.flush()
+
+    def _apply(self, job: Job, record: dict[str, Any]) -> None:
+        """Set ``job``'s fields from ``record`` (work and visible status)."""
+        fresh = job_from_record({**record, "status_reads": job.status_reads},
+                                self.engine.files, job.generation)
+        for name in (*WORK_FIELDS, *VIEW_FIELDS):
+            setattr(job, name, getattr(fresh, name))
+        if job.work_done and job._done is not None:
+            job._done.set()
+
+    async def count_read(self, job_id: str) -> int:
+        """One more status read of ``job_id`` (``HINCRBY``); the count now.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        try:
+            return int(await self.client.hincrby(job_key(job_id), "reads", 1))
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+
+    async def wait_work(self, job: Job, timeout_s: float) -> None:
+        """Wait at most ``timeout_s`` seconds for the work of a job run by another process
+        to end (read again every 50 ms)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not job.work_done and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            await self.prefetch([job.id])
+
+
+__all__ = ["FINAL_STAGE", "SharedJobs", "StoreUnavailable", "merge_records"]

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import time
+
 import httpx
 import pytest
 
@@ -93,4 +97,40 @@ def test_a_job_submitted_on_one_process_is_polled_and_downloaded_on_another(
                 assert from_b.content[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         _stop(a)
+        _stop(b)
+
+
+def test_a_job_whose_process_is_killed_mid_work_ends_on_another(
+        redis_server: RedisServer) -> None:
+    """A's job waits on an input that never arrives; A is killed (SIGKILL): once its lease
+    lapses, a status read on B ends the job in the vendor's error status with a message,
+    instead of processing for ever."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    hang = f"http://127.0.0.1:{silent.getsockname()[1]}/never.png"
+    a_port, b_port = free_port(), free_port()
+    extra = ("--store", redis_server.url, "--progression", "polls:50")
+    a, b = _serve(a_port, *extra), _serve(b_port, *extra)
+    driver = DRIVERS[0]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{a_port}", timeout=30) as client:
+            submitted = driver.submit(client, hang)
+            assert submitted.status_code == driver.submit_status, submitted.text
+            url = _on(driver.poll_url(client, submitted), b_port)
+            body = driver.outcome(client, url)
+            assert driver.status(body) in (driver.status_words["queued"],
+                                           driver.status_words["processing"]), body
+            a.kill()
+            a.wait(timeout=10)
+            deadline = time.monotonic() + 30  # the lease is 5 s
+            while driver.status(body) != driver.status_words["error"]:
+                assert time.monotonic() < deadline, body
+                time.sleep(0.25)
+                body = driver.outcome(client, url)
+            assert "stopped before it ended" in json.dumps(body), body
+    finally:
+        silent.close()
+        if a.poll() is None:
+            _stop(a)
         _stop(b)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -280,6 +281,17 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
     app = EmulatorApp(lifespan=lifespan, table=table)
     app.state.emulator = emulator
     return app
+
+
+def create_app_from_env() -> EmulatorApp:
+    """The app of one ``serve --workers N`` worker process (uvicorn's factory): settings from
+    ``RMBG_EMULATOR_SETTINGS_JSON`` (what ``serve`` parsed), else from the environment.
+
+    Raises:
+        ValueError: settings that do not parse.
+    """
+    text = os.environ.get(Settings.JSON_ENV)
+    return create_app(Settings.from_json(text) if text else Settings.from_env())
 
 
 def describe(app: Starlette) -> dict[str, Any]:

@@ -363,10 +363,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         logger, listener = start_logger()
         asgi = AccessLog(app, logger)
+    if settings.workers > 1:
+        # N uvicorn worker processes on the one socket, each building its app from these
+        # settings (emulator.app.create_app_from_env); state is shared through the store.
+        os.environ[Settings.JSON_ENV] = settings.to_json()
+        asgi = "emulator.app:create_app_from_env"
     try:
         run_server(asgi, sock=sock, host=settings.host, port=settings.port,
                    log_level=args.log_level, ssl_certfile=certfile, ssl_keyfile=keyfile,
-                   timeout_graceful_shutdown=settings.graceful_shutdown_s)
+                   timeout_graceful_shutdown=settings.graceful_shutdown_s,
+                   workers=settings.workers)
     except ServerStartError as exc:
         print(f"rmbg-emulator: {exc}", file=sys.stderr)
         return 1
@@ -404,6 +410,12 @@ def run_server(app: Any, *, sock: socket.socket, **config: Any) -> None:
     """
     import uvicorn
 
+    if isinstance(app, str):  # --workers N: an import string of an app factory
+        from uvicorn.supervisors import Multiprocess
+
+        multi = uvicorn.Config(app, access_log=False, factory=True, **config)
+        Multiprocess(multi, sockets=[sock]).run()
+        return
     server = uvicorn.Server(uvicorn.Config(app, access_log=False, **config))
     server.run(sockets=[sock])
     if not server.started:

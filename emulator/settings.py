@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,8 +94,8 @@ class Settings:
     progression: str = "time"
     latency: str = "fast"
     virtual_clock: bool = False
-    #: Server processes (``--workers``). More than one needs a store the processes share;
-    #: the memory store (the only one today) holds jobs in one process, so only 1 is valid.
+    #: Server processes (``--workers``). More than one needs a store the processes share
+    #: (``--store redis://...``); memory and SQLite keep state in one process.
     workers: int = 1
     #: Image workers (``--matte-workers``): threads, each with its worker process when
     #: ``matte_pool`` is ``processes`` (emulator.core.jobs.pool).
@@ -147,7 +148,7 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        if self.workers > 1:
+        if self.workers > 1 and not self.store.startswith(("redis://", "rediss://")):
             raise ValueError(
                 f"--workers {self.workers}: more than one server process needs a store they "
                 "share (--store redis://...); the memory store keeps jobs in one process. "
@@ -193,6 +194,30 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    #: The environment variable that hands ``serve --workers N``'s settings to each worker
+    #: process (:meth:`to_json`, :func:`emulator.app.create_app_from_env`).
+    JSON_ENV = "RMBG_EMULATOR_SETTINGS_JSON"
+
+    def to_json(self) -> str:
+        """These settings as JSON (read back by :meth:`from_json`)."""
+        values = dataclasses.asdict(self)
+        values["keys"] = sorted(self.keys) if self.keys is not None else None
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The settings of :meth:`to_json`'s ``text``.
+
+        Raises:
+            ValueError: not such JSON, or a value :meth:`__post_init__` refuses.
+        """
+        values = json.loads(text)
+        for f in dataclasses.fields(cls):
+            if isinstance(values.get(f.name), list):
+                values[f.name] = (frozenset(values[f.name]) if f.name == "keys"
+                                  else tuple(values[f.name]))
+        return cls(**values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -134,3 +138,50 @@ def test_a_job_whose_process_is_killed_mid_work_ends_on_another(
         if a.poll() is None:
             _stop(a)
         _stop(b)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def test_serve_workers_2_on_redis_is_one_emulator(redis_server: RedisServer) -> None:
+    """``serve --workers 2 --store redis://``: two server processes on one port; jobs
+    submitted and polled over fresh connections (either worker answers) all succeed, and
+    their files download. On memory, ``--workers 2`` is still refused."""
+    port = free_port()
+    image = _png()
+    proc = _serve(port, "--store", redis_server.url, "--workers", "2",
+                  "--progression", "polls:3")
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(proc.pid)) < 2:  # uvicorn's two workers (and no more needed)
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for driver in DRIVERS:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                submitted = driver.submit(client, image)
+                assert submitted.status_code == driver.submit_status, submitted.text
+                url = driver.poll_url(client, submitted)
+            for _ in range(100):
+                # a new connection each time: the kernel hands it to either worker
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                  limits=httpx.Limits(max_keepalive_connections=0)) as one:
+                    body = driver.outcome(one, url)
+                    if driver.status(body) == driver.status_words["succeeded"]:
+                        assert one.get(driver.urls(body)[0]).status_code == 200
+                        break
+            assert driver.status(body) == driver.status_words["succeeded"], body
+    finally:
+        _stop(proc)
+    refused = subprocess.run(
+        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--workers", "2"],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "store they share" in refused.stderr, refused.stderr

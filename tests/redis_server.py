@@ -16,8 +16,8 @@ from emulator.testing.server import free_port
 
 
 class RedisServer:
-    """One ``redis-server`` process; :meth:`start` again after :meth:`stop` keeps the port
-    (a Redis that goes away and comes back)."""
+    """One ``redis-server`` process (append-only file in ``folder``); :meth:`start` again
+    after :meth:`stop` keeps the port and the data (a Redis that goes away and comes back)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -35,7 +35,7 @@ class RedisServer:
         assert binary is not None
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.folder), "--save", "", "--appendonly", "no"],
+             str(self.folder), "--save", "", "--appendonly", "yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10

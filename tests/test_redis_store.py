@@ -185,3 +185,43 @@ def test_serve_workers_2_on_redis_is_one_emulator(redis_server: RedisServer) -> 
         [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--workers", "2"],
         capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "store they share" in refused.stderr, refused.stderr
+
+
+def test_a_redis_that_goes_away_gets_the_vendors_503_and_loses_no_job(
+        redis_server: RedisServer) -> None:
+    """Redis stops: every vendor's status read answers 503 in the vendor's own JSON error
+    shape (never a 500); Redis comes back: the jobs submitted before answer again, from a
+    second process too."""
+    a_port, b_port = free_port(), free_port()
+    image = _png()
+    a = _serve(a_port, "--store", redis_server.url)
+    kept = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{a_port}", timeout=30) as client:
+            for driver in DRIVERS:
+                submitted = driver.submit(client, image)
+                assert submitted.status_code == driver.submit_status, submitted.text
+                url = driver.poll_url(client, submitted)
+                kept.append((driver, url, _final(client, driver, url)))
+            redis_server.stop()
+            for driver, url, _ in kept:
+                down = driver.poll(client, url)
+                assert down.status_code == 503, (driver.slug, down.status_code, down.text)
+                assert isinstance(down.json(), dict), down.text
+                submitted = driver.submit(client, image)
+                assert submitted.status_code == 503, (driver.slug, submitted.text)
+            redis_server.start()
+            for driver, url, body in kept:
+                again = driver.outcome(client, url)
+                assert driver.status(again) == driver.status_words["succeeded"], again
+        b = _serve(b_port, "--store", redis_server.url)
+        try:
+            with httpx.Client(timeout=30) as client:
+                for driver, url, body in kept:
+                    again = driver.outcome(client, _on(url, b_port))
+                    assert driver.status(again) == driver.status_words["succeeded"], again
+                    assert client.get(_on(driver.urls(again)[0], b_port)).status_code == 200
+        finally:
+            _stop(b)
+    finally:
+        _stop(a)

@@ -102,6 +102,7 @@ class Emulator:
             from emulator.core.state.shared import SharedJobs
 
             self.jobs.shared = SharedJobs(settings.store, self.jobs)
+            self.jobs.shared.on_reset = partial(self.reset, store=False)
         self.saver: StateSaver | None = None
         if self.state.durable:
             self.saver = self._restore_state()
@@ -184,14 +185,15 @@ class Emulator:
         self.scenarios.append(summary)
         return summary
 
-    def reset(self, *, reload_scenarios: bool = True) -> None:
+    def reset(self, *, reload_scenarios: bool = True, store: bool = True) -> None:
         """Forget jobs, files, balances, violations, fault rules, the journal and webhook
-        deliveries, and what a durable state store holds; the clock goes back to now. Then the
+        deliveries, and what a durable state store holds (unless ``store`` is false: another
+        process sharing it has reset it already); the clock goes back to now. Then the
         scenario files given at start-up are applied again (fresh counters), unless
         ``reload_scenarios`` is false.
         """
         self.jobs.reset()
-        if self.saver is not None:
+        if self.saver is not None and store:
             self.saver.clear()
         self.webhooks.clear()
         self.secrets.reset()

@@ -226,3 +226,39 @@ def test_a_redis_that_goes_away_gets_the_vendors_503_and_loses_no_job(
             _stop(b)
     finally:
         _stop(a)
+
+
+def test_a_webhook_goes_out_once_and_a_reset_on_one_process_resets_all(
+        redis_server: RedisServer) -> None:
+    """A job with a webhook, submitted on A (``polls:2``), is read on A and on B until both
+    show it final: the sink gets one delivery, not two. Then ``POST /_emulator/reset`` on A:
+    B answers the job as unknown (404), as A does."""
+    from emulator.testing.sink import WebhookSink
+
+    a_port, b_port = free_port(), free_port()
+    extra = ("--store", redis_server.url, "--progression", "polls:2")
+    a, b = _serve(a_port, *extra), _serve(b_port, *extra)
+    driver = DRIVERS[0]  # Pixazo: X-Webhook-URL
+    try:
+        with WebhookSink() as sink, httpx.Client(timeout=30) as client:
+            with httpx.Client(base_url=f"http://127.0.0.1:{a_port}", timeout=30) as on_a_client:
+                submitted = driver.submit_with_webhook(on_a_client, _png(), sink.url + "/hook")
+            assert submitted.status_code == driver.submit_status, submitted.text
+            url = driver.poll_url(client, submitted)
+            for _ in range(100):
+                on_a = driver.outcome(client, _on(url, a_port))
+                on_b = driver.outcome(client, _on(url, b_port))
+                if driver.status(on_a) == driver.status(on_b) == driver.status_words[
+                        "succeeded"]:
+                    break
+                time.sleep(0.05)
+            assert driver.status(on_b) == driver.status_words["succeeded"], on_b
+            sink.wait_for(1, 30.0)
+            time.sleep(1.5)  # room for a second delivery, were there one
+            assert len(sink.received) == 1, sink.received
+            assert client.post(f"http://127.0.0.1:{a_port}/_emulator/reset").status_code == 200
+            assert driver.poll(client, _on(url, a_port)).status_code == 404
+            assert driver.poll(client, _on(url, b_port)).status_code == 404
+    finally:
+        _stop(a)
+        _stop(b)

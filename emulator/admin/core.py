@@ -123,6 +123,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         if not isinstance(reload, bool):
             raise InvalidInput("scenarios must be true or false")
         emulator.reset(reload_scenarios=reload)
+        if emulator.saver is not None:
+            await emulator.saver.drain()  # the store is empty before the answer
+        if emulator.jobs.shared is not None:
+            await emulator.jobs.shared.reset_done()  # the others reset themselves
         return JSONResponse({"reset": True,
                              "scenarios": [s["name"] for s in emulator.scenarios]})
 

@@ -431,6 +431,10 @@ class JobEngine:
     def _show(self, job: Job, stage: int) -> None:
         if self.progression.show(job, stage):
             self._watched.pop(job.id, None)
+            if self.shared is not None and self.final_listeners:
+                # several processes may reveal it: the webhook goes out from one only
+                self._spawn(self.shared.announce_once(job, self.final_listeners))
+                return
             for listener in self.final_listeners:
                 self._spawn(listener(job))
 

@@ -174,6 +174,11 @@ class StateSaver:
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.close)
             self._writer.shutdown(wait=True)
 
+    async def drain(self) -> None:
+        """Wait until the writer thread has done everything handed to it so far (a
+        :meth:`clear`)."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: None)
+
     def clear(self) -> None:
         """Forget everything saved (reset): queued after any batch already handed over, and
         every document is written again at the next batch."""

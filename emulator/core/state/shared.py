@@ -27,13 +27,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
-from emulator.core.jobs.model import FINAL_STAGE, Job, JobStatus
+from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
 from emulator.core.state.records import file_from_meta, job_from_record, job_record
 from emulator.core.state.redis import (
     PREFIX,
@@ -56,6 +56,10 @@ FLUSH_DELAY_S = 0.05
 LEASE_MS = 5000
 #: Seconds between two renewals of the leases this process holds.
 LEASE_RENEW_S = 1.0
+#: Milliseconds the mark "this job's final status was announced" is kept (one day).
+ANNOUNCED_MS = 24 * 3600 * 1000
+#: The reset generation (``INCR`` by :meth:`RedisStore.clear`).
+GEN_KEY = PREFIX + "gen"
 #: Fields a job's image work decides (kept from whichever record has an outcome).
 WORK_FIELDS = ("outcome", "outputs", "error", "error_code", "work_started_at",
                "work_ended_at", "charged_usd", "planned")
@@ -124,11 +128,18 @@ class SharedJobs:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        #: The reset generation this process has applied (``None``: not read yet).
+        self.generation: int | None = None
+        #: Resets this process's own state (jobs, files, rules, ...) when another process
+        #: reset the emulator (set by the app: ``Emulator.reset`` without the store).
+        self.on_reset: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Start the background writer and the lease renewal."""
         if self._task is None:
+            with contextlib.suppress(RedisError, OSError):
+                self.generation = int(await self.client.get(GEN_KEY) or 0)
             self._task = asyncio.create_task(self._write_forever())
             self._lease_task = asyncio.create_task(self._renew_forever())
 
@@ -168,15 +179,50 @@ class SharedJobs:
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(LEASE_RENEW_S)
-            if not self.owned:
-                continue
             try:
                 pipe = self.client.pipeline(transaction=False)
+                pipe.get(GEN_KEY)
                 for job_id in list(self.owned):
                     pipe.set(lease_key(job_id), "1", px=LEASE_MS)
-                await pipe.execute()
+                replies = await pipe.execute()
+                self._check_generation(replies[0])
             except (RedisError, OSError):
                 log.warning("state store %s: lease renewal failed", self.url)
+
+    def _check_generation(self, value: Any) -> None:
+        """Reset this process when the store's generation moved (another process reset)."""
+        generation = int(value or 0)
+        if self.generation is not None and generation != self.generation:
+            log.info("state store %s: reset by another process", self.url)
+            self.owned.clear()
+            self._written_files.clear()
+            if self.on_reset is not None:
+                self.on_reset()
+        self.generation = generation
+
+    async def reset_done(self) -> None:
+        """After this process reset the store (and so moved the generation): note the new
+        generation, so this process does not reset itself again."""
+        self.owned.clear()
+        self._written_files.clear()
+        try:
+            self.generation = int(await self.client.get(GEN_KEY) or 0)
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+
+    async def announce_once(self, job: Job, listeners: Sequence[FinalListener]) -> None:
+        """Run ``listeners`` (the webhook) for ``job``'s final status in one process only:
+        the first to set ``rmbg:final:<id>`` (``SET NX PX``) runs them; another process
+        that reveals the same status later does not."""
+        try:
+            first = await self.client.set(f"{PREFIX}final:{job.id}", "1", nx=True,
+                                          px=ANNOUNCED_MS)
+        except (RedisError, OSError):
+            log.warning("state store %s unreachable: job %s announced here", self.url, job.id)
+            first = True
+        if first:
+            for listener in listeners:
+                await listener(job)
 
     # -- writing ---------------------------------------------------------------------------
     async def flush(self) -> None:
@@ -254,6 +300,7 @@ class SharedJobs:
         files = self.engine.files
         try:
             pipe = self.client.pipeline(transaction=False)
+            pipe.get(GEN_KEY)
             for name in names:
                 pipe.hmget(job_key(name), ["rec", "reads"])
                 pipe.exists(lease_key(name))
@@ -264,6 +311,7 @@ class SharedJobs:
             replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise _raise_unavailable(exc) from exc
+        self._check_generation(replies.pop(0))
         found_files = []
         for (meta, data) in replies[2 * len(names):]:
             if meta is not None and data is not None:

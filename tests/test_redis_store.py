@@ -262,3 +262,44 @@ def test_a_webhook_goes_out_once_and_a_reset_on_one_process_resets_all(
     finally:
         _stop(a)
         _stop(b)
+
+
+def test_a_balance_drained_from_two_processes_admits_exactly_what_it_covers(
+        redis_server: RedisServer) -> None:
+    """A balance of three jobs (0.054 USD), set on A: submits alternating between A and B
+    (every vendor's), concurrently too: exactly three are accepted, every other gets the
+    vendor's 402 on either process, and both show the balance 0 once the jobs are done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a_port, b_port = free_port(), free_port()
+    image = _png()
+    a = _serve(a_port, "--store", redis_server.url)
+    b = _serve(b_port, "--store", redis_server.url)
+    try:
+        with httpx.Client(timeout=30) as client:
+            set_to = client.post(f"http://127.0.0.1:{a_port}/_emulator/keys/drained",
+                                 json={"balance_usd": 0.054})
+            assert set_to.status_code == 200, set_to.text
+
+            def submit(i: int) -> int:
+                driver = DRIVERS[i % len(DRIVERS)]
+                port = (a_port, b_port)[i % 2]
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as one:
+                    return driver.submit(one, image, key="drained").status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(submit, range(12)))
+            accepted = [c for c in codes if c in (200, 201, 202)]
+            assert len(accepted) == 3, codes
+            assert codes.count(402) == 9, codes
+            for port in (a_port, b_port):
+                for _ in range(100):
+                    account = client.get(f"http://127.0.0.1:{port}/_emulator/keys/drained"
+                                         ).json()
+                    if account["active_jobs"] == 0:
+                        break
+                    time.sleep(0.1)
+                assert (account["balance_usd"], account["held_usd"]) == ("0", "0"), account
+    finally:
+        _stop(a)
+        _stop(b)

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from emulator import __version__, samples
-from emulator.core.billing import KEY_FIELDS, parse_key_settings
+from emulator.core.billing import KEY_FIELDS, parse_key_settings, usd_text
 from emulator.core.jobs import JobStatus
 from emulator.errors import Conflict, InvalidInput, NotFound
 from emulator.jsonbody import read_json
@@ -200,13 +200,20 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         now = emulator.clock.advance(seconds)
         return JSONResponse({"now": now, "advanced_s": seconds})
 
-    def account(key: str) -> dict[str, Any]:
-        return {**jobs.billing.account(key).to_json(),
+    async def account(key: str) -> dict[str, Any]:
+        view = {**jobs.billing.account(key).to_json(),
                 "strict": emulator.guard.is_strict_key(key)}
+        if jobs.shared is not None:  # what every process shares (Redis)
+            held = await jobs.shared.accounts.get(key)
+            view.update(balance_usd=usd_text(held.balance_usd),
+                        held_usd=usd_text(held.held_usd),
+                        available_usd=usd_text(held.balance_usd - held.held_usd),
+                        active_jobs=held.active_jobs)
+        return view
 
     async def key_route(request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
-            return JSONResponse(account(request.path_params["key"]))
+            return JSONResponse(await account(request.path_params["key"]))
         return await key_put(request)
 
     async def key_put(request: Request) -> Response:
@@ -222,7 +229,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         if strict is not None:
             emulator.guard.set_strict_key(key, strict)
         jobs.billing.configure(key, settings, emulator.clock.now())
-        return JSONResponse(account(key))
+        if jobs.shared is not None and settings.balance_usd is not None:
+            await jobs.shared.accounts.set_balance(key, settings.balance_usd)
+        return JSONResponse(await account(key))
 
     return [
         Route(PREFIX + "/health", health, methods=["GET"]),

@@ -32,6 +32,9 @@ class JobStore(Protocol):
     def clear(self) -> None:
         """Forget every job."""
 
+    def discard(self, job_id: str) -> None:
+        """Forget one job (if kept)."""
+
     def __len__(self) -> int:
         """How many jobs are kept."""
 
@@ -88,6 +91,11 @@ class InMemoryJobStore:
         """Forget every job."""
         with self._lock:
             self._jobs.clear()
+
+    def discard(self, job_id: str) -> None:
+        """Forget one job (if kept): a submit a shared store refused afterwards."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
 
     def __len__(self) -> int:
         return len(self._jobs)

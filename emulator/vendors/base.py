@@ -294,6 +294,9 @@ class VendorAdapter:
             await shared.prefetch([str(v) for v in request.path_params.values()])
             await self.port.guard.check(self, operation, request)
             response = await endpoint(request)
+            ctx: RequestContext | None = request.scope.get(CTX_KEY)
+            if ctx is not None and ctx.job_id is not None:
+                await shared.admit(ctx.job_id)  # a submit: balance, limits, atomically
             await shared.flush()
             return response
 

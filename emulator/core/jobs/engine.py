@@ -215,6 +215,13 @@ class JobEngine:
             self._changed.update(j.id for j in jobs)
             self._dropped |= dropped
 
+    def withdraw(self, job: Job) -> None:
+        """Forget a job the shared store refused to admit (its balance, rate limit or cap):
+        never billed, never shown; work already started ends unseen."""
+        job.generation = -1
+        self.store.discard(job.id)
+        self._watched.pop(job.id, None)
+
     def end_orphan(self, job: Job) -> None:
         """End a job whose work ran in another process that stopped before it ended (its
         lease lapsed; :mod:`emulator.core.state.shared`): ``error``, not charged; its
@@ -284,8 +291,10 @@ class JobEngine:
             raise InvalidInput(f"unknown task {task.kind!r}")
         now = self.clock.now()
         price = usd(self.settings.price_usd if price_usd is None else price_usd)
-        self.billing.throttle(api_key, now)
-        self.billing.open_job(api_key, price, now, job_id, vendor)
+        if self.shared is None:
+            self.billing.throttle(api_key, now)
+            self.billing.open_job(api_key, price, now, job_id, vendor)
+        # else the shared store admits it atomically after the handler (SharedJobs.admit)
         job = Job(
             id=job_id, vendor=vendor, operation=operation, api_key=api_key, task=task,
             created_at=now, updated_at=now, price_usd=price, origin=origin,
@@ -295,6 +304,7 @@ class JobEngine:
         self._touch(job)
         if self.shared is not None:
             self.shared.owned.add(job.id)
+            self.shared.pending[job.id] = job
         if watch:
             self._watched[job.id] = job
         if plan is not None:
@@ -362,8 +372,11 @@ class JobEngine:
         job.work_ended_at = self.clock.now()
         if job.generation == self._generation:
             charge = outcome is JobStatus.SUCCEEDED
-            self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,
-                                   job.vendor, charge=charge)
+            if self.shared is not None:
+                self.shared.settle(job, charge=charge)
+            else:
+                self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,
+                                       job.vendor, charge=charge)
             job.charged_usd = job.price_usd if charge else ZERO
         if job._done is not None:
             job._done.set()
@@ -489,7 +502,9 @@ class JobEngine:
 
     def _void(self, job: Job, note: str) -> None:
         """Refund a job already charged whose success is being overridden."""
-        if job.charged_usd and job.generation == self._generation:
+        if job.charged_usd and job.generation == self._generation and self.shared is not None:
+            self.shared.refund(job, job.charged_usd)
+        elif job.charged_usd and job.generation == self._generation:
             self.billing.refund(job.api_key, job.charged_usd, self.clock.now(), job.id,
                                 job.vendor, note)
         job.charged_usd = ZERO

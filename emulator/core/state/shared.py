@@ -28,12 +28,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
+from emulator.core.state.accounts import SharedAccounts
 from emulator.core.state.records import file_from_meta, job_from_record, job_record
 from emulator.core.state.redis import (
     PREFIX,
@@ -133,6 +135,12 @@ class SharedJobs:
         #: Resets this process's own state (jobs, files, rules, ...) when another process
         #: reset the emulator (set by the app: ``Emulator.reset`` without the store).
         self.on_reset: Callable[[], None] | None = None
+        #: Balances, holds and tokens (one Lua script per decision).
+        self.accounts = SharedAccounts(self.client, engine.billing.default_balance_usd)
+        #: Jobs submitted here whose admission (:meth:`admit`) has not run yet.
+        self.pending: dict[str, Job] = {}
+        #: Settlements not yet written: ``(job, charge, refund_usd)``.
+        self._settle: list[tuple[Job, bool, Decimal | None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -225,6 +233,56 @@ class SharedJobs:
                 await listener(job)
 
     # -- writing ---------------------------------------------------------------------------
+    def settle(self, job: Job, *, charge: bool) -> None:
+        """Release ``job``'s hold, charging it when ``charge`` (written by the next
+        :meth:`flush`, after the job's admission)."""
+        self._settle.append((job, charge, None))
+        self._wake.set()
+
+    def refund(self, job: Job, amount_usd: Decimal) -> None:
+        """Give back ``amount_usd`` charged for ``job`` (written by the next :meth:`flush`)."""
+        self._settle.append((job, False, amount_usd))
+        self._wake.set()
+
+    async def admit(self, job_id: str) -> None:
+        """Admit the job ``job_id`` submitted by this request: a token, the concurrency cap
+        and the price held, atomically on Redis (:class:`SharedAccounts`). Refused, the job
+        is withdrawn (:meth:`JobEngine.withdraw`) and the vendor's error answers instead.
+
+        Raises:
+            RateLimited, PaymentRequired: refused.
+            StoreUnavailable: Redis cannot be reached (the job is withdrawn).
+        """
+        job = self.pending.pop(job_id, None)
+        if job is None:
+            return
+        engine = self.engine
+        limit = engine.billing.account(job.api_key).limit
+        try:
+            await self.accounts.admit(job.api_key, job.price_usd, limit, engine.clock.now())
+        except EmulatorError:
+            self._withdraw(job)
+            raise
+        except (RedisError, OSError) as exc:
+            self._withdraw(job)
+            raise _raise_unavailable(exc) from exc
+        engine.retouch([job], set())
+
+    def _withdraw(self, job: Job) -> None:
+        self.owned.discard(job.id)
+        self._settle = [s for s in self._settle if s[0] is not job]
+        self.engine.withdraw(job)
+
+    async def _write_settlements(self) -> None:
+        due = [s for s in self._settle if s[0].id not in self.pending]
+        for item in due:
+            job, charge, refund = item
+            if refund is not None:
+                await self.accounts.refund(job.api_key, refund)
+            else:
+                await self.accounts.settle(job.api_key, job.price_usd, charge=charge)
+            self._settle.remove(item)
+
     async def flush(self) -> None:
         """Write every job changed since the last write (merged with what Redis holds),
         their new result files, and delete evicted jobs.
@@ -235,6 +293,15 @@ class SharedJobs:
         async with self._lock:
             engine = self.engine
             jobs, dropped = engine.take_changes()
+            waiting = [j for j in jobs if j.id in self.pending]
+            if waiting:  # written once admitted
+                engine.retouch(waiting, set())
+                jobs = [j for j in jobs if j.id not in self.pending]
+            try:
+                await self._write_settlements()
+            except (RedisError, OSError) as exc:
+                engine.retouch(jobs, dropped)
+                raise _raise_unavailable(exc) from exc
             if not jobs and not dropped:
                 return
             try:

@@ -103,6 +103,7 @@ class Emulator:
 
             self.jobs.shared = SharedJobs(settings.store, self.jobs)
             self.jobs.shared.on_reset = partial(self.reset, store=False)
+            self.jobs.shared.faults = self.faults
         self.saver: StateSaver | None = None
         if self.state.durable:
             self.saver = self._restore_state()

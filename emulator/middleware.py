@@ -196,8 +196,17 @@ class FaultMiddleware:
             length, chunked = body_framing(scope["headers"])
             if refuse is None and length is not None and length > limit:
                 refuse = BodyTooLarge(limit, length)
+            shared = self.emulator.jobs.shared
+            if shared is not None and refuse is None:
+                try:  # the rules as every process shares them (Redis)
+                    await shared.sync_rules()
+                except EmulatorError as exc:
+                    refuse = exc
             await serve(ctx, scope, CappedReceive(receive, limit) if chunked else receive, send,
                         refuse=refuse)
+            if shared is not None and refuse is None and scope["method"] not in ("GET", "HEAD"):
+                with contextlib.suppress(EmulatorError):
+                    await shared.publish_rules()
             return
         started = time.perf_counter()
         at = self.clock.now()
@@ -223,6 +232,11 @@ class FaultMiddleware:
             # Refused before a byte of the body is read (and before any fault rule), in the
             # vendor's own 413 body.
             refuse = BodyTooLarge(limit, length)
+        if refuse is None and self.emulator.jobs.shared is not None:
+            try:  # the rules and their hits as every process shares them (Redis)
+                await self.emulator.jobs.shared.sync_rules()
+            except EmulatorError as exc:
+                refuse = exc
         if refuse is None and (header_text is not None or key_hint or self.faults.live):
             await self._with_faults(ctx, scope, receive, send, recorder, header_text, at,
                                     started)
@@ -263,6 +277,18 @@ class FaultMiddleware:
                     problem, status=400, code="invalid_fault_rule"))
                 return
             plan = ctx.plan = self.faults.plan(ctx.vendor, ctx.operation, key, first)
+            shared = self.emulator.jobs.shared
+            while shared is not None and plan.rule is not None and plan.rule.times is not None \
+                    and plan.rule.source not in ("header", "key"):
+                # a stored rule's times are global: the hit is taken on Redis, atomically
+                try:
+                    if await shared.take_hit(plan.rule):
+                        break
+                except EmulatorError as exc:
+                    await serve(ctx, scope, receive, recorder, refuse=exc)
+                    return
+                self.faults.refresh()
+                plan = ctx.plan = self.faults.plan(ctx.vendor, ctx.operation, key, first)
             if plan.empty:
                 await serve(ctx, scope, receive, recorder)
                 return

@@ -303,3 +303,30 @@ def test_a_balance_drained_from_two_processes_admits_exactly_what_it_covers(
     finally:
         _stop(a)
         _stop(b)
+
+
+def test_a_times_2_rule_added_on_one_process_is_hit_once_on_each_then_no_more(
+        redis_server: RedisServer) -> None:
+    """A ``times: 2`` rule added on A applies on B too, and its two hits are global: one
+    submit on A and one on B get its 503, every later one on either is accepted; both show
+    the rule used up."""
+    a_port, b_port = free_port(), free_port()
+    image = _png()
+    a = _serve(a_port, "--store", redis_server.url)
+    b = _serve(b_port, "--store", redis_server.url)
+    driver = DRIVERS[0]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{a_port}", timeout=30) as on_a, \
+                httpx.Client(base_url=f"http://127.0.0.1:{b_port}", timeout=30) as on_b:
+            rule = on_a.post("/_emulator/faults", json={
+                "vendor": driver.slug, "status": 503, "times": 2}).json()
+            assert driver.submit(on_a, image).status_code == 503
+            assert driver.submit(on_b, image).status_code == 503
+            for client in (on_a, on_b, on_a, on_b):
+                assert driver.submit(client, image).status_code == driver.submit_status
+            for client in (on_a, on_b):
+                seen = client.get(f"/_emulator/faults/{rule['id']}").json()
+                assert (seen["hits"], seen["remaining"]) == (2, 0), seen
+    finally:
+        _stop(a)
+        _stop(b)

@@ -48,6 +48,7 @@ from emulator.core.state.redis import (
 from emulator.errors import EmulatorError
 
 if TYPE_CHECKING:
+    from emulator.core.faults.rules import FaultRule, FaultRules
     from emulator.core.jobs.engine import JobEngine
 
 log = logging.getLogger("emulator.state")
@@ -62,6 +63,21 @@ LEASE_RENEW_S = 1.0
 ANNOUNCED_MS = 24 * 3600 * 1000
 #: The reset generation (``INCR`` by :meth:`RedisStore.clear`).
 GEN_KEY = PREFIX + "gen"
+#: Fault rules' hits, by rule id (a hash; ``HINCRBY`` in :data:`TAKE_HIT` only).
+HITS_KEY = PREFIX + "hits"
+#: The fault rules' document (``FaultRules.dump``) and its version (``INCR`` per change).
+RULES_KEY = PREFIX + "rules"
+RULES_VERSION_KEY = PREFIX + "rules:version"
+#: KEYS[1] the hits hash; ARGV: rule id, times ('' for none). The hits now, or -1 when the
+#: rule's ``times`` are used up (nothing taken).
+TAKE_HIT = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if ARGV[2] ~= '' and n > tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+  return -1
+end
+return n
+"""
 #: Fields a job's image work decides (kept from whichever record has an outcome).
 WORK_FIELDS = ("outcome", "outputs", "error", "error_code", "work_started_at",
                "work_ended_at", "charged_usd", "planned")
@@ -105,6 +121,12 @@ def merge_records(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str,
     return out
 
 
+def _without_hits(doc: Any) -> Any:
+    """A rules document without the rules' hits (they are counted apart, in Redis)."""
+    return {**doc, "rules": [{k: v for k, v in r.items() if k != "hits"}
+                             for r in doc["rules"]]}
+
+
 def _raise_unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"Service temporarily unavailable: the emulator's state store "
                             f"cannot be reached ({type(exc).__name__}); retry shortly")
@@ -141,6 +163,11 @@ class SharedJobs:
         self.pending: dict[str, Job] = {}
         #: Settlements not yet written: ``(job, charge, refund_usd)``.
         self._settle: list[tuple[Job, bool, Decimal | None]] = []
+        #: The fault rules shared (``Emulator`` sets them; ``None``: rules stay local).
+        self.faults: FaultRules | None = None
+        self._rules_seen: int | None = None
+        self._rules_published: Any = None
+        self._take_hit = self.client.register_script(TAKE_HIT)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -207,6 +234,76 @@ class SharedJobs:
             if self.on_reset is not None:
                 self.on_reset()
         self.generation = generation
+
+    # -- fault rules ---------------------------------------------------------------------
+    async def sync_rules(self) -> None:
+        """Before a request: load the fault rules if another process changed them, and
+        every rule's hits (so ``times`` left and ``FaultRules.live`` are the shared ones).
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        faults = self.faults
+        if faults is None:
+            return
+        try:
+            version, hits = await self.client.pipeline(transaction=False).get(
+                RULES_VERSION_KEY).hgetall(HITS_KEY).execute()
+            version = int(version or 0)
+            if version != self._rules_seen:
+                doc = await self.client.get(RULES_KEY)
+                self._rules_seen = version
+                if doc is not None:
+                    value = json.loads(doc)
+                    faults.load(value)
+                    self._rules_published = _without_hits(value)
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+        if hits:
+            for rule in faults.rules():
+                taken = hits.get(rule.id.encode())
+                if taken is not None:
+                    rule.hits = int(taken)
+        faults.refresh()
+
+    async def publish_rules(self) -> None:
+        """After a control-plane request: write the fault rules if they changed here.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        faults = self.faults
+        if faults is None:
+            return
+        value = faults.dump()
+        if _without_hits(value) == self._rules_published:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(RULES_KEY, dumps(value))
+            pipe.incr(RULES_VERSION_KEY)
+            _, self._rules_seen = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+        self._rules_published = _without_hits(value)
+
+    async def take_hit(self, rule: FaultRule) -> bool:
+        """Take one of ``rule``'s ``times`` on Redis (one Lua script); its ``hits`` become
+        the shared count. ``False``: used up (by any process).
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        try:
+            taken = int(await self._take_hit(
+                keys=[HITS_KEY], args=[rule.id, "" if rule.times is None else rule.times]))
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+        if taken < 0:
+            rule.hits = rule.times if rule.times is not None else rule.hits
+            return False
+        rule.hits = taken
+        return True
 
     async def reset_done(self) -> None:
         """After this process reset the store (and so moved the generation): note the new

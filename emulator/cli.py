@@ -348,6 +348,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
+    print(f"  dashboard: {base}/_emulator/ui"
+          + ("  (log in: /_emulator/ui/login)" if settings.admin_token is not None else ""))
     print(f"  docs: {DOCS_URL}")
     print(f"  access log: {'on' if args.access_log else 'off (--access-log)'}")
     # The socket is bound and listening: connections queue from here on.

@@ -118,6 +118,16 @@ class Contract:
         """``info.version``."""
         return str(self.document.get("info", {}).get("version", ""))
 
+    @property
+    def status_words(self) -> tuple[str, ...]:
+        """The enum of the schema marked ``x-status-words: true`` (the vendor's job status
+        words, in the contract's order); ``()`` when none is marked."""
+        schemas = self.resolved.get("components", {}).get("schemas") or {}
+        for schema in schemas.values():
+            if isinstance(schema, dict) and schema.get("x-status-words"):
+                return tuple(str(w) for w in schema.get("enum") or ())
+        return ()
+
     def security_schemes(self) -> dict[str, SecurityScheme]:
         """The contract's security schemes by name."""
         out: dict[str, SecurityScheme] = {}

@@ -153,7 +153,7 @@ class ApiframeAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The job body; also the webhook payload."""
-        status = STATUS_WORDS[job.status]
+        status = self.status_word(job)
         return {
             "jobId": job.id,
             "model": MODEL,

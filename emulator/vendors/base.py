@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.context import CTX_KEY, UNREAD, RequestContext
 from emulator.core.files import StoredFile
+from emulator.core.jobs.model import JobStatus
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
 from emulator.jsonbody import parse_json_async
@@ -34,7 +35,7 @@ from emulator.jsonbody import parse_json_async
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
     from emulator.core.faults import FaultRules
-    from emulator.core.jobs import Job, JobEngine, JobStatus, Task
+    from emulator.core.jobs import Job, JobEngine, Task
     from emulator.core.urls import OwnUrls
     from emulator.core.webhooks import Secrets
     from emulator.settings import Settings
@@ -126,6 +127,12 @@ class VendorAdapter:
     #: The vendor's status word for each core status (its one mapping table); every word is
     #: in the enum its contract marks ``x-status-words: true`` (a test checks every adapter).
     status_words: ClassVar[Mapping[JobStatus, str]] = {}
+    #: Words the vendor's contract documents that the emulator does not show on its own, with
+    #: the core status each one means (GMI Cloud's ``dispatched``: processing; Runflow's
+    #: ``partial_succeeded``: succeeded). With :attr:`status_words` they are the contract's
+    #: whole status enum (a test checks every adapter); a job shows one when a ``word`` fault
+    #: asks for it (:meth:`status_word`).
+    other_words: ClassVar[Mapping[str, JobStatus]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -136,6 +143,26 @@ class VendorAdapter:
 
     def __init__(self, port: VendorPort) -> None:
         self.port = port
+
+    @classmethod
+    def word_meaning(cls, word: str) -> JobStatus | None:
+        """The core status a documented status word means (:attr:`status_words` first, then
+        :attr:`other_words`); ``None`` for a word the vendor does not document."""
+        for status, known in cls.status_words.items():
+            if known == word:
+                return status
+        return cls.other_words.get(word)
+
+    def status_word(self, job: Job) -> str:
+        """The status word ``job`` shows now: its ``word`` fault (:attr:`Job.word`) when the
+        word means what the job is at (a word of a job in progress while it is queued or
+        processing; a terminal word when the job ended that way, any failure counting as a
+        failure), else :attr:`status_words`."""
+        word = job.word
+        meaning = None if word is None else self.word_meaning(word)
+        if word is not None and meaning is not None and _same_phase(meaning, job.status):
+            return word
+        return self.status_words[job.status]
 
     # -- to implement ------------------------------------------------------------------------
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -488,3 +515,15 @@ class FastJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         """``content`` as compact UTF-8 JSON."""
         return _dump_json(content)
+
+
+#: Core statuses of a job that ended without its result.
+_FAILURES = frozenset({JobStatus.FAILED, JobStatus.ERROR, JobStatus.CANCELLED})
+
+
+def _same_phase(meaning: JobStatus, status: JobStatus) -> bool:
+    if not meaning.terminal:
+        return not status.terminal
+    if meaning in _FAILURES:
+        return status in _FAILURES
+    return meaning is status

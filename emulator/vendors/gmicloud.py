@@ -166,6 +166,7 @@ class GmiCloudAdapter(VendorAdapter):
     hosts = (HostSpec("console.gmicloud.ai", ""),)
     source = "docs/vendors/gmicloud.md"
     status_words = STATUS_WORDS
+    other_words = {"created": JobStatus.QUEUED, "dispatched": JobStatus.PROCESSING}
     job_not_found = "request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -381,7 +382,7 @@ class GmiCloudAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The request record; ``outcome`` is ``{}`` until success."""
-        status = STATUS_WORDS[job.status]
+        status = self.status_word(job)
         outcome: dict[str, Any] = {}
         if job.status is JobStatus.SUCCEEDED:
             outcome = {"media_urls": [{"id": str(i), "url": url} for i, url in enumerate(urls)]}

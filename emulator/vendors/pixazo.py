@@ -131,7 +131,7 @@ class PixazoAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The status body; also the webhook payload (docs/vendors/pixazo.md, Webhook)."""
-        status = STATUS_WORDS[job.status]
+        status = self.status_word(job)
         output = None
         if job.status is JobStatus.SUCCEEDED:
             output = {"media_url": urls, "media_type": "image/png"}

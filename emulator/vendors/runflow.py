@@ -70,6 +70,8 @@ class RunflowAdapter(VendorAdapter):
     hosts = (HostSpec("api.runflow.io", ""),)
     source = "docs/vendors/runflow.md"
     status_words = STATUS_WORDS
+    other_words = {"dispatching": JobStatus.PROCESSING,
+                   "partial_succeeded": JobStatus.SUCCEEDED}  # NOTES.md: Runflow
     job_not_found = "Run {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -210,7 +212,7 @@ class RunflowAdapter(VendorAdapter):
             first = job.metadata.setdefault(_DISPATCH_READ, job.status_reads)
             if first == job.status_reads:
                 return "dispatching"
-        return STATUS_WORDS[job.status]
+        return super().status_word(job)
 
     def render_run(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The run object (docs/vendors/runflow.md: Output schema; Runs, errors and callback

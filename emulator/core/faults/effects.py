@@ -19,7 +19,8 @@ Stages (:data:`STAGES`), where an effect acts:
 
 The built-in kinds and their values (vendor-neutral; README "Faults, billing, journal"):
 ``status`` (400-599), ``latency`` (seconds or a distribution), ``connection`` (reset, close),
-``body`` (truncated, malformed, empty), ``job`` (failed, error, stuck, expired), ``image``
+``body`` (truncated, malformed, empty), ``job`` (failed, error, stuck, expired), ``word`` (a
+status word of the vendor's contract), ``polls`` (extra status reads), ``image``
 (truncated-png, rgb-no-alpha, empty-alpha) and ``webhook`` (drop, delay:S, duplicate,
 reorder, forged-signature, stale-timestamp).
 """
@@ -400,6 +401,67 @@ class JobEffect(Effect):
             job.output_ttl_s = 0.0
 
 
+#: A status word a ``word`` rule may name (the vendor's contract says which it documents).
+WORD_PATTERN = r"^[A-Za-z][A-Za-z_]{0,39}$"
+#: Most extra status reads (or seconds) a ``polls`` rule adds to a job.
+MAX_EXTRA_POLLS = 1000
+
+
+@register
+class WordEffect(Effect):
+    """The job shows this status word of its vendor's contract where it means what the job is
+    at (``VendorAdapter.status_word``): a word of a job in progress (GMI Cloud's
+    ``dispatched``, Bria's ``UNKNOWN``) while it is queued or processing; a terminal word
+    (Pixazo's ``ERROR``, Runflow's ``partial_succeeded`` or ``cancelled``) as its final status
+    when the job ends that way (pair a failure word with ``job: failed``). A word the vendor
+    does not document, or one that does not fit the job, leaves its usual word."""
+
+    name = "word"
+    stage = "job"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(WORD_PATTERN, value):
+            raise RuleError(f"word must be a status word (letters and _, e.g. ERROR); "
+                            f"got {value!r}")
+        return value
+
+    def spec_schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": WORD_PATTERN}
+
+    def act_on_job(self, value: Any, rule: FaultRule, job: Job) -> None:
+        job.word = value
+
+
+@register
+class PollsEffect(Effect):
+    """The job takes N more status reads before its final status (``polls`` progression),
+    N more seconds (``time`` progression); 1..:data:`MAX_EXTRA_POLLS`."""
+
+    name = "polls"
+    stage = "job"
+
+    def parse(self, value: Any) -> int:
+        return integer("polls", value, 1, MAX_EXTRA_POLLS)
+
+    def from_text(self, text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:
+            return text
+
+    def json_value(self, value: Any) -> Any:
+        return value
+
+    def spec_schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 1, "maximum": MAX_EXTRA_POLLS}
+
+    def view_schema(self) -> dict[str, Any]:
+        return {"type": "integer"}
+
+    def act_on_job(self, value: Any, rule: FaultRule, job: Job) -> None:
+        job.extra_polls = int(value)
+
+
 @register
 class ConnectionEffect(Effect):
     """Drop the connection without an HTTP answer: ``reset`` (TCP RST) or ``close`` (FIN);
@@ -552,8 +614,9 @@ class WebhookEffect(Effect):
 
 __all__ = [
     "BODY_FAULTS", "CONNECTION_FAULTS", "EFFECTS", "IMAGE_FAULTS", "JOB_FAULTS",
-    "JOB_MESSAGES", "LATENCY_PATTERN", "MAX_LATENCY_S", "STAGES", "STATUS_CODES",
-    "STATUS_MESSAGES", "WEBHOOK_DELAY_PATTERN", "WEBHOOK_FAULTS", "Effect", "Latency",
+    "JOB_MESSAGES", "LATENCY_PATTERN", "MAX_EXTRA_POLLS", "MAX_LATENCY_S", "STAGES",
+    "STATUS_CODES", "STATUS_MESSAGES", "WEBHOOK_DELAY_PATTERN", "WEBHOOK_FAULTS",
+    "WORD_PATTERN", "Effect", "Latency",
     "OutputFault", "RequestAct", "Stage", "WebhookFault", "corrupt_png", "effects_at",
     "fault_error", "parse_latency", "parse_webhook", "register", "unregister",
 ]

@@ -27,6 +27,9 @@ family          rule                                                   label
                 takes ``polls: 1..5`` more status reads, or ends with a
                 documented success word (Runflow ``partial_succeeded``);
                 ``times: 1``
+``variation``   ``vary: extra-field | drop-optional | null-optional |   recoverable
+                reorder | rare-value`` (seeded), ``times``: a valid but
+                unexpected answer (only where the contract allows it)
 ``payment``     ``status: 402`` on submit, every time                  unrecoverable
 ``job-failure`` ``job: failed | error``, every job                     unrecoverable
 ``job-end``     every job ends with a documented failure word           unrecoverable
@@ -88,6 +91,7 @@ import yaml
 from hypothesis import strategies as st
 
 from emulator import contracts
+from emulator.core.faults.variation import VARIATION_KINDS
 from emulator.core.jobs.model import JobStatus
 
 __all__ = ["FAMILIES", "PERMANENT_FAMILIES", "TRANSIENT_FAMILIES", "Behaviour", "behaviours",
@@ -95,7 +99,7 @@ __all__ = ["FAMILIES", "PERMANENT_FAMILIES", "TRANSIENT_FAMILIES", "Behaviour", 
 
 #: Families whose faults a correct client rides out (within the retry budget).
 TRANSIENT_FAMILIES = ("rate-limit", "server-error", "connection", "body", "latency",
-                      "job-path")
+                      "job-path", "variation")
 #: Families whose fault is permanent: a correct client ends with an error.
 PERMANENT_FAMILIES = ("payment", "job-failure", "job-end", "image")
 FAMILIES = (*TRANSIENT_FAMILIES, *PERMANENT_FAMILIES)
@@ -194,6 +198,11 @@ def _transient(vendor: str, seed: int, families: frozenset[str], budget: int,
             options.append(st.fixed_dictionaries({
                 **{k: st.just(v) for k, v in base.items()},
                 "body": st.sampled_from(("truncated", "malformed", "empty")), "times": times}))
+        if "variation" in families:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()},
+                "vary": st.sampled_from(VARIATION_KINDS), "seed": st.just(seed),
+                "times": times}))
         if "latency" in families:
             options.append(st.fixed_dictionaries({
                 **{k: st.just(v) for k, v in base.items()}, "latency": st.just(LATENCY),
@@ -276,8 +285,8 @@ def _permanent(vendor: str, families: frozenset[str]) -> list[st.SearchStrategy[
 
 
 #: Key order of a drawn rule (match fields, effects, options), so YAML and repr read alike.
-KEY_ORDER = ("vendor", "operation", "status", "retry_after", "connection", "body", "latency",
-             "job", "word", "polls", "image", "seed", "times")
+KEY_ORDER = ("vendor", "operation", "status", "retry_after", "connection", "body", "vary",
+             "latency", "job", "word", "polls", "image", "seed", "times")
 
 
 def _canonical(rule: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ Stages (:data:`STAGES`), where an effect acts:
 The built-in kinds and their values (vendor-neutral; README "Faults, billing, journal"):
 ``status`` (400-599), ``latency`` (seconds or a distribution), ``connection`` (reset, close),
 ``body`` (truncated, malformed, empty), ``job`` (failed, error, stuck, expired), ``word`` (a
-status word of the vendor's contract), ``polls`` (extra status reads), ``image``
+status word of the vendor's contract), ``polls`` (extra status reads), ``vary`` (a valid
+but unexpected answer), ``image``
 (truncated-png, rgb-no-alpha, empty-alpha) and ``webhook`` (drop, delay:S, duplicate,
 reorder, forged-signature, stale-timestamp).
 """
@@ -41,6 +42,7 @@ from PIL import Image
 
 from emulator.core.faults.asgi import BodyFault, Receive, Send, drop_connection, sleep_at_least
 from emulator.core.faults.parsing import RuleError, choice, integer, number
+from emulator.core.faults.variation import VARIATION_KINDS, VariedBody
 from emulator.core.jobs import JobStatus, OutputFault
 from emulator.errors import EmulatorError, NotFound, PaymentRequired, RateLimited, Unauthorized
 
@@ -111,6 +113,10 @@ class RequestAct:
         refuse: the error to answer with instead of running the route (a status fault); the
             middleware hands it to the one error boundary, which renders it in the vendor's
             body.
+        conforms: ``conforms(status, json_body)``: whether the vendor may send that answer
+            to this request (its operation's response schema in the contract); ``None``
+            where the middleware has no contract for the request (``vary`` then does
+            nothing).
     """
 
     receive: Receive
@@ -118,6 +124,7 @@ class RequestAct:
     raw_send: Send
     record: Callable[[], None]
     refuse: EmulatorError | None = None
+    conforms: Callable[[int, Any], bool] | None = None
 
 
 class Effect:
@@ -499,6 +506,35 @@ class BodyEffect(Effect):
 
     async def act_on_request(self, drawn: Any, rule: FaultRule, act: RequestAct) -> bool:
         act.send = BodyFault(drawn, act.send, act.raw_send, act.receive)
+        return False
+
+
+@register
+class VaryEffect(Effect):
+    """Send the answer valid but unexpected: one variation of its JSON body
+    (:mod:`emulator.core.faults.variation`: ``extra-field``, ``drop-optional``,
+    ``null-optional``, ``reorder``, ``rare-value``, or ``any``), drawn with the rule's seeded
+    generator and kept only when the operation's response schema allows it (else the answer
+    is sent as it is). The one response-variation step: it acts on the route's answer."""
+
+    name = "vary"
+    order = 30
+
+    def parse(self, value: Any) -> str:
+        return choice("vary", value, ("any", *VARIATION_KINDS))
+
+    def spec_schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": ["any", *VARIATION_KINDS]}
+
+    def draw(self, value: Any, rng: random.Random) -> tuple[str, int]:
+        return value, rng.getrandbits(32)
+
+    def describe(self, drawn: Any) -> str:
+        return f"vary={drawn[0]}"
+
+    async def act_on_request(self, drawn: Any, rule: FaultRule, act: RequestAct) -> bool:
+        kind, seed = drawn
+        act.send = VariedBody(kind, seed, act.send, act.conforms)
         return False
 
 

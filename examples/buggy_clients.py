@@ -13,11 +13,19 @@ only the fields it needs, gives up before its deadline and checks the PNG it sav
   twice the deadline);
 * ``accepts-truncated-png``: saves the result without looking at it;
 * ``strict-fields``: reads answers into a closed record that refuses a field it does not
-  know (as a model with ``extra="forbid"``): an added field crashes it.
+  know (as a model with ``extra="forbid"``): an added field crashes it;
+* ``webhook-only`` (webhook mode): waits for the callback and never polls, so a callback
+  that is dropped (or held back) leaves it waiting until it gives up.
+
+With ``webhook=True`` (``--webhook`` on the command line; implied by ``webhook-only``) the
+client asks for a callback (``X-Webhook-URL``, to a receiver it runs on 127.0.0.1 on a free
+port, as it would in production), waits :data:`WEBHOOK_WAIT_S` for it, then reads the status
+(Pixazo signs nothing, so the callback is a hint; polling is the truth).
 
 As a command::
 
-    rmbg-emulator fuzz-client pixazo --examples 50 -- python examples/buggy_clients.py BUG
+    rmbg-emulator fuzz-client pixazo --examples 50 -- \
+        python examples/buggy_clients.py BUG [--webhook]
 
 (``BUG`` one of :data:`BUGS`, or ``none`` for the careful client) it reads ``EMULATOR_URL``,
 ``EMULATOR_API_KEY``, ``EMULATOR_IMAGE_URL``, ``EMULATOR_OUTPUT`` and ``EMULATOR_DEADLINE``
@@ -27,6 +35,7 @@ and exits 0 when it claims success, 1 otherwise.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -38,7 +47,10 @@ import httpx
 #: Pixazo's submit path (vendor docs: "BRIA RMBG 2.0 generate request").
 SUBMIT_PATH = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
 #: The bugs, one per client.
-BUGS = ("ignores-retry-after", "unknown-word", "accepts-truncated-png", "strict-fields")
+BUGS = ("ignores-retry-after", "unknown-word", "accepts-truncated-png", "strict-fields",
+        "webhook-only")
+#: Seconds the webhook mode waits for the callback before it polls.
+WEBHOOK_WAIT_S = 2.0
 #: Seconds between status reads; tries per request.
 POLL_S = 0.25
 TRIES = 6
@@ -68,10 +80,11 @@ class Client:
     """The careful client with ``bug`` (one of :data:`BUGS`, or ``None``)."""
 
     def __init__(self, base_url: str, api_key: str, *, bug: str | None = None,
-                 deadline_s: float = 30.0) -> None:
+                 deadline_s: float = 30.0, webhook: bool = False) -> None:
         if bug is not None and bug not in BUGS:
             raise ValueError(f"unknown bug {bug!r}; known: {', '.join(BUGS)}")
         self.bug = bug
+        self.webhook = webhook or bug == "webhook-only"
         self.deadline_s = deadline_s
         self.ends_at = time.monotonic() + deadline_s * 0.8
         self.http = httpx.Client(base_url=base_url, timeout=max(1.0, deadline_s / 3), headers={
@@ -133,24 +146,87 @@ class Client:
         Raises:
             ClientError: the job failed, the deadline came, or the result is broken.
         """
-        accepted = self.json("POST", SUBMIT_PATH, json={"image_url": image_url})
-        polling_url = str(accepted["polling_url"])
+        receiver = Receiver() if self.webhook else None
+        try:
+            headers = {} if receiver is None else {"X-Webhook-URL": receiver.url}
+            accepted = self.json("POST", SUBMIT_PATH, json={"image_url": image_url},
+                                 headers=headers)
+            called = None
+            if receiver is not None:
+                wait = (self.ends_at - time.monotonic() if self.bug == "webhook-only"
+                        else WEBHOOK_WAIT_S)
+                called = receiver.wait(str(accepted["request_id"]), max(0.0, wait))
+                if self.bug == "webhook-only" and called is None:
+                    raise ClientError("no webhook came")
+        finally:
+            if receiver is not None:
+                receiver.close()
+        status = called if self.bug == "webhook-only" and called is not None else \
+            self._poll(str(accepted["polling_url"]))
+        urls = (status.get("output") or {}).get("media_url") or []
+        if status.get("status") != "COMPLETED" or not urls:
+            raise ClientError(f"the job ended {status.get('status')} without a media_url")
+        data = self.request("GET", str(urls[0])).content
+        if self.bug != "accepts-truncated-png":
+            _check_png(data)
+        output.write_bytes(data)
+
+    def _poll(self, polling_url: str) -> dict[str, Any]:
         failures = ("FAILED",) if self.bug == "unknown-word" else ("FAILED", "ERROR")
         while True:
             status = self.json("GET", polling_url)
             word = status.get("status")
             if word == "COMPLETED":
-                break
+                return status
             if word in failures:
                 raise ClientError(f"the job ended {word}: {status.get('error')}")
             self._sleep(POLL_S)
-        urls = (status.get("output") or {}).get("media_url") or []
-        if not urls:
-            raise ClientError("COMPLETED without a media_url")
-        data = self.request("GET", str(urls[0])).content
-        if self.bug != "accepts-truncated-png":
-            _check_png(data)
-        output.write_bytes(data)
+
+
+class Receiver:
+    """A callback receiver on 127.0.0.1 (a free port): keeps the first JSON body per
+    ``request_id`` (later deliveries are duplicates), answers 200."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    return
+                if isinstance(body, dict):
+                    with receiver.arrived:
+                        receiver.bodies.setdefault(str(body.get("request_id")), body)
+                        receiver.arrived.notify_all()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The callback body of ``request_id``, or ``None`` after ``timeout_s`` seconds."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: request_id in self.bodies, timeout_s)
+            return self.bodies.get(request_id)
+
+    def close(self) -> None:
+        """Stop the receiver."""
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _check_png(data: bytes) -> None:
@@ -167,11 +243,11 @@ def _check_png(data: bytes) -> None:
         raise ClientError(f"the result is not a readable PNG ({exc})") from None
 
 
-def remover(bug: str | None, deadline_s: float = 30.0) -> Any:
+def remover(bug: str | None, deadline_s: float = 30.0, *, webhook: bool = False) -> Any:
     """The client with ``bug`` as a ``client_properties`` function
     ``(base_url, api_key, image_url, output_path) -> bool``."""
     def remove(base_url: str, api_key: str, image_url: str, output_path: Path) -> bool:
-        client = Client(base_url, api_key, bug=bug, deadline_s=deadline_s)
+        client = Client(base_url, api_key, bug=bug, deadline_s=deadline_s, webhook=webhook)
         try:
             client.remove(image_url, output_path)
         finally:
@@ -183,12 +259,13 @@ def remover(bug: str | None, deadline_s: float = 30.0) -> Any:
 
 def main(argv: list[str]) -> int:
     """The command-line form (see the module docstring)."""
-    bug = argv[0] if argv else "none"
+    bug = next((a for a in argv if not a.startswith("--")), "none")
     env = os.environ
     try:
         client = Client(env["EMULATOR_URL"], env["EMULATOR_API_KEY"],
                         bug=None if bug == "none" else bug,
-                        deadline_s=float(env.get("EMULATOR_DEADLINE", "30")))
+                        deadline_s=float(env.get("EMULATOR_DEADLINE", "30")),
+                        webhook="--webhook" in argv)
         client.remove(env["EMULATOR_IMAGE_URL"], Path(env["EMULATOR_OUTPUT"]))
     except (ClientError, KeyError, ValueError) as exc:
         print(f"buggy_clients ({bug}): {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -30,6 +30,9 @@ family          rule                                                   label
 ``variation``   ``vary: extra-field | drop-optional | null-optional |   recoverable
                 reorder | rare-value`` (seeded), ``times``: a valid but
                 unexpected answer (only where the contract allows it)
+``webhook``     ``webhook: drop | delay:1 | duplicate | reorder |       recoverable
+                forged-signature | stale-timestamp``, ``times`` (only
+                when named: it acts on clients that ask for webhooks)
 ``payment``     ``status: 402`` on submit, every time                  unrecoverable
 ``job-failure`` ``job: failed | error``, every job                     unrecoverable
 ``job-end``     every job ends with a documented failure word           unrecoverable
@@ -72,6 +75,12 @@ Decisions, and why:
   error before the deadline (property *terminates*) rather than polling on. ``expired``
   results (gone as soon as stored: the emulator expires a job's files with ``job:
   expired``) are unrecoverable too: a client must report failure, not an empty file.
+* ``webhook`` is recoverable: the job is there to poll whatever happens to its callback. A
+  correct client that asks for a webhook checks its signature (refusing a forged or stale
+  one), handles a delivery once, and falls back to polling when none comes in time. It is
+  not in the default families: a client that asks for no webhook gets nothing from it.
+  (Accepting a forged delivery is not observable by the properties yet: the forged one
+  carries the same, real result.)
 * A job takes the job-stage effects of one rule only (the first job-only rule that matches),
   so a behaviour has at most one job-level rule: a ``job-path`` rule is left out when the
   permanent fault acts on jobs.
@@ -94,7 +103,8 @@ from emulator import contracts
 from emulator.core.faults.variation import VARIATION_KINDS
 from emulator.core.jobs.model import JobStatus
 
-__all__ = ["FAMILIES", "PERMANENT_FAMILIES", "TRANSIENT_FAMILIES", "Behaviour", "behaviours",
+__all__ = ["FAMILIES", "KNOWN_FAMILIES", "OPTIONAL_FAMILIES", "PERMANENT_FAMILIES",
+           "TRANSIENT_FAMILIES", "WEBHOOK_KINDS", "Behaviour", "behaviours",
            "operations_of", "status_words"]
 
 #: Families whose faults a correct client rides out (within the retry budget).
@@ -102,7 +112,16 @@ TRANSIENT_FAMILIES = ("rate-limit", "server-error", "connection", "body", "laten
                       "job-path", "variation")
 #: Families whose fault is permanent: a correct client ends with an error.
 PERMANENT_FAMILIES = ("payment", "job-failure", "job-end", "image")
+#: The families drawn when none are named.
 FAMILIES = (*TRANSIENT_FAMILIES, *PERMANENT_FAMILIES)
+#: Families drawn only when named (``families=`` / ``fuzz-client --family``): they act only on
+#: clients that ask for webhooks, so by default they would only dilute the examples.
+OPTIONAL_FAMILIES = ("webhook",)
+#: Every family a caller may name.
+KNOWN_FAMILIES = (*FAMILIES, *OPTIONAL_FAMILIES)
+#: What the ``webhook`` family does to a delivery (``delay`` seconds on the emulator's clock).
+WEBHOOK_KINDS = ("drop", "delay:1", "duplicate", "reorder", "forged-signature",
+                 "stale-timestamp")
 #: Latency drawn by the ``latency`` family (seconds, seeded by the behaviour's seed).
 LATENCY = "uniform:0:0.2"
 #: Most extra status reads the ``job-path`` family adds to a job.
@@ -209,6 +228,11 @@ def _transient(vendor: str, seed: int, families: frozenset[str], budget: int,
                 "seed": st.just(seed), "times": times}))
     if "job-path" in families:
         options.extend(_job_path(vendor, submit))
+    if "webhook" in families:
+        # Webhook rules match the job's vendor (a delivery has no operation of its own).
+        options.append(st.fixed_dictionaries({
+            "vendor": st.just(vendor), "webhook": st.sampled_from(WEBHOOK_KINDS),
+            "times": times}))
     return st.one_of(options) if options else st.nothing()
 
 
@@ -286,7 +310,7 @@ def _permanent(vendor: str, families: frozenset[str]) -> list[st.SearchStrategy[
 
 #: Key order of a drawn rule (match fields, effects, options), so YAML and repr read alike.
 KEY_ORDER = ("vendor", "operation", "status", "retry_after", "connection", "body", "vary",
-             "latency", "job", "word", "polls", "image", "seed", "times")
+             "latency", "job", "word", "polls", "image", "webhook", "seed", "times")
 
 
 def _canonical(rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,7 +321,8 @@ def _canonical(rule: Mapping[str, Any]) -> dict[str, Any]:
 def _within_budget(rules: list[dict[str, Any]], budget: int) -> bool:
     spent: dict[str, int] = {}
     for rule in rules:
-        spent[rule["operation"]] = spent.get(rule["operation"], 0) + int(rule["times"])
+        where = rule.get("operation", "webhook")
+        spent[where] = spent.get(where, 0) + int(rule["times"])
     return all(n <= budget for n in spent.values())
 
 
@@ -319,13 +344,14 @@ def behaviours(vendor: str, *, retry_budget: int = 3, families: Iterable[str] | 
         KeyError: the vendor's contract has no submit/status operation.
     """
     chosen = frozenset(FAMILIES if families is None else families)
-    unknown = sorted(chosen - set(FAMILIES))
+    unknown = sorted(chosen - set(KNOWN_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown behaviour family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown behaviour family {unknown[0]!r}; known: "
+                         f"{', '.join(KNOWN_FAMILIES)}")
     if retry_budget < 1 or max_retry_after < 1 or max_rules < 0:
         raise ValueError("retry_budget and max_retry_after must be >= 1, max_rules >= 0")
     permanent = _permanent(vendor, chosen)
-    transient_families = chosen & set(TRANSIENT_FAMILIES)
+    transient_families = chosen & {*TRANSIENT_FAMILIES, *OPTIONAL_FAMILIES}
     if not permanent and not transient_families:
         raise ValueError(f"no family of {sorted(chosen)} applies to {vendor}")
 

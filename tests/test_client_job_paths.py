@@ -76,3 +76,32 @@ def test_naive_client_is_caught_looping_on_an_error_word(
     assert "polls politely" in message
     assert shrunk_rules(message) == [{"vendor": "pixazo", "operation": "submit",
                                       "job": "error", "word": "ERROR"}], message
+
+
+# -- Bria, covered like the others -------------------------------------------------------------
+@FAST
+def test_robust_client_has_every_property_on_bria(client_properties: ClientPropertyRunner,
+                                                  rmbg_emulator: EmulatorHandle) -> None:
+    client_properties.check("bria", robust_client(rmbg_emulator, "bria"), max_examples=15,
+                            deadline_s=20.0)
+
+
+@FAST
+def test_naive_bria_client_is_caught(client_properties: ClientPropertyRunner) -> None:
+    with pytest.raises(AssertionError) as caught:
+        client_properties.check("bria", naive_client.remove_background_bria, max_examples=15,
+                                families=("rate-limit",), deadline_s=20.0)
+    message = str(caught.value)
+    assert "honours Retry-After: request #" in message
+    assert shrunk_rules(message) == [{"vendor": "bria", "operation": "submit", "status": 429,
+                                      "retry_after": 1, "times": 1}], message
+
+
+@FAST
+def test_naive_bria_client_is_caught_on_a_truncated_png(
+        client_properties: ClientPropertyRunner) -> None:
+    with pytest.raises(AssertionError) as caught:
+        client_properties.check("bria", naive_client.remove_background_bria, max_examples=15,
+                                families=("image",), deadline_s=20.0)
+    assert shrunk_rules(str(caught.value)) == [{"vendor": "bria", "operation": "submit",
+                                                "image": "truncated-png"}]

@@ -3,9 +3,10 @@ from the command line, and the robust client raises no false alarm.
 
 For each bug of ``examples/buggy_clients.py`` (a careful Pixazo client with exactly one bug:
 ignores ``Retry-After``, loops on an unknown status word, accepts a truncated PNG, crashes on
-an extra field) it runs::
+an extra field, waits only for its webhook) it runs::
 
-    rmbg-emulator fuzz-client pixazo --examples 50 --family FAMILY -- python examples/buggy_clients.py BUG
+    rmbg-emulator fuzz-client pixazo --examples 50 --family FAMILY -- \
+        python examples/buggy_clients.py BUG
 
 and prints the wall time to the report and the shrunk behaviour; the reference, measured in
 the same round, is the same command with the careful client (no bug: all examples pass), so
@@ -35,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: Each bug and the family that exercises it.
 BUGS = {"ignores-retry-after": "rate-limit", "unknown-word": "job-end",
-        "accepts-truncated-png": "image", "strict-fields": "variation"}
+        "accepts-truncated-png": "image", "strict-fields": "variation",
+        "webhook-only": "webhook"}
 VENDORS = ("apiframe", "bria", "fal", "gmicloud", "pixazo", "runflow")
 
 
@@ -92,18 +94,21 @@ def main() -> int:
                         help="also hunt each bug with every family drawn")
     parser.add_argument("--vendors", nargs="+", default=list(VENDORS))
     parser.add_argument("--skip-robust", action="store_true")
+    parser.add_argument("--bugs", nargs="+", default=list(BUGS), choices=list(BUGS))
     args = parser.parse_args()
     ok = True
     buggy = ["examples/buggy_clients.py"]
-    hunts = [(bug, family) for bug, family in BUGS.items()]
+    hunts = [(bug, BUGS[bug]) for bug in args.bugs]
     if args.all_families:
-        hunts += [(bug, None) for bug in BUGS]
+        hunts += [(bug, None) for bug in args.bugs if BUGS[bug] != "webhook"]
     times: dict[tuple[str, str | None], list[float]] = {h: [] for h in hunts}
     refs: dict[str | None, list[float]] = {f: [] for _, f in hunts}
     last: dict[tuple[str, str | None], Result] = {}
     for _ in range(args.rounds):
         for family in refs:
-            ref = fuzz("pixazo", [*buggy, "none"], examples=args.examples,
+            # the careful client asks for callbacks where the family acts on them
+            careful = [*buggy, "none", *(["--webhook"] if family == "webhook" else [])]
+            ref = fuzz("pixazo", careful, examples=args.examples,
                        deadline=args.deadline, shrink=args.shrink_time, family=family)
             refs[family].append(ref.wall_s)
             if ref.code != 0:

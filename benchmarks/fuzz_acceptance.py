@@ -98,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
     ok = True
     buggy = ["examples/buggy_clients.py"]
-    hunts = [(bug, BUGS[bug]) for bug in args.bugs]
+    hunts: list[tuple[str, str | None]] = [(bug, BUGS[bug]) for bug in args.bugs]
     if args.all_families:
         hunts += [(bug, None) for bug in args.bugs if BUGS[bug] != "webhook"]
     times: dict[tuple[str, str | None], list[float]] = {h: [] for h in hunts}
@@ -127,9 +127,9 @@ def main() -> int:
         res = last[(bug, family)]
         caught = res.code == 1
         ok = ok and (caught or family is None)
-        ref = statistics.median(refs[family])
+        ref_s = statistics.median(refs[family])
         print(f"{bug:<22} {family or 'all':<11} {_figure(walls):>16} {_figure(refs[family]):>16} "
-              f"{statistics.median(walls) / ref:6.2f} {res.runs:4d}  "
+              f"{statistics.median(walls) / ref_s:6.2f} {res.runs:4d}  "
               + (res.shrunk if caught else "NOT CAUGHT"))
     if not args.skip_robust:
         print(f"\nbgremove (examples/bgremove_cli.py), {args.per_vendor} examples per vendor, "

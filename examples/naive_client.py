@@ -73,7 +73,7 @@ def remove_background(base_url: str, api_key: str, image_url: str, output_path: 
         return False
 
 
-#: Bria's submit path (NOTES.md, Bria: remove background, v2).
+#: Bria's submit path (docs/vendors/bria.md: remove background, v2).
 BRIA_SUBMIT_PATH = "/v2/image/edit/remove_background"
 
 

@@ -71,7 +71,7 @@ class RunflowAdapter(VendorAdapter):
     source = "docs/vendors/runflow.md"
     status_words = STATUS_WORDS
     other_words = {"dispatching": JobStatus.PROCESSING,
-                   "partial_succeeded": JobStatus.SUCCEEDED}  # NOTES.md: Runflow
+                   "partial_succeeded": JobStatus.SUCCEEDED}  # docs/vendors/runflow.md
     job_not_found = "Run {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:

@@ -201,3 +201,23 @@ def test_the_careful_client_passes(client_properties: ClientPropertyRunner) -> N
                             families=("variation", "job-end", "image"), deadline_s=4.0)
 
 
+
+
+@pytest.mark.parametrize("vendor", [d.slug for d in DRIVERS])
+def test_a_permanent_fault_comes_before_every_pass_through_rule(vendor: str) -> None:
+    """A ``vary`` or ``latency`` rule lets its request through and stops the request-level
+    rules after it, so in an unrecoverable behaviour the permanent fault (a 402 on submit)
+    must come first, or the first submit would succeed and the label would lie (a false
+    alarm found by a 200-example run: ``vary`` x1, then ``status: 402``)."""
+    from emulator.testing.behaviours import PASS_THROUGH_FIELDS, behaviours
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+    @given(behaviours(vendor, families=["variation", "latency", "payment"]))
+    def check(behaviour: Any) -> None:
+        if behaviour.recoverable:
+            return
+        fatal = next(i for i, r in enumerate(behaviour.rules) if r.get("status") == 402)
+        assert not any(f in rule for rule in behaviour.rules[:fatal]
+                       for f in PASS_THROUGH_FIELDS), behaviour.rules
+
+    check()

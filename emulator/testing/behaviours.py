@@ -62,9 +62,9 @@ Decisions, and why:
 * The sum of ``times`` of the transient rules on one operation is at most ``retry_budget``,
   so "recoverable" means "within the budget" even when rules stack (rules are tried in order,
   each until its ``times`` are spent).
-* Rule order: transient rules, then the permanent one, then ``latency`` rules. A latency-only
-  rule that applies lets its request through and stops the rules after it for that request,
-  so after it a ``402`` would miss a submit and "unrecoverable" would be false.
+* Rule order: transient rules, then the permanent one, then ``latency`` and ``vary`` rules.
+  Such a rule that applies lets its request through and stops the rules after it for that
+  request, so after it a ``402`` would miss a submit and "unrecoverable" would be false.
 * ``job-path`` and ``job-end`` read the words from the contract's status enum (the schema
   marked ``x-status-words``) and what each means from the adapter registry
   (``VendorAdapter.word_meaning``: its ``status_words`` and ``other_words``), so no vendor is
@@ -128,6 +128,8 @@ LATENCY = "uniform:0:0.2"
 MAX_EXTRA_POLLS = 5
 #: Rule attributes that act on the job a submit creates.
 JOB_FIELDS = ("job", "word", "polls", "image")
+#: Request-level effects that let their request through (the vendor still answers it).
+PASS_THROUGH_FIELDS = ("latency", "vary")
 
 
 @dataclass(frozen=True)
@@ -372,11 +374,12 @@ def behaviours(vendor: str, *, retry_budget: int = 3, families: Iterable[str] | 
             jobbed = []  # the permanent fault is the one job-level rule
         rules = [r for r in rules if not any(f in r for f in JOB_FIELDS)] + jobbed[:1]
         if fatal is not None:
-            # A latency-only rule lets its request through (and stops the rules after it for
-            # that request), so the permanent fault goes before the latency rules: a 402 then
-            # answers every submit.
-            slow = [r for r in rules if "latency" in r]
-            rules = [r for r in rules if "latency" not in r] + [fatal] + slow
+            # A request-level rule that lets its request through (``latency``, ``vary``) still
+            # stops the request-level rules after it for that request, so the permanent fault
+            # goes before them: a 402 then answers every submit.
+            passing = [r for r in rules if any(f in r for f in PASS_THROUGH_FIELDS)]
+            rules = [r for r in rules if not any(f in r for f in PASS_THROUGH_FIELDS)] + [
+                fatal] + passing
         return Behaviour(vendor=vendor, seed=seed, rules=tuple(_canonical(r) for r in rules),
                          recoverable=fatal is None)
 

@@ -198,6 +198,9 @@ class JobEngine:
         return self._generation
 
     def _touch(self, job: Job) -> None:
+        """Note that ``job`` changes now: its version goes up (what was rendered from it is
+        stale) and a durable state store will save it."""
+        job.version += 1
         if self._changed is not None:
             self._changed.add(job.id)
 
@@ -338,6 +341,7 @@ class JobEngine:
         self._touch(job)
         job.outcome = outcome
         job.work_ended_at = self.clock.now()
+        self.store.finished(job)
         if job.generation == self._generation:
             charge = outcome is JobStatus.SUCCEEDED
             self.billing.close_job(job.api_key, job.price_usd, job.work_ended_at, job.id,

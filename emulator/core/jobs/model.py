@@ -103,6 +103,9 @@ class Job:
     planned: tuple[JobStatus, str, str] | None = None
     output_ttl_s: float | None = None
     output_fault: OutputFault | None = field(default=None, repr=False)
+    #: Goes up with every change the engine makes (``JobEngine._touch``): a rendered answer
+    #: kept for one version is stale at the next (emulator/vendors/finalreads.py).
+    version: int = 0
     _done: asyncio.Event | None = field(default=None, repr=False)
 
     @property

@@ -38,8 +38,8 @@ class InMemoryJobStore:
     """A dict of jobs bounded to ``max_jobs``: past it, the oldest finished jobs are evicted.
 
     Unfinished jobs are never evicted (a job is never lost while it runs). Finished jobs wait
-    in a queue of their own (ids, in the order their work ended: :meth:`finished`, or a put
-    of a job ``is_finished`` already holds for), so a put past the cap evicts in O(1): it
+    in a queue of their own (ids, in the order their work ended: :meth:`finished`, or the
+    put of a job ``is_finished`` already holds for), so a put past the cap evicts in O(1): it
     never walks past unfinished jobs. With every kept job unfinished the store holds more
     than ``max_jobs`` until enough of them finish.
     """
@@ -65,7 +65,7 @@ class InMemoryJobStore:
                 self._evict()
 
     def finished(self, job: Job) -> None:
-        """``job``'s work has ended: queue it for eviction (by the next put past
+        """``job`` (kept) has ended its work: queue it for eviction (by the next put past
         ``max_jobs``; a job is never evicted as it finishes)."""
         with self._lock:
             if self._jobs.get(job.id) is job:

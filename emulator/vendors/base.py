@@ -302,16 +302,17 @@ class VendorAdapter:
                     return await endpoint(request)
                 job = self.port.jobs.find(scope["path_params"][param], vendor=self.slug,
                                           api_key=self.api_key(request))
-                if job is None or not job.status.terminal:
+                if job is None:
                     return await endpoint(request)
                 variant = Variant(self.origin(request), scope["path"],
                                   scope.get("query_string", b""))
-                kept = self._final_reads.lookup(job, variant)
-                if kept is not None:
-                    ctx.job_id = job.id
-                    return kept
+                if job.status.terminal:
+                    kept = self._final_reads.lookup(job, variant)
+                    if kept is not None:
+                        ctx.job_id = job.id
+                        return kept
                 response = await endpoint(request)
-                self._final_reads.keep(job, variant, response)
+                self._final_reads.keep(job, variant, response)  # kept once final
                 return response
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")

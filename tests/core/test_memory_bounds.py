@@ -35,6 +35,9 @@ def test_store_evicts_oldest_finished_beyond_cap() -> None:
         store.put(_fake(f"j{i}", finished=True))
     assert len(store) == 100
     assert store.get("j899") is None and store.get("j900") is not None
+    store.put(_fake("next", finished=False))
+    assert len(store) == 100
+    assert store.get("j900") is None and store.get("j901") is not None
 
 
 def test_store_put_stays_cheap_when_every_job_is_unfinished() -> None:

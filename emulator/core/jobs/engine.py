@@ -75,10 +75,11 @@ class JobEngine:
         self.settings = settings
         self.clock = clock
         # Past max_jobs the oldest jobs whose work has ended go, shown final or not (a job
-        # never polled would otherwise stay "queued" and be kept for ever).
+        # never polled would otherwise stay "queued" and be kept for ever). `outcome` is what
+        # `Job.work_done` reads (a plain attribute: no call on every put).
         self.files = files if files is not None else FileStore(settings.max_file_bytes)
         self.store: JobStore = store if store is not None else InMemoryJobStore(
-            settings.max_jobs, lambda j: j.work_done, on_evict=self._drop_files
+            settings.max_jobs, lambda j: j.outcome is not None, on_evict=self._drop_files
         )
         self.billing = billing if billing is not None else Billing(
             settings.default_balance_usd, ledger_size=settings.ledger_size)

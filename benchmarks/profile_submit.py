@@ -2,14 +2,15 @@
 
 Not a test: prints figures. Usage:
 
-    python benchmarks/profile_submit.py [--submits 5000] [--top 25]
+    python benchmarks/profile_submit.py [--submits 5000] [--top 25] [--max-jobs 100000]
 
 Makes ``--submits`` Apiframe submits of the same 8x8 PNG (result cache on: the job ends at
 once, as in ``benchmarks/peers.py``) straight on the ASGI app (the middleware, guard, adapter
 and engine all run; uvicorn and the socket do not), first unprofiled (microseconds per
 submit), then under cProfile: the functions by own time, and the share of the submit spent
 under each named step (ids, billing hold, store put, result-cache key, guard, task
-scheduling, journal).
+scheduling, journal). With ``--max-jobs`` below the number of submits, the store is at its cap
+(every put evicts one job) while it is timed.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--submits", type=int, default=5000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--max-jobs", type=int, default=100_000, help="the store's cap")
     args = parser.parse_args()
-    asyncio.run(run(args.submits, args.top))
+    asyncio.run(run(args.submits, args.top, args.max_jobs))
 
 
-async def run(n: int, top: int) -> None:
+async def run(n: int, top: int, max_jobs: int) -> None:
     """Submit ``n`` times unprofiled, then ``n`` times under cProfile; print both."""
-    app = create_app(Settings(progression="immediate", engine="grabcut"))
+    app = create_app(Settings(progression="immediate", engine="grabcut", max_jobs=max_jobs))
     emu = app.state.emulator
     emu.jobs.billing.set_balance(KEY, 10**9, emu.clock.now())  # never runs dry
     await emu.jobs.start()
@@ -87,7 +89,8 @@ async def run(n: int, top: int) -> None:
         for _ in range(n):
             await submit()
         per = (time.perf_counter() - started) / n * 1e6
-        print(f"{n} Apiframe submits in process: {per:.1f} us each (unprofiled)")
+        print(f"{n} Apiframe submits in process: {per:.1f} us each (unprofiled; store "
+              f"{len(emu.jobs.store)} jobs, cap {max_jobs})")
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(n):

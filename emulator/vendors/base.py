@@ -31,6 +31,7 @@ from emulator.core.jobs.model import JobStatus
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
 from emulator.jsonbody import parse_json_async
+from emulator.vendors.finalreads import FinalReads, Variant
 
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
@@ -143,6 +144,8 @@ class VendorAdapter:
 
     def __init__(self, port: VendorPort) -> None:
         self.port = port
+        #: Kept answers of status reads of final jobs (``route(final_read=...)``).
+        self._final_reads = FinalReads()
 
     @classmethod
     def word_meaning(cls, word: str) -> JobStatus | None:
@@ -296,8 +299,8 @@ class VendorAdapter:
                     names.add(operation)
         return frozenset(names)
 
-    def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str
-              ) -> Route:
+    def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str,
+              final_read: str | None = None) -> Route:
         """A Starlette route named ``"{slug}.{operation}"`` whose request is first checked
         against the vendor's contract (``operation`` is the contract's ``operationId``; see
         :mod:`emulator.guard`).
@@ -305,11 +308,39 @@ class VendorAdapter:
         The endpoint raises :class:`EmulatorError`; the one error boundary
         (:mod:`emulator.boundary`) renders it through :meth:`error_response` (anything else
         as the vendor's 500), so a bad request never crashes the server.
-        """
 
-        async def handler(request: Request) -> Response:
-            await self.port.guard.check(self, operation, request)
-            return await endpoint(request)
+        ``final_read`` names the path parameter holding a job id when the route is a status
+        read of that job (its endpoint finds it with :meth:`caller_job`, renders it and
+        changes nothing once it is final): the answer for a final job is then kept and sent
+        again until the job changes (:mod:`emulator.vendors.finalreads`, the fast lane).
+        """
+        if final_read is None:
+            async def handler(request: Request) -> Response:
+                await self.port.guard.check(self, operation, request)
+                return await endpoint(request)
+        else:
+            param = final_read
+
+            async def handler(request: Request) -> Response:
+                await self.port.guard.check(self, operation, request)
+                scope = request.scope
+                ctx: RequestContext | None = scope.get(CTX_KEY)
+                if ctx is None or ctx.plan is not None:  # the fault path: no lane
+                    return await endpoint(request)
+                job = self.port.jobs.find(scope["path_params"][param], vendor=self.slug,
+                                          api_key=self.api_key(request))
+                if job is None:
+                    return await endpoint(request)
+                variant = Variant(self.origin(request), scope["path"],
+                                  scope.get("query_string", b""))
+                if job.status.terminal:
+                    kept = self._final_reads.lookup(job, variant)
+                    if kept is not None:
+                        ctx.job_id = job.id
+                        return kept
+                response = await endpoint(request)
+                self._final_reads.keep(job, variant, response)  # kept once final
+                return response
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
 

@@ -116,7 +116,8 @@ class BriaAdapter(VendorAdapter):
         """Remove background (submit) and the status service, on the engine host."""
         return {"api": [
             self.route(REMOVE_PATH, self.submit, methods=["POST"], operation="submit"),
-            self.route(STATUS_PATH, self.status, methods=["GET"], operation="status"),
+            self.route(STATUS_PATH, self.status, methods=["GET"], operation="status",
+                       final_read="request_id"),
         ]}
 
     def api_key(self, request: Request) -> str:

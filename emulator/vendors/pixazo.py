@@ -68,7 +68,7 @@ class PixazoAdapter(VendorAdapter):
             self.route(f"/{MODEL_ID}/v1/bria-rmbg-2-0-request", self.submit,
                        methods=["POST"], operation="submit"),
             self.route("/v2/requests/status/{request_id}", self.status,
-                       methods=["GET"], operation="status"),
+                       methods=["GET"], operation="status", final_read="request_id"),
         ]}
 
     def api_key(self, request: Request) -> str:

@@ -79,7 +79,8 @@ class RunflowAdapter(VendorAdapter):
         return {"api": [
             self.route(f"/v1/models/{MODEL}/runs", self.create_run, methods=["POST"],
                        operation="submit"),
-            self.route("/v1/runs/{run_id}", self.get_run, methods=["GET"], operation="status"),
+            self.route("/v1/runs/{run_id}", self.get_run, methods=["GET"], operation="status",
+                       final_read="run_id"),
             self.route("/v1/callback-secrets", self.create_secret, methods=["POST"],
                        operation="callback_secret"),
         ]}

@@ -333,11 +333,10 @@ class VendorAdapter:
                     return await endpoint(request)
                 variant = Variant(self.origin(request), scope["path"],
                                   scope.get("query_string", b""))
-                if job.status.terminal:
-                    kept = self._final_reads.lookup(job, variant)
-                    if kept is not None:
-                        ctx.job_id = job.id
-                        return kept
+                kept = self._final_reads.lookup(job, variant)  # only final jobs' are kept
+                if kept is not None:
+                    ctx.job_id = job.id
+                    return kept
                 response = await endpoint(request)
                 self._final_reads.keep(job, variant, response)  # kept once final
                 return response

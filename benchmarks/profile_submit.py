@@ -30,7 +30,7 @@ from typing import Any
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_request import _call, _scope  # the benchmarks folder is not a package
+from inproc import call, scope  # the benchmarks folder is not a package
 
 from emulator.app import create_app
 from emulator.settings import Settings
@@ -76,7 +76,7 @@ async def run(n: int, top: int, max_jobs: int) -> None:
         headers = [(b"x-api-key", KEY.encode())]
 
         async def submit() -> None:
-            status, out = await _call(app, _scope("POST", "/v2/images/background-remove",
+            status, out = await call(app, scope("POST", "/v2/images/background-remove",
                                                   headers, body), body)
             assert status == 202, out
 

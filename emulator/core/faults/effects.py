@@ -250,18 +250,15 @@ def effects_at(stage: Stage) -> Iterator[Effect]:
                        key=lambda e: e.order))
 
 
-# -- request stage ------------------------------------------------------------------------------
-@register
-class StatusEffect(Effect):
-    """Answer with an HTTP status (400-599) in the vendor's own error body, with the rule's
-    ``message`` (default per status: :data:`STATUS_MESSAGES`) and ``Retry-After`` (a 429
-    always has one)."""
+class IntegerEffect(Effect):
+    """An effect whose value is an integer in ``[minimum, maximum]`` (a JSON number in the
+    rule's view, the digits in its text form)."""
 
-    name = "status"
-    order = 90
+    minimum: ClassVar[int] = 0
+    maximum: ClassVar[int] = 0
 
     def parse(self, value: Any) -> int:
-        return integer("status", value, 400, 599)
+        return integer(self.name, value, self.minimum, self.maximum)
 
     def from_text(self, text: str) -> Any:
         try:
@@ -273,10 +270,23 @@ class StatusEffect(Effect):
         return value
 
     def spec_schema(self) -> dict[str, Any]:
-        return {"type": "integer", "minimum": 400, "maximum": 599}
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
 
     def view_schema(self) -> dict[str, Any]:
         return {"type": "integer"}
+
+
+# -- request stage ------------------------------------------------------------------------------
+@register
+class StatusEffect(IntegerEffect):
+    """Answer with an HTTP status (400-599) in the vendor's own error body, with the rule's
+    ``message`` (default per status: :data:`STATUS_MESSAGES`) and ``Retry-After`` (a 429
+    always has one)."""
+
+    name = "status"
+    order = 90
+    minimum = 400
+    maximum = 599
 
     async def act_on_request(self, drawn: Any, rule: FaultRule, act: RequestAct) -> bool:
         act.refuse = fault_error(rule)
@@ -440,30 +450,14 @@ class WordEffect(Effect):
 
 
 @register
-class PollsEffect(Effect):
+class PollsEffect(IntegerEffect):
     """The job takes N more status reads before its final status (``polls`` progression),
     N more seconds (``time`` progression); 1..:data:`MAX_EXTRA_POLLS`."""
 
     name = "polls"
     stage = "job"
-
-    def parse(self, value: Any) -> int:
-        return integer("polls", value, 1, MAX_EXTRA_POLLS)
-
-    def from_text(self, text: str) -> Any:
-        try:
-            return int(text)
-        except ValueError:
-            return text
-
-    def json_value(self, value: Any) -> Any:
-        return value
-
-    def spec_schema(self) -> dict[str, Any]:
-        return {"type": "integer", "minimum": 1, "maximum": MAX_EXTRA_POLLS}
-
-    def view_schema(self) -> dict[str, Any]:
-        return {"type": "integer"}
+    minimum = 1
+    maximum = MAX_EXTRA_POLLS
 
     def act_on_job(self, value: Any, rule: FaultRule, job: Job) -> None:
         job.extra_polls = int(value)

@@ -25,7 +25,6 @@ from emulator.settings import Settings
 from emulator.testing.server import free_port
 from tests.conftest import serve_process
 
-REPO = Path(__file__).resolve().parents[1]
 SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (docs/vendors/pixazo.md)
 
 

@@ -35,8 +35,6 @@ from emulator.testing.server import free_port
 from tests.conftest import serve_process
 from tests.vendors.drivers import DRIVERS, KEY, Driver
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _png() -> str:
     out = io.BytesIO()

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 import buggy_clients
 from emulator import contracts
 from emulator.contracts.responses import lift_closed_objects, spec_for
-from emulator.core.faults.variation import VARIATION_KINDS, vary
+from emulator.core.faults.variation import MIXES, VARIATION_KINDS, vary
 from emulator.testing.clientcheck import ClientPropertyRunner
 from emulator.testing.plugin import EmulatorHandle
 from emulator.testing.server import EmulatorServer
@@ -78,7 +78,7 @@ def test_every_variation_conforms(vendor: str, answers: dict[str, list[Answer]])
     applied: set[str] = set()
 
     @settings(max_examples=150, deadline=None, derandomize=True, database=None)
-    @given(index=st.integers(0, len(found) - 1), kind=st.sampled_from(("any", *VARIATION_KINDS)),
+    @given(index=st.integers(0, len(found) - 1), kind=st.sampled_from((*MIXES, *VARIATION_KINDS)),
            seed=st.integers(0, 2**32 - 1))
     def check(index: int, kind: str, seed: int) -> None:
         op, status, body = found[index]

@@ -28,8 +28,9 @@ family          rule                                                   label
                 documented success word (Runflow ``partial_succeeded``);
                 ``times: 1``
 ``variation``   ``vary: extra-field | drop-optional | null-optional |   recoverable
-                reorder | rare-value`` (seeded), ``times``: a valid but
-                unexpected answer (only where the contract allows it)
+                reorder | rare-value | all`` (seeded), ``times``: a
+                valid but unexpected answer (only where the contract
+                allows it); ``all`` half the time
 ``webhook``     ``webhook: drop | delay:1 | duplicate | reorder |       recoverable
                 forged-signature | stale-timestamp``, ``times`` (only
                 when named: it acts on clients that ask for webhooks)
@@ -130,6 +131,10 @@ MAX_EXTRA_POLLS = 5
 JOB_FIELDS = ("job", "word", "polls", "image")
 #: Request-level effects that let their request through (the vendor still answers it).
 PASS_THROUGH_FIELDS = ("latency", "vary")
+#: What the ``variation`` family draws for ``vary``: each kind, or ``all`` of them at once,
+#: ``all`` half the time (a client that trips over any one kind is met early), listed last so
+#: that shrinking moves from ``all`` to the first single kind that still breaks the client.
+VARY_DRAWS = (*VARIATION_KINDS, *("all",) * len(VARIATION_KINDS))
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,7 @@ def _transient(vendor: str, seed: int, families: frozenset[str], budget: int,
         if "variation" in families:
             options.append(st.fixed_dictionaries({
                 **{k: st.just(v) for k, v in base.items()},
-                "vary": st.sampled_from(VARIATION_KINDS), "seed": st.just(seed),
+                "vary": st.sampled_from(VARY_DRAWS), "seed": st.just(seed),
                 "times": times}))
         if "latency" in families:
             options.append(st.fixed_dictionaries({

@@ -42,7 +42,7 @@ from PIL import Image
 
 from emulator.core.faults.asgi import BodyFault, Receive, Send, drop_connection, sleep_at_least
 from emulator.core.faults.parsing import RuleError, choice, integer, number
-from emulator.core.faults.variation import VARIATION_KINDS, VariedBody
+from emulator.core.faults.variation import MIXES, VARIATION_KINDS, VariedBody
 from emulator.core.jobs import JobStatus, OutputFault
 from emulator.errors import EmulatorError, NotFound, PaymentRequired, RateLimited, Unauthorized
 
@@ -507,18 +507,19 @@ class BodyEffect(Effect):
 class VaryEffect(Effect):
     """Send the answer valid but unexpected: one variation of its JSON body
     (:mod:`emulator.core.faults.variation`: ``extra-field``, ``drop-optional``,
-    ``null-optional``, ``reorder``, ``rare-value``, or ``any``), drawn with the rule's seeded
-    generator and kept only when the operation's response schema allows it (else the answer
-    is sent as it is). The one response-variation step: it acts on the route's answer."""
+    ``null-optional``, ``reorder``, ``rare-value``; ``any`` of them, or ``all`` at once),
+    drawn with the rule's seeded generator and kept only when the operation's response schema
+    allows it (else the answer is sent as it is). The one response-variation step: it acts on
+    the route's answer."""
 
     name = "vary"
     order = 30
 
     def parse(self, value: Any) -> str:
-        return choice("vary", value, ("any", *VARIATION_KINDS))
+        return choice("vary", value, (*MIXES, *VARIATION_KINDS))
 
     def spec_schema(self) -> dict[str, Any]:
-        return {"type": "string", "enum": ["any", *VARIATION_KINDS]}
+        return {"type": "string", "enum": [*MIXES, *VARIATION_KINDS]}
 
     def draw(self, value: Any, rng: random.Random) -> tuple[str, int]:
         return value, rng.getrandbits(32)

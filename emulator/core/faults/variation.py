@@ -8,7 +8,9 @@ variations of a JSON answer; each candidate is kept only when ``conforms`` says 
 may send it (the operation's response schema in its contract, with the fields the vendor may
 add: ``Operation.accepts_variant``), so a variation never breaks the contract.
 
-Kinds (:data:`VARIATION_KINDS`; ``any`` picks one per answer):
+Kinds (:data:`VARIATION_KINDS`; ``any`` picks one per answer, ``all`` applies each kind in
+turn, keeping each step that conforms: one answer that is unexpected in every way at once,
+which a client with any of these assumptions trips over):
 
 * ``extra-field``: a property the schema does not name, added to one object (names and
   values from :data:`EXTRA_FIELDS`);
@@ -38,8 +40,14 @@ import orjson
 
 from emulator.core.faults.asgi import Message, Send
 
-#: The kinds of variation (the ``vary`` rule's values, ``any`` besides).
+#: The kinds of variation (the ``vary`` rule's values, with :data:`MIXES`).
 VARIATION_KINDS = ("extra-field", "drop-optional", "null-optional", "reorder", "rare-value")
+#: The order ``all`` applies the kinds in: what takes away before what adds, so no later step
+#: undoes an earlier one (a dropped field is not the added one), the reordering last.
+ALL_ORDER = ("drop-optional", "null-optional", "rare-value", "extra-field", "reorder")
+#: Values of ``vary`` besides the kinds: ``any`` (one kind drawn per answer), ``all`` (every
+#: kind in turn).
+MIXES = ("any", "all")
 #: Names and values of added properties: what vendors tend to add.
 EXTRA_FIELDS: tuple[tuple[str, Any], ...] = (
     ("trace_id", "00f067aa0ba902b7"), ("region", "us-east-1"), ("meta", {"version": 2}),
@@ -134,15 +142,23 @@ def candidate(body: Any, kind: str, rng: random.Random) -> tuple[Any, str] | Non
 
 
 def vary(body: Any, kind: str, rng: random.Random, conforms: Conforms) -> tuple[Any, str | None]:
-    """``body`` varied once by ``kind`` (``any``: a kind drawn per try), or ``body`` itself
-    when no candidate conforms in :data:`MAX_TRIES` tries; with the description of what was
-    varied (``None``: nothing).
+    """``body`` varied once by ``kind`` (``any``: a kind drawn per try; ``all``: each kind in
+    turn, on the result of the ones before), or ``body`` itself when no candidate conforms in
+    :data:`MAX_TRIES` tries; with the description of what was varied (``None``: nothing;
+    ``all``: the steps that were kept, joined by ``"; "``).
 
     Raises:
         ValueError: an unknown kind.
     """
-    if kind != "any" and kind not in VARIATION_KINDS:
+    if kind not in MIXES and kind not in VARIATION_KINDS:
         raise ValueError(f"unknown variation {kind!r}")
+    if kind == "all":
+        steps = []
+        for each in ALL_ORDER:
+            body, text = vary(body, each, rng, conforms)
+            if text is not None:
+                steps.append(text)
+        return body, "; ".join(steps) or None
     for _ in range(MAX_TRIES):
         chosen = kind if kind != "any" else VARIATION_KINDS[rng.randrange(len(VARIATION_KINDS))]
         made = candidate(body, chosen, rng)
@@ -209,5 +225,5 @@ class VariedBody:
         return orjson.dumps(varied)
 
 
-__all__ = ["EXTRA_FIELDS", "LOG_ENTRIES", "MAX_TRIES", "VARIATION_KINDS", "Conforms",
+__all__ = ["EXTRA_FIELDS", "LOG_ENTRIES", "MAX_TRIES", "MIXES", "VARIATION_KINDS", "Conforms",
            "VariedBody", "candidate", "vary"]

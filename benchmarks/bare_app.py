@@ -51,6 +51,20 @@ async def fal_status(request: Request) -> Response:
                          "response_url": base, "logs": None, "metrics": {}})
 
 
+async def apiframe_submit(request: Request) -> Response:
+    await request.body()
+    return JSONResponse({"jobId": "static", "status": "QUEUED"}, status_code=202)
+
+
+async def apiframe_status(request: Request) -> Response:
+    return JSONResponse({
+        "jobId": request.path_params["job_id"], "model": "bria-bg-remove", "status": "COMPLETED",
+        "result": {"images": ["http://127.0.0.1/_emulator/files/apiframe/x.png"]},
+        "error": None, "createdAt": "2026-03-31T10:00:00.000Z",
+        "updatedAt": "2026-03-31T10:00:15.000Z", "completedAt": "2026-03-31T10:00:15.000Z",
+    })
+
+
 async def file(request: Request) -> Response:
     return Response(PNG, media_type="image/png")
 
@@ -60,6 +74,8 @@ app = Starlette(routes=[
     Route("/v2/requests/status/{request_id}", pixazo_status, methods=["GET"]),
     Route("/queue/fal-ai/bria/background/remove", fal_submit, methods=["POST"]),
     Route("/queue/fal-ai/bria/requests/{request_id}/status", fal_status, methods=["GET"]),
+    Route("/v2/images/background-remove", apiframe_submit, methods=["POST"]),
+    Route("/v2/jobs/{job_id}", apiframe_status, methods=["GET"]),
     Route("/_emulator/files/{vendor}/{name}", file, methods=["GET"]),
     Route("/cdn/files/{bucket}/{name}", file, methods=["GET"]),
 ])

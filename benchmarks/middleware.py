@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import bare_app  # benchmarks/bare_app.py (this script's directory is on sys.path)
+from inproc import call, scope
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -37,28 +38,8 @@ SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
 
 
 def _scope(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
-    headers = [(b"host", b"127.0.0.1:8000"), (b"ocp-apim-subscription-key", KEY.encode()),
-               (b"user-agent", b"bench"), (b"accept", b"*/*")]
-    if body:
-        headers += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
-
-
-async def _call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(dict(scope), receive, send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    return scope(method, path, [(b"ocp-apim-subscription-key", KEY.encode()),
+                                (b"user-agent", b"bench"), (b"accept", b"*/*")], body)
 
 
 async def _time(app: Any, scope: dict[str, Any], n: int, repeat: int) -> float:
@@ -66,7 +47,7 @@ async def _time(app: Any, scope: dict[str, Any], n: int, repeat: int) -> float:
     for _ in range(repeat):
         start = time.process_time()
         for _ in range(n):
-            await _call(app, scope)
+            await call(app, scope)
         best = min(best, (time.process_time() - start) / n)
     return best * 1e6
 
@@ -82,10 +63,10 @@ async def main_async(n: int, repeat: int) -> None:
         Image.new("RGB", (32, 24), (200, 40, 40)).save(buf, format="PNG")
         uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         body = json.dumps({"image_url": uri}).encode()
-        status, out = await _call(app, _scope("POST", SUBMIT, body), body)
+        status, out = await call(app, _scope("POST", SUBMIT, body), body)
         assert status == 202, out
         poll = _scope("GET", "/v2/requests/status/" + json.loads(out)["request_id"])
-        assert (await _call(app, poll))[0] == 200
+        assert (await call(app, poll))[0] == 200
         async def bare_stack(scope: Any, receive: Any, send: Any) -> None:
             # the route table and the error boundary, without the middleware's journal
             ctx = scope[CTX_KEY] = app.table.resolve(scope)

@@ -34,33 +34,15 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
+from inproc import call, scope  # benchmarks/inproc.py (this script's directory is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
 KEY = "bench-key"
 
 
 def _scope(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
-    headers = [(b"host", b"127.0.0.1:8000"), (b"ocp-apim-subscription-key", KEY.encode())]
-    if body:
-        headers += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
-
-
-async def _call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(dict(scope), receive, send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    return scope(method, path, [(b"ocp-apim-subscription-key", KEY.encode())], body)
 
 
 def _body() -> bytes:
@@ -104,25 +86,25 @@ async def _child_mix(store: str, n: int) -> dict[str, float]:
         app.state.emulator.saver._writer = InlineExecutor()
     body = _body()
     async with app.router.lifespan_context(app):
-        status, out = await _call(app, _scope("POST", SUBMIT, body), body)
+        status, out = await call(app, _scope("POST", SUBMIT, body), body)
         assert status in (200, 202), out
         poll = _scope("GET", "/v2/requests/status/" + json.loads(out)["request_id"])
         for _ in range(100):  # the first job's work ends, its outputs are cached
-            status, out = await _call(app, poll)
+            status, out = await call(app, poll)
             if b"COMPLETED" in out:
                 break
             await asyncio.sleep(0.05)
         saver = getattr(app.state.emulator, "saver", None)
         start, wall = time.process_time(), time.perf_counter()
         for _ in range(n):
-            await _call(app, _scope("POST", SUBMIT, body), body)
+            await call(app, _scope("POST", SUBMIT, body), body)
         submit_wall_us = (time.perf_counter() - wall) / n * 1e6
         if saver is not None:
             await saver.flush()
         submit_us = (time.process_time() - start) / n * 1e6
         start, wall = time.process_time(), time.perf_counter()
         for _ in range(n):
-            await _call(app, poll)
+            await call(app, poll)
         poll_wall_us = (time.perf_counter() - wall) / n * 1e6
         if saver is not None:
             await saver.flush()
@@ -134,7 +116,7 @@ async def _child_mix(store: str, n: int) -> dict[str, float]:
         end = time.perf_counter() + 2.0
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            await _call(app, _scope("POST", SUBMIT, body), body)
+            await call(app, _scope("POST", SUBMIT, body), body)
             await asyncio.sleep(0)
             took.append(time.perf_counter() - t0)
         took.sort()
@@ -152,7 +134,7 @@ async def _child_fill(store: str, n: int) -> None:
     body = _body()
     async with app.router.lifespan_context(app):
         for _ in range(n):
-            status, out = await _call(app, _scope("POST", SUBMIT, body), body)
+            status, out = await call(app, _scope("POST", SUBMIT, body), body)
             assert status in (200, 202), out
         await asyncio.sleep(0.5)
 

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 import starlette
+from inproc import call, scope  # benchmarks/inproc.py (this script's directory is on sys.path)
 from PIL import Image
 
 import emulator
@@ -34,31 +35,6 @@ from emulator.settings import Settings
 PACKAGE = str(Path(emulator.__file__).resolve().parent)
 FRAMEWORK = str(Path(starlette.__file__).resolve().parent)
 KEY = "trace-key"
-
-
-def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
-           ) -> dict[str, Any]:
-    headers = [(b"host", b"127.0.0.1:8000"), *headers]
-    if body:
-        headers += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
-
-
-async def _call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
 class Tracer:
@@ -106,7 +82,7 @@ async def _traced(app: Any, scope: dict[str, Any], body: bytes = b"") -> _Both:
     tracer = _Both()
     sys.setprofile(tracer)
     try:
-        status, out = await _call(app, scope, body)
+        status, out = await call(app, scope, body)
     finally:
         sys.setprofile(None)
     assert status < 300, (status, out)
@@ -124,20 +100,20 @@ async def main_async() -> None:
         uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         body = json.dumps({"image_url": uri}).encode()
         pixazo = [(b"ocp-apim-subscription-key", KEY.encode())]
-        status, out = await _call(app, _scope(
+        status, out = await call(app, scope(
             "POST", "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request", pixazo, body), body)
         assert status == 202, out
-        poll = _scope("GET", "/v2/requests/status/" + json.loads(out)["request_id"], pixazo,
-                      b"")
-        await _call(app, dict(poll))  # warm
+        poll = scope("GET", "/v2/requests/status/" + json.loads(out)["request_id"], pixazo,
+                     b"")
+        await call(app, dict(poll))  # warm
         fal = [(b"authorization", f"Key {KEY}".encode()),
                (b"x-emulator-fault", b"latency=0.001")]
         submit = "/queue/fal-ai/bria/background/remove"
-        await _call(app, _scope("POST", submit, fal, body), body)  # warm
-        for name, scope, payload in (("pixazo status poll", poll, b""),
-                                     ("fal queue submit + fault header",
-                                      _scope("POST", submit, fal, body), body)):
-            both = await _traced(app, dict(scope), payload)
+        await call(app, scope("POST", submit, fal, body), body)  # warm
+        for name, request, payload in (("pixazo status poll", poll, b""),
+                                       ("fal queue submit + fault header",
+                                        scope("POST", submit, fal, body), body)):
+            both = await _traced(app, dict(request), payload)
             own = sorted(f[len(PACKAGE) + 1:] for f in both.own.files)
             print(f"{name:34s} emulator: {len(own):3d} files {both.own.transitions:3d} "
                   f"transitions; with starlette: {len(both.stack.files):3d} files "

@@ -215,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
                                            "speaks_contract, never_false_success, pays_once)")
     fuzz.add_argument("--no-property", dest="skip", nargs="+", action="extend", default=[],
                       metavar="NAME", help="do not check these properties")
+    fuzz.add_argument("--family", dest="families", nargs="+", action="extend", default=[],
+                      metavar="NAME", help="draw only these behaviour families (rate-limit, "
+                                           "server-error, connection, body, latency, "
+                                           "job-path, variation, payment, job-failure, "
+                                           "job-end, image, webhook; default all)")
+    fuzz.add_argument("--shrink-time", dest="shrink_s", type=float, default=60.0,
+                      metavar="SEC", help="real seconds shrinking a failure may take; then "
+                                          "the smallest failure found is reported "
+                                          "(default 60)")
     return parser
 
 
@@ -229,7 +238,8 @@ def cmd_fuzz_client(args: argparse.Namespace, command: Sequence[str]) -> int:
         return 2
     options = FuzzOptions(examples=args.examples, seed=args.seed, report=args.report,
                           deadline_s=args.deadline, only=tuple(args.only),
-                          skip=tuple(args.skip))
+                          skip=tuple(args.skip), families=tuple(args.families),
+                          shrink_s=args.shrink_s)
     return fuzz_client(args.vendor, command, options)
 
 
@@ -348,6 +358,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  scenario: {loaded['name']} ({len(loaded['rules'])} fault rules, "
               f"{len(loaded['keys'])} keys)")
     print(f"  health: {base}/_emulator/health   samples: {base}/_emulator/samples")
+    print(f"  dashboard: {base}/_emulator/ui"
+          + ("  (log in: /_emulator/ui/login)" if settings.admin_token is not None else ""))
     print(f"  docs: {DOCS_URL}")
     print(f"  access log: {'on' if args.access_log else 'off (--access-log)'}")
     # The socket is bound and listening: connections queue from here on.

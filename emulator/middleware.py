@@ -37,8 +37,9 @@ import contextlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -294,12 +295,21 @@ class FaultMiddleware:
                 return
             # The request-stage effects act (latency, drop, broken body, status answer); the
             # job-stage ones ride on the plan, which the adapter's submit hands the job engine.
-            act = RequestAct(receive=receive, send=recorder, raw_send=send, record=record)
+            act = RequestAct(receive=receive, send=recorder, raw_send=send, record=record,
+                             conforms=self._conforms(ctx))
             if await plan.act_on_request(act):
                 return
             await serve(ctx, scope, receive, act.send, refuse=act.refuse)
         finally:
             record()
+
+    def _conforms(self, ctx: RequestContext) -> Callable[[int, Any], bool] | None:
+        """What the vendor may answer ``ctx``'s request (its contract operation's response
+        schemas, for the ``vary`` fault), or ``None`` without a contract operation."""
+        if ctx.vendor is None or ctx.operation is None:
+            return None
+        op = self.emulator.guard.operation(ctx.vendor, ctx.operation)
+        return None if op is None else op.accepts_variant
 
     def _record(self, ctx: RequestContext, scope: Scope, at: float, started: float,
                 recorder: _Recorder) -> None:

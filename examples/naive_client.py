@@ -10,7 +10,8 @@ it gets wrong, on purpose:
 * it never looks at the PNG it saves (breaks *never a false success* on a broken image).
 
 Its loops are capped (10 tries per request, 50 status reads) so a run always ends. Use
-``examples/bgremove`` for a client that gets these right.
+``examples/bgremove`` for a client that gets these right. :func:`remove_background_bria` is the
+same client for Bria.
 
 As a command (``rmbg-emulator fuzz-client pixazo -- python examples/naive_client.py``) it reads
 ``EMULATOR_URL``, ``EMULATOR_API_KEY``, ``EMULATOR_IMAGE_URL`` and ``EMULATOR_OUTPUT`` and
@@ -67,6 +68,32 @@ def remove_background(base_url: str, api_key: str, image_url: str, output_path: 
             status = _request(client, "GET", polling_url).json()
             if status.get("status") == "COMPLETED":
                 media = _request(client, "GET", status["output"]["media_url"][0])
+                output_path.write_bytes(media.content)
+                return True
+        return False
+
+
+#: Bria's submit path (docs/vendors/bria.md: remove background, v2).
+BRIA_SUBMIT_PATH = "/v2/image/edit/remove_background"
+
+
+def remove_background_bria(base_url: str, api_key: str, image_url: str,
+                           output_path: Path) -> bool:
+    """The same naive habits against Bria (``api_token`` header, ``status_url``, ``COMPLETED``
+    with ``result.image_url``): retries at once, polls in a tight loop, never checks the PNG.
+
+    Returns:
+        True when it wrote a file; False when the request never reached ``COMPLETED``.
+
+    Raises:
+        httpx.HTTPError: a request still failed after :data:`MAX_TRIES` tries.
+    """
+    with httpx.Client(base_url=base_url, headers={"api_token": api_key}, timeout=30) as client:
+        accepted = _request(client, "POST", BRIA_SUBMIT_PATH, json={"image": image_url}).json()
+        for _ in range(MAX_POLLS):
+            status = _request(client, "GET", accepted["status_url"]).json()
+            if status.get("status") == "COMPLETED":
+                media = _request(client, "GET", status["result"]["image_url"])
                 output_path.write_bytes(media.content)
                 return True
         return False

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -205,3 +208,29 @@ def decode_png(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
+
+
+def serve_process(port: int, *extra: str, env: dict[str, str] | None = None,
+                  start_s: float = 60.0) -> subprocess.Popen[str]:
+    """``rmbg-emulator serve --port PORT --engine grabcut EXTRA...`` as a subprocess (this
+    checkout's package, output discarded), returned once its health answers.
+
+    Raises:
+        AssertionError: it exited, or did not answer within ``start_s`` seconds ("does not
+            hang", on a loaded machine).
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--engine",
+         "grabcut", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=full_env)
+    deadline = time.monotonic() + start_s
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=2)
+            return proc
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("serve did not start") from None
+            time.sleep(0.1)

@@ -76,9 +76,13 @@ def test_serve_prints_the_banner_and_answers(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(3)]
+        banner = [proc.stdout.readline()]
+        while not banner[-1].startswith("Listening on") and banner[-1]:
+            banner.append(proc.stdout.readline())
         assert f"http://127.0.0.1:{port}" in banner[0]
         assert banner[1] == "  engine: u2netp\n"
+        assert f"  dashboard: http://127.0.0.1:{port}/_emulator/ui\n" in banner
+        assert banner[-1] == f"Listening on http://127.0.0.1:{port} (Ctrl+C to stop)\n"
         deadline = time.monotonic() + 60  # "does not hang", on a loaded machine
         while True:
             try:

@@ -88,6 +88,10 @@ def test_a_command_past_the_deadline_is_killed_and_breaks_terminates() -> None:
     (["fuzz-client", "pixazo", "--examples", "0", "--", "true"], "--examples must be >= 1"),
     (["fuzz-client", "pixazo", "--", "/nonexistent/client"],
      "command not found: '/nonexistent/client'"),
+    (["fuzz-client", "pixazo", "--family", "nope", "--", "true"],
+     "unknown behaviour family 'nope'"),
+    (["fuzz-client", "pixazo", "--shrink-time", "-1", "--", "true"],
+     "--shrink-time must be >= 0"),
 ])
 def test_usage_errors_exit_2(argv: list[str], message: str,
                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,3 +125,16 @@ def test_a_separator_of_another_sub_command_is_left_alone(
     with pytest.raises(SystemExit) as exited:
         cli.main(["scenario", "check", "a.yaml", "--bogus"])
     assert exited.value.code == 2
+
+
+def test_a_family_and_a_shrink_cap_from_the_command_line() -> None:
+    # the strict client crashes on an added field: --family variation finds it; with
+    # --shrink-time 0 no run is made after the first failure, which is then reported as is
+    done = fuzz("pixazo", "--examples", "15", "--family", "variation", "--shrink-time", "0",
+                "--", sys.executable, str(EXAMPLES / "buggy_clients.py"), "strict-fields")
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    rules = shrunk_rules(out)
+    assert rules and all("vary" in r for r in rules), out
+    failing = [line for line in out.splitlines() if line.startswith("[") and "BROKEN" in line]
+    assert len(failing) == 1, out  # shrinking ran no client

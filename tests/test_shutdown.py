@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -24,8 +23,8 @@ from emulator.core.jobs import JobEngine, JobStatus, Task
 from emulator.matte.grabcut import GrabCutEngine
 from emulator.settings import Settings
 from emulator.testing.server import free_port
+from tests.conftest import serve_process
 
-REPO = Path(__file__).resolve().parents[1]
 SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (docs/vendors/pixazo.md)
 
 
@@ -64,21 +63,7 @@ def silent_host() -> Iterator[SilentHost]:
 
 
 def _serve(port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--engine",
-         "grabcut", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=full_env)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=2)
-            return proc
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("serve did not start") from None
-            time.sleep(0.1)
+    return serve_process(port, *extra, env=env, start_s=30)
 
 
 def _exit_time_after_sigterm(proc: subprocess.Popen[str], limit_s: float) -> float:

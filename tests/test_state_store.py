@@ -7,10 +7,8 @@ import asyncio
 import base64
 import io
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -34,9 +32,8 @@ from emulator.core.state import (
 from emulator.core.state.records import job_from_record, job_record
 from emulator.settings import Settings
 from emulator.testing.server import free_port
+from tests.conftest import serve_process
 from tests.vendors.drivers import DRIVERS, KEY, Driver
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _png() -> str:
@@ -45,25 +42,11 @@ def _png() -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def _serve(port: int, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--engine",
-         "grabcut", "--progression", "immediate", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=2)
-            return proc
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("serve did not start") from None
-            time.sleep(0.1)
+def _serve(port: int, *extra: str) -> subprocess.Popen[str]:
+    return serve_process(port, "--progression", "immediate", *extra)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     # uvicorn ends its lifespan, then raises the signal again: -15 is a clean stop.
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)

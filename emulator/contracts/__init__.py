@@ -47,8 +47,13 @@ Conventions the machinery relies on (a new vendor needs only a new contract file
   is a token that operation issues (fal's CDN upload token); the suite fetches one. A list of
   such steps runs in order, each step's ``"{token}"`` being the one before's (GMI Cloud's
   login, then session); ``"{api_key}"`` is the suite's key.
-* ``x-status-words: true`` on the one schema whose enum holds the vendor's status words (every
-  word of the adapter's ``status_words`` table is in it; a test checks each registered vendor).
+* ``x-status-words: true`` on the one schema whose enum holds the vendor's status words (the
+  words of the adapter's ``status_words`` table and its ``other_words`` are exactly that enum;
+  a test checks each registered vendor). ``Contract.status_words`` reads it.
+* ``x-extensible-responses: true`` at the top: the vendor may add fields to its answers; the
+  response schemas' ``additionalProperties: false`` says what the emulator sends. The ``vary``
+  fault checks its variations against the schemas with those lifted
+  (``Operation.accepts_variant``).
 * ``x-transport-responses: {status: response}`` at the top: what the HTTP server answers, before
   any route, to a request it cannot parse (a malformed header name, an unknown
   ``Transfer-Encoding``: uvicorn's ``text/plain`` 400). Every operation may get it, so loading

@@ -24,7 +24,7 @@ from emulator.contracts.operations import (
 )
 from emulator.contracts.references import dereference, resolve_pointer
 from emulator.contracts.registry import CONTROL_PLANE, fill_registry_enums
-from emulator.contracts.responses import ResponseSpec
+from emulator.contracts.responses import ResponseSpec, lift_closed_objects
 
 TRANSPORT_RESPONSES = "x-transport-responses"
 
@@ -118,6 +118,16 @@ class Contract:
         """``info.version``."""
         return str(self.document.get("info", {}).get("version", ""))
 
+    @property
+    def status_words(self) -> tuple[str, ...]:
+        """The enum of the schema marked ``x-status-words: true`` (the vendor's job status
+        words, in the contract's order); ``()`` when none is marked."""
+        schemas = self.resolved.get("components", {}).get("schemas") or {}
+        for schema in schemas.values():
+            if isinstance(schema, dict) and schema.get("x-status-words"):
+                return tuple(str(w) for w in schema.get("enum") or ())
+        return ()
+
     def security_schemes(self) -> dict[str, SecurityScheme]:
         """The contract's security schemes by name."""
         out: dict[str, SecurityScheme] = {}
@@ -195,7 +205,11 @@ class Contract:
         headers = {name.lower(): (bool(h.get("required", False)),
                                   self._validator(h.get("schema")))
                    for name, h in (raw.get("headers") or {}).items()}
-        return ResponseSpec(status=status, media=media, headers=headers)
+        variants: dict[str, SchemaValidator | None] = {}
+        if self.resolved.get("x-extensible-responses") is True:
+            variants = {m.lower(): self._validator(lift_closed_objects(c.get("schema")))
+                        for m, c in (raw.get("content") or {}).items()}
+        return ResponseSpec(status=status, media=media, headers=headers, variants=variants)
 
     # -- lookups -----------------------------------------------------------------------------
     def operation(self, operation_id: str) -> Operation | None:

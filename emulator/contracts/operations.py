@@ -19,7 +19,7 @@ from emulator.contracts.formats import (
     has_format,
     media_allowed,
 )
-from emulator.contracts.responses import ResponseSpec, check_response
+from emulator.contracts.responses import ResponseSpec, check_response, spec_for
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -265,6 +265,12 @@ class Operation:
             elif validator is not None and not validator.is_valid(body):
                 problems.extend(_problems_from(validator.iter_errors(body), "body", ""))
         return problems
+
+    def accepts_variant(self, status: int, body: Any) -> bool:
+        """Whether the JSON value ``body`` is an answer of ``status`` the vendor may send
+        (:meth:`ResponseSpec.accepts_variant`; ``False`` for an undocumented status)."""
+        spec = spec_for(self.responses, status)
+        return spec is not None and spec.accepts_variant(body)
 
     def check_response(self, status: int, headers: Mapping[str, str], body: bytes) -> list[str]:
         """Every way a response breaks this operation's contract (``[]`` when it obeys); see

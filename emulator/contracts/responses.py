@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from emulator.contracts.formats import SchemaValidator, field_path, media_allowed
 
@@ -18,11 +19,42 @@ GENERIC_HEADERS = frozenset({
 
 @dataclass
 class ResponseSpec:
-    """One documented response: media types with validators, and headers."""
+    """One documented response: media types with validators, and headers.
+
+    ``variants``: per media type, the validator of what the *vendor* may send there, for the
+    ``vary`` fault (:mod:`emulator.core.faults.variation`): the schema itself, or, in a
+    contract marked ``x-extensible-responses: true``, the schema with every
+    ``additionalProperties: false`` lifted (that marks what the emulator sends; the vendor
+    may add fields). Empty: the same as ``media``.
+    """
 
     status: str
     media: dict[str, SchemaValidator | None]
     headers: dict[str, tuple[bool, SchemaValidator | None]]
+    variants: dict[str, SchemaValidator | None] = field(default_factory=dict)
+
+    def accepts_variant(self, body: Any) -> bool:
+        """Whether the JSON value ``body`` is an answer the vendor may send here (the
+        ``variants`` validator of ``application/json``; ``False`` without one)."""
+        validator = (self.variants or self.media).get("application/json")
+        return validator is not None and validator.is_valid(body)
+
+
+def spec_for(responses: Mapping[str, ResponseSpec], status: int) -> ResponseSpec | None:
+    """The documented response of ``status`` (exact, then ``4XX``, then ``default``)."""
+    return (responses.get(str(status)) or responses.get(f"{status // 100}XX")
+            or responses.get("default"))
+
+
+def lift_closed_objects(schema: Any) -> Any:
+    """A copy of ``schema`` with every ``additionalProperties: false`` removed (objects stay
+    as documented, and may have more properties)."""
+    if isinstance(schema, dict):
+        return {k: lift_closed_objects(v) for k, v in schema.items()
+                if not (k == "additionalProperties" and v is False)}
+    if isinstance(schema, list):
+        return [lift_closed_objects(v) for v in schema]
+    return schema
 
 
 def check_response(where: str, responses: Mapping[str, ResponseSpec], status: int,
@@ -33,8 +65,7 @@ def check_response(where: str, responses: Mapping[str, ResponseSpec], status: in
     Checks the status is documented, every non-generic header is documented (and
     required ones are there), the media type is documented, and a JSON body validates.
     """
-    spec = (responses.get(str(status)) or responses.get(f"{status // 100}XX")
-            or responses.get("default"))
+    spec = spec_for(responses, status)
     if spec is None:
         return [f"{where}: status {status} is not documented "
                 f"(documented: {', '.join(responses)})"]
@@ -74,4 +105,5 @@ def check_response(where: str, responses: Mapping[str, ResponseSpec], status: in
     return problems
 
 
-__all__ = ["GENERIC_HEADERS", "ResponseSpec", "check_response"]
+__all__ = ["GENERIC_HEADERS", "ResponseSpec", "check_response", "lift_closed_objects",
+           "spec_for"]

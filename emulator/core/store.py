@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from emulator.core.jobs import Job
 
-#: Unfinished jobs one :meth:`InMemoryJobStore.put` moves past at most while looking for a
-#: finished one to evict (keeps a put O(1) when the oldest jobs are all unfinished).
-EVICT_SCAN = 64
-
-
 class JobStore(Protocol):
     """Where jobs live. Implementations must be safe to call from the event loop."""
 
     def put(self, job: Job) -> None:
         """Add or replace a job."""
+
+    def finished(self, job: Job) -> None:
+        """``job``'s work has ended (the engine says so once): it may now be evicted."""
 
     def get(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or ``None``."""
@@ -40,18 +38,21 @@ class JobStore(Protocol):
 
 
 class InMemoryJobStore:
-    """An ordered dict bounded to ``max_jobs``: past it, the oldest finished jobs are evicted.
+    """A dict of jobs bounded to ``max_jobs``: past it, the oldest finished jobs are evicted.
 
-    Unfinished jobs are never evicted (a job is never lost while it runs): one met at the front
-    is moved to the back. A put moves at most :data:`EVICT_SCAN` of them, so it stays cheap when
-    many jobs are unfinished; the store then holds more than ``max_jobs`` until later puts meet
-    finished ones (every finished one they meet is evicted, however many).
+    Unfinished jobs are never evicted (a job is never lost while it runs). Finished jobs wait
+    in a queue of their own (ids, in the order their work ended: :meth:`finished`, or the
+    put of a job ``is_finished`` already holds for), so a put past the cap evicts in O(1): it
+    never walks past unfinished jobs. With every kept job unfinished the store holds more
+    than ``max_jobs`` until enough of them finish.
     """
 
     def __init__(self, max_jobs: int, is_finished: Callable[[Job], bool],
                  on_evict: Callable[[Job], None] | None = None) -> None:
         self._max = max_jobs
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._jobs: dict[str, Job] = {}
+        #: Ids of kept finished jobs, the first to evict first.
+        self._done: OrderedDict[str, None] = OrderedDict()
         self._is_finished = is_finished
         #: Called (under the store's lock) with each job evicted: the engine drops its files.
         self._on_evict = on_evict
@@ -61,21 +62,25 @@ class InMemoryJobStore:
         """Add or replace a job, evicting the oldest finished ones past ``max_jobs``."""
         with self._lock:
             self._jobs[job.id] = job
+            if self._is_finished(job):
+                self._done[job.id] = None
             if len(self._jobs) > self._max:
                 self._evict()
 
+    def finished(self, job: Job) -> None:
+        """``job`` (kept) has ended its work: queue it for eviction (by the next put past
+        ``max_jobs``; a job is never evicted as it finishes)."""
+        with self._lock:
+            if self._jobs.get(job.id) is job:
+                self._done[job.id] = None
+
     def _evict(self) -> None:
-        moved = 0
-        limit = min(EVICT_SCAN, len(self._jobs))
-        while len(self._jobs) > self._max and moved < limit:
-            job_id, job = next(iter(self._jobs.items()))
-            if self._is_finished(job):
-                del self._jobs[job_id]
-                if self._on_evict is not None:
-                    self._on_evict(job)
-            else:
-                self._jobs.move_to_end(job_id)
-                moved += 1
+        jobs, done = self._jobs, self._done
+        while len(jobs) > self._max and done:
+            job_id, _ = done.popitem(last=False)
+            job = jobs.pop(job_id, None)
+            if job is not None and self._on_evict is not None:
+                self._on_evict(job)
 
     def get(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or ``None``."""
@@ -91,11 +96,13 @@ class InMemoryJobStore:
         """Forget every job."""
         with self._lock:
             self._jobs.clear()
+            self._done.clear()
 
     def discard(self, job_id: str) -> None:
         """Forget one job (if kept): a submit a shared store refused afterwards."""
         with self._lock:
             self._jobs.pop(job_id, None)
+            self._done.pop(job_id, None)
 
     def __len__(self) -> int:
         return len(self._jobs)

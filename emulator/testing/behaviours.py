@@ -22,8 +22,25 @@ family          rule                                                   label
 ``body``        ``body: truncated | malformed | empty`` on the status  recoverable
                 operation, ``times``
 ``latency``     ``latency: uniform:0:0.2`` (seconds), ``times``         recoverable
+``job-path``    the first job shows a documented in-progress word       recoverable
+                (``word``: GMI ``dispatched``, Bria ``UNKNOWN``) and/or
+                takes ``polls: 1..5`` more status reads, or ends with a
+                documented success word (Runflow ``partial_succeeded``);
+                ``times: 1``
+``variation``   ``vary: extra-field | drop-optional | null-optional |   recoverable
+                reorder | rare-value | all`` (seeded), ``times``: a
+                valid but unexpected answer (only where the contract
+                allows it); ``all`` half the time
+``webhook``     ``webhook: drop | delay:1 | duplicate | reorder |       recoverable
+                forged-signature | stale-timestamp``, ``times`` (only
+                when named: it acts on clients that ask for webhooks)
 ``payment``     ``status: 402`` on submit, every time                  unrecoverable
 ``job-failure`` ``job: failed | error``, every job                     unrecoverable
+``job-end``     every job ends with a documented failure word           unrecoverable
+                (``job: failed | error`` + ``word``: Pixazo ``ERROR``,
+                Runflow ``cancelled``, ...), or is ``stuck`` (never
+                finishes, maybe showing an in-progress word), or its
+                result files are ``expired`` as soon as stored
 ``image``       ``image: truncated-png | rgb-no-alpha | empty-alpha``,  unrecoverable
                 every job
 =============== ====================================================== =====================
@@ -46,9 +63,28 @@ Decisions, and why:
 * The sum of ``times`` of the transient rules on one operation is at most ``retry_budget``,
   so "recoverable" means "within the budget" even when rules stack (rules are tried in order,
   each until its ``times`` are spent).
-* Rule order: transient rules, then the permanent one, then ``latency`` rules. A latency-only
-  rule that applies lets its request through and stops the rules after it for that request,
-  so after it a ``402`` would miss a submit and "unrecoverable" would be false.
+* Rule order: transient rules, then the permanent one, then ``latency`` and ``vary`` rules.
+  Such a rule that applies lets its request through and stops the rules after it for that
+  request, so after it a ``402`` would miss a submit and "unrecoverable" would be false.
+* ``job-path`` and ``job-end`` read the words from the contract's status enum (the schema
+  marked ``x-status-words``) and what each means from the adapter registry
+  (``VendorAdapter.word_meaning``: its ``status_words`` and ``other_words``), so no vendor is
+  named here. A word means what the vendor's clients must do with it: Runflow's
+  ``partial_succeeded`` is a success (the run has its output: the one image a removal makes)
+  and is recoverable; Bria's ``UNKNOWN`` is in progress (Bria's SDK keeps polling on it).
+* ``stuck`` is unrecoverable: the job never finishes, so a correct client gives up with an
+  error before the deadline (property *terminates*) rather than polling on. ``expired``
+  results (gone as soon as stored: the emulator expires a job's files with ``job:
+  expired``) are unrecoverable too: a client must report failure, not an empty file.
+* ``webhook`` is recoverable: the job is there to poll whatever happens to its callback. A
+  correct client that asks for a webhook checks its signature (refusing a forged or stale
+  one), handles a delivery once, and falls back to polling when none comes in time. It is
+  not in the default families: a client that asks for no webhook gets nothing from it.
+  (Accepting a forged delivery is not observable by the properties yet: the forged one
+  carries the same, real result.)
+* A job takes the job-stage effects of one rule only (the first job-only rule that matches),
+  so a behaviour has at most one job-level rule: a ``job-path`` rule is left out when the
+  permanent fault acts on jobs.
 * Shrinking: the rule list has ``min_size=0`` and ``times`` is ``integers(1, budget)``, the
   permanent fault is ``none() | ...``, so hypothesis shrinks towards one rule, ``times: 1``.
 
@@ -65,17 +101,40 @@ import yaml
 from hypothesis import strategies as st
 
 from emulator import contracts
+from emulator.core.faults.variation import VARIATION_KINDS
+from emulator.core.jobs.model import JobStatus
 
-__all__ = ["FAMILIES", "PERMANENT_FAMILIES", "TRANSIENT_FAMILIES", "Behaviour", "behaviours",
-           "operations_of"]
+__all__ = ["FAMILIES", "KNOWN_FAMILIES", "OPTIONAL_FAMILIES", "PERMANENT_FAMILIES",
+           "TRANSIENT_FAMILIES", "WEBHOOK_KINDS", "Behaviour", "behaviours",
+           "operations_of", "status_words"]
 
 #: Families whose faults a correct client rides out (within the retry budget).
-TRANSIENT_FAMILIES = ("rate-limit", "server-error", "connection", "body", "latency")
+TRANSIENT_FAMILIES = ("rate-limit", "server-error", "connection", "body", "latency",
+                      "job-path", "variation")
 #: Families whose fault is permanent: a correct client ends with an error.
-PERMANENT_FAMILIES = ("payment", "job-failure", "image")
+PERMANENT_FAMILIES = ("payment", "job-failure", "job-end", "image")
+#: The families drawn when none are named.
 FAMILIES = (*TRANSIENT_FAMILIES, *PERMANENT_FAMILIES)
+#: Families drawn only when named (``families=`` / ``fuzz-client --family``): they act only on
+#: clients that ask for webhooks, so by default they would only dilute the examples.
+OPTIONAL_FAMILIES = ("webhook",)
+#: Every family a caller may name.
+KNOWN_FAMILIES = (*FAMILIES, *OPTIONAL_FAMILIES)
+#: What the ``webhook`` family does to a delivery (``delay`` seconds on the emulator's clock).
+WEBHOOK_KINDS = ("drop", "delay:1", "duplicate", "reorder", "forged-signature",
+                 "stale-timestamp")
 #: Latency drawn by the ``latency`` family (seconds, seeded by the behaviour's seed).
 LATENCY = "uniform:0:0.2"
+#: Most extra status reads the ``job-path`` family adds to a job.
+MAX_EXTRA_POLLS = 5
+#: Rule attributes that act on the job a submit creates.
+JOB_FIELDS = ("job", "word", "polls", "image")
+#: Request-level effects that let their request through (the vendor still answers it).
+PASS_THROUGH_FIELDS = ("latency", "vary")
+#: What the ``variation`` family draws for ``vary``: each kind, or ``all`` of them at once,
+#: ``all`` half the time (a client that trips over any one kind is met early), listed last so
+#: that shrinking moves from ``all`` to the first single kind that still breaks the client.
+VARY_DRAWS = (*VARIATION_KINDS, *("all",) * len(VARIATION_KINDS))
 
 
 @dataclass(frozen=True)
@@ -165,11 +224,79 @@ def _transient(vendor: str, seed: int, families: frozenset[str], budget: int,
             options.append(st.fixed_dictionaries({
                 **{k: st.just(v) for k, v in base.items()},
                 "body": st.sampled_from(("truncated", "malformed", "empty")), "times": times}))
+        if "variation" in families:
+            options.append(st.fixed_dictionaries({
+                **{k: st.just(v) for k, v in base.items()},
+                "vary": st.sampled_from(VARY_DRAWS), "seed": st.just(seed),
+                "times": times}))
         if "latency" in families:
             options.append(st.fixed_dictionaries({
                 **{k: st.just(v) for k, v in base.items()}, "latency": st.just(LATENCY),
                 "seed": st.just(seed), "times": times}))
+    if "job-path" in families:
+        options.extend(_job_path(vendor, submit))
+    if "webhook" in families:
+        # Webhook rules match the job's vendor (a delivery has no operation of its own).
+        options.append(st.fixed_dictionaries({
+            "vendor": st.just(vendor), "webhook": st.sampled_from(WEBHOOK_KINDS),
+            "times": times}))
     return st.one_of(options) if options else st.nothing()
+
+
+def status_words(vendor: str) -> dict[str, JobStatus]:
+    """Each status word of ``vendor``'s contract (its ``x-status-words`` enum) and the core
+    status it means (the adapter's ``word_meaning``), in the contract's order; words the
+    adapter cannot place are left out.
+
+    Raises:
+        KeyError: no adapter is registered for ``vendor``.
+    """
+    from emulator.vendors import load_all
+
+    adapter = load_all()[vendor]
+    out: dict[str, JobStatus] = {}
+    for word in contracts.load(vendor).status_words:
+        meaning = adapter.word_meaning(word)
+        if meaning is not None:
+            out[word] = meaning
+    return out
+
+
+def _job_path(vendor: str, submit: str) -> list[st.SearchStrategy[dict[str, Any]]]:
+    from emulator.vendors import load_all
+
+    shown = set(load_all()[vendor].status_words.values())
+    words = status_words(vendor)
+    pending = sorted(w for w, m in words.items() if not m.terminal)
+    # A success word the emulator does not show on its own (a plain success is no news).
+    success = sorted(w for w, m in words.items() if m is JobStatus.SUCCEEDED and w not in shown)
+    base = {"vendor": vendor, "operation": submit, "times": 1}
+    drawn = st.tuples(st.none() | st.sampled_from(pending),
+                      st.none() | st.integers(1, MAX_EXTRA_POLLS))
+    out = [drawn.filter(lambda wp: wp != (None, None)).map(
+        lambda wp: _without_none({**base, "word": wp[0], "polls": wp[1]}))]
+    if success:
+        out.append(st.sampled_from(success).map(lambda w: {**base, "word": w}))
+    return out
+
+
+def _without_none(rule: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rule.items() if v is not None}
+
+
+def _job_end(vendor: str, submit: str) -> list[st.SearchStrategy[dict[str, Any]]]:
+    words = status_words(vendor)
+    base = {"vendor": vendor, "operation": submit}
+    failures = sorted(w for w, m in words.items() if m.terminal and m is not JobStatus.SUCCEEDED)
+    pending = sorted(w for w, m in words.items() if not m.terminal)
+    out: list[st.SearchStrategy[dict[str, Any]]] = []
+    if failures:
+        out.append(st.sampled_from(failures).map(lambda w: {
+            **base, "job": "error" if words[w] is JobStatus.ERROR else "failed", "word": w}))
+    out.append(st.sampled_from([None, *pending]).map(
+        lambda w: _without_none({**base, "job": "stuck", "word": w})))
+    out.append(st.just({**base, "job": "expired"}))
+    return out
 
 
 def _permanent(vendor: str, families: frozenset[str]) -> list[st.SearchStrategy[dict[str, Any]]]:
@@ -180,6 +307,8 @@ def _permanent(vendor: str, families: frozenset[str]) -> list[st.SearchStrategy[
         out.append(st.just({**base, "status": 402}))
     if "job-failure" in families:
         out.append(st.sampled_from(("failed", "error")).map(lambda j: {**base, "job": j}))
+    if "job-end" in families:
+        out.extend(_job_end(vendor, submit))
     if "image" in families:
         out.append(st.sampled_from(("truncated-png", "rgb-no-alpha", "empty-alpha")).map(
             lambda i: {**base, "image": i}))
@@ -187,8 +316,8 @@ def _permanent(vendor: str, families: frozenset[str]) -> list[st.SearchStrategy[
 
 
 #: Key order of a drawn rule (match fields, effects, options), so YAML and repr read alike.
-KEY_ORDER = ("vendor", "operation", "status", "retry_after", "connection", "body", "latency",
-             "job", "image", "seed", "times")
+KEY_ORDER = ("vendor", "operation", "status", "retry_after", "connection", "body", "vary",
+             "latency", "job", "word", "polls", "image", "webhook", "seed", "times")
 
 
 def _canonical(rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,7 +328,8 @@ def _canonical(rule: Mapping[str, Any]) -> dict[str, Any]:
 def _within_budget(rules: list[dict[str, Any]], budget: int) -> bool:
     spent: dict[str, int] = {}
     for rule in rules:
-        spent[rule["operation"]] = spent.get(rule["operation"], 0) + int(rule["times"])
+        where = rule.get("operation", "webhook")
+        spent[where] = spent.get(where, 0) + int(rule["times"])
     return all(n <= budget for n in spent.values())
 
 
@@ -221,13 +351,14 @@ def behaviours(vendor: str, *, retry_budget: int = 3, families: Iterable[str] | 
         KeyError: the vendor's contract has no submit/status operation.
     """
     chosen = frozenset(FAMILIES if families is None else families)
-    unknown = sorted(chosen - set(FAMILIES))
+    unknown = sorted(chosen - set(KNOWN_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown behaviour family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown behaviour family {unknown[0]!r}; known: "
+                         f"{', '.join(KNOWN_FAMILIES)}")
     if retry_budget < 1 or max_retry_after < 1 or max_rules < 0:
         raise ValueError("retry_budget and max_retry_after must be >= 1, max_rules >= 0")
     permanent = _permanent(vendor, chosen)
-    transient_families = chosen & set(TRANSIENT_FAMILIES)
+    transient_families = chosen & {*TRANSIENT_FAMILIES, *OPTIONAL_FAMILIES}
     if not permanent and not transient_families:
         raise ValueError(f"no family of {sorted(chosen)} applies to {vendor}")
 
@@ -243,12 +374,17 @@ def behaviours(vendor: str, *, retry_budget: int = 3, families: Iterable[str] | 
         if permanent:
             fatal = data(st.one_of(st.none(), *permanent) if transient_families
                          else st.one_of(*permanent))
+        jobbed = [r for r in rules if any(f in r for f in JOB_FIELDS)]
+        if fatal is not None and any(f in fatal for f in JOB_FIELDS):
+            jobbed = []  # the permanent fault is the one job-level rule
+        rules = [r for r in rules if not any(f in r for f in JOB_FIELDS)] + jobbed[:1]
         if fatal is not None:
-            # A latency-only rule lets its request through (and stops the rules after it for
-            # that request), so the permanent fault goes before the latency rules: a 402 then
-            # answers every submit.
-            slow = [r for r in rules if "latency" in r]
-            rules = [r for r in rules if "latency" not in r] + [fatal] + slow
+            # A request-level rule that lets its request through (``latency``, ``vary``) still
+            # stops the request-level rules after it for that request, so the permanent fault
+            # goes before them: a 402 then answers every submit.
+            passing = [r for r in rules if any(f in r for f in PASS_THROUGH_FIELDS)]
+            rules = [r for r in rules if not any(f in r for f in PASS_THROUGH_FIELDS)] + [
+                fatal] + passing
         return Behaviour(vendor=vendor, seed=seed, rules=tuple(_canonical(r) for r in rules),
                          recoverable=fatal is None)
 

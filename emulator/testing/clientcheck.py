@@ -43,8 +43,8 @@ from emulator.testing.properties import (
 if TYPE_CHECKING:
     from emulator.testing.handle import EmulatorHandle
 
-__all__ = ["API_KEY", "INPUT_SIZE", "ClientFunction", "ClientPropertyRunner", "ClientResult",
-           "Invoker", "PropertyBroken", "failure_message", "input_png"]
+__all__ = ["API_KEY", "DEFAULT_SHRINK_S", "INPUT_SIZE", "ClientFunction", "ClientPropertyRunner",
+           "ClientResult", "Invoker", "PropertyBroken", "failure_message", "input_png"]
 
 #: ``fn(base_url, api_key, image_url, output_path) -> bool``: True when the client wrote the
 #: cut-out to ``output_path``.
@@ -56,6 +56,8 @@ Invoker = Callable[[str, Path, float], "ClientResult"]
 API_KEY = "property-key"
 #: ``(width, height)`` of the input image, pixels.
 INPUT_SIZE = (64, 48)
+#: Default real seconds shrinking may take after the first failure.
+DEFAULT_SHRINK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ class ClientPropertyRunner:
               retry_budget: int = 3, families: Iterable[str] | None = None,
               deadline_s: float = DEFAULT_DEADLINE_S,
               max_polls_per_s: int = DEFAULT_MAX_POLLS_PER_S,
-              skip: Iterable[str] = ()) -> None:
+              skip: Iterable[str] = (), shrink_s: float | None = DEFAULT_SHRINK_S) -> None:
         """Check ``fn`` against up to ``max_examples`` behaviours of ``vendor``.
 
         Args:
@@ -183,6 +185,7 @@ class ClientPropertyRunner:
             max_polls_per_s: property *polls politely*.
             skip: property names (keys of :data:`~emulator.testing.properties.PROPERTIES`)
                 not to check.
+            shrink_s: the cap on shrinking (see :meth:`search`).
 
         Raises:
             AssertionError: a behaviour (shrunk by hypothesis) under which a property broke;
@@ -191,14 +194,15 @@ class ClientPropertyRunner:
         """
         self.search(vendor, self.function_invoker(fn), max_examples=max_examples,
                     retry_budget=retry_budget, families=families, deadline_s=deadline_s,
-                    max_polls_per_s=max_polls_per_s, skip=skip)
+                    max_polls_per_s=max_polls_per_s, skip=skip, shrink_s=shrink_s)
 
     def search(self, vendor: str, invoke: Invoker, *, max_examples: int = 15,
                retry_budget: int = 3, families: Iterable[str] | None = None,
                deadline_s: float = DEFAULT_DEADLINE_S,
                max_polls_per_s: int = DEFAULT_MAX_POLLS_PER_S, skip: Iterable[str] = (),
                seed: int | None = None,
-               on_run: Callable[[RunRecord, list[Problem]], None] | None = None) -> None:
+               on_run: Callable[[RunRecord, list[Problem]], None] | None = None,
+               shrink_s: float | None = DEFAULT_SHRINK_S) -> None:
         """Draw up to ``max_examples`` behaviours of ``vendor``, run the client through
         ``invoke`` under each and check the properties; shrink a failure.
 
@@ -207,6 +211,10 @@ class ClientPropertyRunner:
                 code, the same every run).
             on_run: called after every run, shrinking runs included, with the record and its
                 problems (progress output).
+            shrink_s: real seconds shrinking may take after the first failure (``None``: no
+                cap). Past it no client is run: a behaviour that failed before fails again
+                from memory and any other counts as passing, so hypothesis ends at once with
+                the smallest failure it had found (each one a real run).
             The rest: as :meth:`check`.
 
         Raises:
@@ -225,6 +233,8 @@ class ClientPropertyRunner:
             raise ValueError(f"unknown property {unknown[0]!r}; known: {', '.join(PROPERTIES)}")
         switches = {name: name not in skipped for name in PROPERTIES}
         strategy = behaviours(vendor, retry_budget=retry_budget, families=families)
+        failures: dict[str, PropertyBroken] = {}
+        first_failure: list[float] = []
 
         @settings(max_examples=max_examples, deadline=None, derandomize=seed is None,
                   database=None, report_multiple_bugs=False, print_blob=False,
@@ -234,13 +244,22 @@ class ClientPropertyRunner:
                   phases=[p for p in Phase if p.name != "explain"])
         @given(behaviour=strategy)
         def one(behaviour: Behaviour) -> None:
+            key = f"{behaviour.recoverable}\n{behaviour.to_scenario_yaml()}"
+            if key in failures:
+                raise failures[key]
+            if (shrink_s is not None and first_failure
+                    and time.monotonic() - first_failure[0] > shrink_s):
+                return  # the shrinking budget is spent: run no more clients
             run = self.run_with(behaviour, invoke, deadline_s=deadline_s)
             problems = check_all(run, deadline_s=deadline_s, max_polls_per_s=max_polls_per_s,
                                  **switches)
             if on_run is not None:
                 on_run(run, problems)
             if problems:
-                raise PropertyBroken(run, problems)
+                if not first_failure:
+                    first_failure.append(time.monotonic())
+                broken = failures[key] = PropertyBroken(run, problems)
+                raise broken
 
         (one if seed is None else hypothesis_seed(seed)(one))()
 

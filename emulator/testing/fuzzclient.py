@@ -38,7 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from emulator.testing.clientcheck import ClientResult, Invoker, PropertyBroken
+from emulator.testing.clientcheck import (
+    DEFAULT_SHRINK_S,
+    ClientResult,
+    Invoker,
+    PropertyBroken,
+)
 from emulator.testing.properties import DEFAULT_DEADLINE_S, PROPERTIES, Problem, RunRecord
 
 __all__ = ["FuzzOptions", "UsageError", "command_invoker", "fuzz_client", "write_report"]
@@ -64,6 +69,10 @@ class FuzzOptions:
         deadline_s: real seconds one run of the command may take (> 0).
         only: properties to check (names of :data:`PROPERTIES`); empty: all.
         skip: properties not to check.
+        families: behaviour families to draw (:data:`~emulator.testing.behaviours.FAMILIES`);
+            empty: all.
+        shrink_s: real seconds shrinking may take after the first failure (``None``: no
+            cap; :meth:`~emulator.testing.clientcheck.ClientPropertyRunner.search`).
     """
 
     examples: int = 15
@@ -72,6 +81,8 @@ class FuzzOptions:
     deadline_s: float = DEFAULT_DEADLINE_S
     only: Sequence[str] = field(default_factory=tuple)
     skip: Sequence[str] = field(default_factory=tuple)
+    families: Sequence[str] = field(default_factory=tuple)
+    shrink_s: float | None = DEFAULT_SHRINK_S
 
     def skipped(self) -> list[str]:
         """The property names not to check.
@@ -214,7 +225,10 @@ def fuzz_client(vendor: str, command: Sequence[str], options: FuzzOptions,
         if vendor == "emulator" or vendor not in contracts.names():
             raise UsageError(f"unknown vendor {vendor!r}; known: "
                              + ", ".join(n for n in contracts.names() if n != "emulator"))
-        behaviours(vendor)  # the vendor's contract has a submit and a status operation
+        # the vendor's contract has a submit and a status operation; the families are known
+        behaviours(vendor, families=options.families or None)
+        if options.shrink_s is not None and options.shrink_s < 0:
+            raise UsageError("--shrink-time must be >= 0")
     except (UsageError, KeyError, ValueError, contracts.ContractError) as exc:
         print(f"rmbg-emulator fuzz-client: {exc}", file=sys.stderr)
         return 2
@@ -246,7 +260,8 @@ def fuzz_client(vendor: str, command: Sequence[str], options: FuzzOptions,
             try:
                 runner.search(vendor, invoke, max_examples=options.examples,
                               deadline_s=options.deadline_s, skip=skip, seed=options.seed,
-                              on_run=progress)
+                              on_run=progress, families=options.families or None,
+                              shrink_s=options.shrink_s)
             except PropertyBroken as broken:
                 _report_failure(broken, stream)
                 if options.report is not None:

@@ -74,7 +74,8 @@ class ApiframeAdapter(VendorAdapter):
         return {"api": [
             self.route("/v2/images/background-remove", self.submit, methods=["POST"],
                        operation="submit"),
-            self.route("/v2/jobs/{job_id}", self.status, methods=["GET"], operation="status"),
+            self.route("/v2/jobs/{job_id}", self.status, methods=["GET"], operation="status",
+                       final_read="job_id"),
         ]}
 
     def api_key(self, request: Request) -> str:
@@ -153,7 +154,7 @@ class ApiframeAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The job body; also the webhook payload."""
-        status = STATUS_WORDS[job.status]
+        status = self.status_word(job)
         return {
             "jobId": job.id,
             "model": MODEL,

@@ -27,14 +27,16 @@ from starlette.routing import BaseRoute, Route
 
 from emulator.context import CTX_KEY, UNREAD, RequestContext
 from emulator.core.files import StoredFile
+from emulator.core.jobs.model import JobStatus
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
 from emulator.jsonbody import parse_json_async
+from emulator.vendors.finalreads import FinalReads, Variant
 
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
     from emulator.core.faults import FaultRules
-    from emulator.core.jobs import Job, JobEngine, JobStatus, Task
+    from emulator.core.jobs import Job, JobEngine, Task
     from emulator.core.urls import OwnUrls
     from emulator.core.webhooks import Secrets
     from emulator.settings import Settings
@@ -126,6 +128,12 @@ class VendorAdapter:
     #: The vendor's status word for each core status (its one mapping table); every word is
     #: in the enum its contract marks ``x-status-words: true`` (a test checks every adapter).
     status_words: ClassVar[Mapping[JobStatus, str]] = {}
+    #: Words the vendor's contract documents that the emulator does not show on its own, with
+    #: the core status each one means (GMI Cloud's ``dispatched``: processing; Runflow's
+    #: ``partial_succeeded``: succeeded). With :attr:`status_words` they are the contract's
+    #: whole status enum (a test checks every adapter); a job shows one when a ``word`` fault
+    #: asks for it (:meth:`status_word`).
+    other_words: ClassVar[Mapping[str, JobStatus]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -136,6 +144,28 @@ class VendorAdapter:
 
     def __init__(self, port: VendorPort) -> None:
         self.port = port
+        #: Kept answers of status reads of final jobs (``route(final_read=...)``).
+        self._final_reads = FinalReads()
+
+    @classmethod
+    def word_meaning(cls, word: str) -> JobStatus | None:
+        """The core status a documented status word means (:attr:`status_words` first, then
+        :attr:`other_words`); ``None`` for a word the vendor does not document."""
+        for status, known in cls.status_words.items():
+            if known == word:
+                return status
+        return cls.other_words.get(word)
+
+    def status_word(self, job: Job) -> str:
+        """The status word ``job`` shows now: its ``word`` fault (:attr:`Job.word`) when the
+        word means what the job is at (a word of a job in progress while it is queued or
+        processing; a terminal word when the job ended that way, any failure counting as a
+        failure), else :attr:`status_words`."""
+        word = job.word
+        meaning = None if word is None else self.word_meaning(word)
+        if word is not None and meaning is not None and _same_phase(meaning, job.status):
+            return word
+        return self.status_words[job.status]
 
     # -- to implement ------------------------------------------------------------------------
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -269,8 +299,8 @@ class VendorAdapter:
                     names.add(operation)
         return frozenset(names)
 
-    def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str
-              ) -> Route:
+    def route(self, path: str, endpoint: Endpoint, *, methods: list[str], operation: str,
+              final_read: str | None = None) -> Route:
         """A Starlette route named ``"{slug}.{operation}"`` whose request is first checked
         against the vendor's contract (``operation`` is the contract's ``operationId``; see
         :mod:`emulator.guard`).
@@ -282,23 +312,54 @@ class VendorAdapter:
         The endpoint raises :class:`EmulatorError`; the one error boundary
         (:mod:`emulator.boundary`) renders it through :meth:`error_response` (anything else
         as the vendor's 500), so a bad request never crashes the server.
-        """
 
-        async def handler(request: Request) -> Response:
-            shared = self.port.jobs.shared
-            if shared is None:
+        ``final_read`` names the path parameter holding a job id when the route is a status
+        read of that job (its endpoint finds it with :meth:`caller_job`, renders it and
+        changes nothing once it is final): the answer for a final job is then kept and sent
+        again until the job changes (:mod:`emulator.vendors.finalreads`, the fast lane; not
+        under a shared store, where another process may change the job).
+        """
+        # Set before the app's routes are built (no port: routes listed for their names).
+        shared = self.port.jobs.shared if self.port is not None else None
+        if shared is not None:
+            async def handler(request: Request) -> Response:
+                # Shared store (--store redis://): the jobs and files the path names are
+                # read before, what the request changed is written before the response.
+                assert shared is not None
+                await shared.prefetch([str(v) for v in request.path_params.values()])
+                await self.port.guard.check(self, operation, request)
+                response = await endpoint(request)
+                ctx: RequestContext | None = request.scope.get(CTX_KEY)
+                if ctx is not None and ctx.job_id is not None:
+                    await shared.admit(ctx.job_id)  # a submit: balance, limits, atomically
+                await shared.flush()
+                return response
+        elif final_read is None:
+            async def handler(request: Request) -> Response:
                 await self.port.guard.check(self, operation, request)
                 return await endpoint(request)
-            # Shared store (--store redis://): the jobs and files the path names are read
-            # before, what the request changed is written before the response leaves.
-            await shared.prefetch([str(v) for v in request.path_params.values()])
-            await self.port.guard.check(self, operation, request)
-            response = await endpoint(request)
-            ctx: RequestContext | None = request.scope.get(CTX_KEY)
-            if ctx is not None and ctx.job_id is not None:
-                await shared.admit(ctx.job_id)  # a submit: balance, limits, atomically
-            await shared.flush()
-            return response
+        else:
+            param = final_read
+
+            async def handler(request: Request) -> Response:
+                await self.port.guard.check(self, operation, request)
+                scope = request.scope
+                ctx: RequestContext | None = scope.get(CTX_KEY)
+                if ctx is None or ctx.plan is not None:  # the fault path: no lane
+                    return await endpoint(request)
+                job = self.port.jobs.find(scope["path_params"][param], vendor=self.slug,
+                                          api_key=self.api_key(request))
+                if job is None:
+                    return await endpoint(request)
+                variant = Variant(self.origin(request), scope["path"],
+                                  scope.get("query_string", b""))
+                kept = self._final_reads.lookup(job, variant)  # only final jobs' are kept
+                if kept is not None:
+                    ctx.job_id = job.id
+                    return kept
+                response = await endpoint(request)
+                self._final_reads.keep(job, variant, response)  # kept once final
+                return response
 
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
 
@@ -504,3 +565,15 @@ class FastJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         """``content`` as compact UTF-8 JSON."""
         return _dump_json(content)
+
+
+#: Core statuses of a job that ended without its result.
+_FAILURES = frozenset({JobStatus.FAILED, JobStatus.ERROR, JobStatus.CANCELLED})
+
+
+def _same_phase(meaning: JobStatus, status: JobStatus) -> bool:
+    if not meaning.terminal:
+        return not status.terminal
+    if meaning in _FAILURES:
+        return status in _FAILURES
+    return meaning is status

@@ -109,13 +109,15 @@ class BriaAdapter(VendorAdapter):
     hosts = (HostSpec("engine.prod.bria-api.com", ""),)
     source = "docs/vendors/bria.md"  # https://docs.bria.ai/
     status_words = STATUS_WORDS
+    other_words = {"UNKNOWN": JobStatus.PROCESSING}  # Bria's SDK keeps polling on it
     job_not_found = "Request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Remove background (submit) and the status service, on the engine host."""
         return {"api": [
             self.route(REMOVE_PATH, self.submit, methods=["POST"], operation="submit"),
-            self.route(STATUS_PATH, self.status, methods=["GET"], operation="status"),
+            self.route(STATUS_PATH, self.status, methods=["GET"], operation="status",
+                       final_read="request_id"),
         ]}
 
     def api_key(self, request: Request) -> str:
@@ -205,7 +207,7 @@ class BriaAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The status body ``{request_id, status, result? | error?}``; also the webhook body."""
-        word = STATUS_WORDS[job.status]
+        word = self.status_word(job)
         body: dict[str, Any] = {"request_id": job.id, "status": word}
         if job.status is JobStatus.SUCCEEDED:
             body["result"] = {"image_url": urls[0]}

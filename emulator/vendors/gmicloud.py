@@ -166,6 +166,7 @@ class GmiCloudAdapter(VendorAdapter):
     hosts = (HostSpec("console.gmicloud.ai", ""),)
     source = "docs/vendors/gmicloud.md"
     status_words = STATUS_WORDS
+    other_words = {"created": JobStatus.QUEUED, "dispatched": JobStatus.PROCESSING}
     job_not_found = "request {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -175,12 +176,12 @@ class GmiCloudAdapter(VendorAdapter):
             self.route(BASE, self.submit, methods=["POST"], operation="submit"),
             self.route(BASE, self.list_requests, methods=["GET"], operation="list"),
             self.route(BASE + "/{request_id}", self.status, methods=["GET"],
-                       operation="status"),
+                       operation="status", final_read="request_id"),
             self.route(SESSION_BASE, self.submit, methods=["POST"], operation="submit.session"),
             self.route(SESSION_BASE, self.list_requests, methods=["GET"],
                        operation="list.session"),
             self.route(SESSION_BASE + "/{request_id}", self.status, methods=["GET"],
-                       operation="status.session"),
+                       operation="status.session", final_read="request_id"),
             self.route(IAM + "/auth-tokens", self.login, methods=["POST"], operation="login"),
             self.route(IAM + "/sessions", self.create_session, methods=["POST"],
                        operation="session.create"),
@@ -381,7 +382,7 @@ class GmiCloudAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The request record; ``outcome`` is ``{}`` until success."""
-        status = STATUS_WORDS[job.status]
+        status = self.status_word(job)
         outcome: dict[str, Any] = {}
         if job.status is JobStatus.SUCCEEDED:
             outcome = {"media_urls": [{"id": str(i), "url": url} for i, url in enumerate(urls)]}

@@ -68,7 +68,7 @@ class PixazoAdapter(VendorAdapter):
             self.route(f"/{MODEL_ID}/v1/bria-rmbg-2-0-request", self.submit,
                        methods=["POST"], operation="submit"),
             self.route("/v2/requests/status/{request_id}", self.status,
-                       methods=["GET"], operation="status"),
+                       methods=["GET"], operation="status", final_read="request_id"),
         ]}
 
     def api_key(self, request: Request) -> str:
@@ -131,7 +131,7 @@ class PixazoAdapter(VendorAdapter):
 
     def render_job(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The status body; also the webhook payload (docs/vendors/pixazo.md, Webhook)."""
-        status = STATUS_WORDS[job.status]
+        status = self.status_word(job)
         output = None
         if job.status is JobStatus.SUCCEEDED:
             output = {"media_url": urls, "media_type": "image/png"}

@@ -70,6 +70,8 @@ class RunflowAdapter(VendorAdapter):
     hosts = (HostSpec("api.runflow.io", ""),)
     source = "docs/vendors/runflow.md"
     status_words = STATUS_WORDS
+    other_words = {"dispatching": JobStatus.PROCESSING,
+                   "partial_succeeded": JobStatus.SUCCEEDED}  # docs/vendors/runflow.md
     job_not_found = "Run {id} not found"
 
     def routes(self) -> dict[str, list[BaseRoute]]:
@@ -77,7 +79,8 @@ class RunflowAdapter(VendorAdapter):
         return {"api": [
             self.route(f"/v1/models/{MODEL}/runs", self.create_run, methods=["POST"],
                        operation="submit"),
-            self.route("/v1/runs/{run_id}", self.get_run, methods=["GET"], operation="status"),
+            self.route("/v1/runs/{run_id}", self.get_run, methods=["GET"], operation="status",
+                       final_read="run_id"),
             self.route("/v1/callback-secrets", self.create_secret, methods=["POST"],
                        operation="callback_secret"),
         ]}
@@ -210,7 +213,7 @@ class RunflowAdapter(VendorAdapter):
             first = job.metadata.setdefault(_DISPATCH_READ, job.status_reads)
             if first == job.status_reads:
                 return "dispatching"
-        return STATUS_WORDS[job.status]
+        return super().status_word(job)
 
     def render_run(self, job: Job, urls: list[str]) -> dict[str, Any]:
         """The run object (docs/vendors/runflow.md: Output schema; Runs, errors and callback

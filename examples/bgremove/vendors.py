@@ -398,14 +398,20 @@ class BackgroundRemover(ABC):
 
         Args:
             expected_size: the input's ``(width, height)``; read from the input when left out.
-            timeout_s: how long to wait for the job (default ``poll.timeout_s``).
+            timeout_s: how long the call may wait for the job, counted from the call (default
+                ``poll.timeout_s``): time spent retrying the submit comes out of it, so a
+                caller with a deadline of its own gets its answer inside it.
 
         Raises:
             BackgroundRemovalError: any of its subclasses (see :meth:`request`, :meth:`wait`,
                 :meth:`fetch`).
         """
+        started = self.clock.monotonic()
+        limit = self.poll.timeout_s if timeout_s is None else timeout_s
         size = expected_size or self.input_size(image_url)
-        job = self.wait(self.submit(image_url), timeout_s=timeout_s)
+        submission = self.submit(image_url)
+        left = max(0.0, limit - (self.clock.monotonic() - started))
+        job = self.wait(submission, timeout_s=left)
         return self.fetch(job, size)
 
     # -- lifetime -----------------------------------------------------------------------------

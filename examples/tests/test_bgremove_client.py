@@ -211,6 +211,25 @@ def test_stuck_job_times_out(make_remover: MakeRemover, rmbg_emulator: EmulatorH
     assert rmbg_emulator.jobs(vendor="pixazo")[0]["status"] == "processing"
 
 
+def test_retried_submits_count_against_the_calls_timeout(
+        make_remover: MakeRemover, rmbg_emulator: EmulatorHandle, image_uri: str,
+        image_size: tuple[int, int], clock: VirtualClock) -> None:
+    """``remove(timeout_s=T)`` answers within T of the call: the time its submit spent on
+    retries comes out of the wait (found by ``fuzz-client``: three 500s, then a stuck job,
+    overran the run's deadline)."""
+    rmbg_emulator.inject(vendor="pixazo", operation="submit", status=500, times=3)
+    rmbg_emulator.inject(vendor="pixazo", job="stuck")
+    remover = make_remover("pixazo", poll=PollPolicy(backoff=Backoff(initial_s=1, max_s=8)))
+
+    with pytest.raises(JobTimeout) as info:
+        remover.remove(image_uri, expected_size=image_size, timeout_s=30)
+
+    retried = sum(clock.sleeps) - info.value.waited_s
+    assert retried > 0, clock.sleeps                    # the submit did wait between retries
+    assert sum(clock.sleeps) == pytest.approx(30.0)     # and all of it fits in the 30 s
+    assert info.value.waited_s == pytest.approx(30.0 - retried)
+
+
 @pytest.mark.parametrize(("fault", "why"), [("truncated-png", "does not decode"),
                                             ("rgb-no-alpha", "mode RGB"),
                                             ("empty-alpha", "alpha is 0 everywhere")])

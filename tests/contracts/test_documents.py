@@ -245,12 +245,19 @@ def status_enum(slug: str) -> list[str]:
 
 def check_status_words(slug: str) -> None:
     """Every status word adapter ``slug`` shows (its ``status_words`` table, one word for each
-    core status) is in its contract's status-word enum."""
+    core status) is in its contract's status-word enum, and with its ``other_words`` (words
+    shown only on a ``word`` fault) they are the whole enum."""
     from emulator.core.jobs import JobStatus
 
-    words = load_all()[slug].status_words
+    adapter = load_all()[slug]
+    words = adapter.status_words
     assert set(words) == set(JobStatus), f"{slug}.status_words misses a core status"
     assert set(words.values()) <= set(status_enum(slug)), slug
+    # The words it does not show on its own complete the enum, each with its meaning.
+    assert set(words.values()) | set(adapter.other_words) == set(status_enum(slug)), slug
+    assert not set(words.values()) & set(adapter.other_words), slug
+    contract = contracts.for_vendor(slug)
+    assert contract is not None and contract.status_words == tuple(status_enum(slug))
 
 
 @pytest.mark.parametrize("slug", sorted(load_all()))

@@ -100,7 +100,8 @@ def test_a_new_effect_is_one_registered_class() -> None:
 def test_the_built_in_effects_are_registered_with_their_stages() -> None:
     assert {name: effect.stage for name, effect in EFFECTS.items()} == {
         "status": "request", "latency": "request", "job": "job", "connection": "request",
-        "body": "request", "image": "output", "webhook": "webhook"}
+        "body": "request", "word": "job", "polls": "job", "vary": "request",
+        "image": "output", "webhook": "webhook"}
     with pytest.raises(ValueError, match="already registered"):
         register(type(EFFECTS["status"]))
 

@@ -14,7 +14,7 @@ from emulator.core.clock import Clock
 from emulator.core.files import FILE_OVERHEAD_BYTES, FileStore
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs import JobEngine, Task
-from emulator.core.store import EVICT_SCAN, InMemoryJobStore
+from emulator.core.store import InMemoryJobStore
 from emulator.core.webhooks import MAX_SECRETS_PER_KEY, Secrets
 from emulator.matte.grabcut import GrabCutEngine
 from emulator.settings import Settings
@@ -35,11 +35,14 @@ def test_store_evicts_oldest_finished_beyond_cap() -> None:
         store.put(_fake(f"j{i}", finished=True))
     assert len(store) == 100
     assert store.get("j899") is None and store.get("j900") is not None
+    store.put(_fake("next", finished=False))
+    assert len(store) == 100
+    assert store.get("j900") is None and store.get("j901") is not None
 
 
 def test_store_put_stays_cheap_when_every_job_is_unfinished() -> None:
-    """A put moves at most EVICT_SCAN unfinished jobs: 20,000 puts over a cap of 10 must not
-    scan the whole store each time (that took minutes)."""
+    """20,000 puts over a cap of 10 with every job unfinished must not scan the store each
+    time (that took minutes); once they finish, the next put evicts down to the cap."""
     store = _store(10)
     started = time.perf_counter()
     live = [_fake(f"j{i}", finished=False) for i in range(20_000)]
@@ -49,17 +52,27 @@ def test_store_put_stays_cheap_when_every_job_is_unfinished() -> None:
     assert len(store) == 20_000  # unfinished jobs are never evicted
     for job in live:
         job.finished = True
-    store.put(_fake("last", finished=True))  # finished ones met are all evicted
-    assert len(store) <= 10 + EVICT_SCAN
+        store.finished(job)
+    assert len(store) == 20_000  # never evicted as they finish
+    store.put(_fake("last", finished=True))
+    assert len(store) == 10
+    assert store.get("last") is not None and store.get("j19991") is not None
+    assert store.get("j19990") is None
 
 
-def test_store_still_finds_a_finished_job_behind_a_few_unfinished_ones() -> None:
-    store = _store(2)
-    store.put(_fake("a", finished=False))
-    store.put(_fake("b", finished=False))
-    store.put(_fake("c", finished=True))
+def test_store_evicts_in_the_order_jobs_finished_without_walking_unfinished_ones() -> None:
+    """At the cap, a put evicts the job that finished first, in O(1): the unfinished jobs in
+    front of it are not moved or scanned (the store keeps finished ids apart)."""
+    store = _store(3)
+    a, b, c = _fake("a", False), _fake("b", False), _fake("c", False)
+    for job in (a, b, c):
+        store.put(job)
+    c.finished = True
+    store.finished(c)
     store.put(_fake("d", finished=False))
-    assert store.get("c") is None and len(store) == 3
+    assert store.get("c") is None and store.get("a") is a and store.get("b") is b
+    assert [j.id for j in store.jobs()] == ["a", "b", "d"]  # oldest first, order kept
+    assert len(store._done) == 0
 
 
 def test_secrets_per_key_are_capped_and_the_newest_signs() -> None:

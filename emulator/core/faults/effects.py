@@ -19,7 +19,9 @@ Stages (:data:`STAGES`), where an effect acts:
 
 The built-in kinds and their values (vendor-neutral; README "Faults, billing, journal"):
 ``status`` (400-599), ``latency`` (seconds or a distribution), ``connection`` (reset, close),
-``body`` (truncated, malformed, empty), ``job`` (failed, error, stuck, expired), ``image``
+``body`` (truncated, malformed, empty), ``job`` (failed, error, stuck, expired), ``word`` (a
+status word of the vendor's contract), ``polls`` (extra status reads), ``vary`` (a valid
+but unexpected answer), ``image``
 (truncated-png, rgb-no-alpha, empty-alpha) and ``webhook`` (drop, delay:S, duplicate,
 reorder, forged-signature, stale-timestamp).
 """
@@ -40,6 +42,7 @@ from PIL import Image
 
 from emulator.core.faults.asgi import BodyFault, Receive, Send, drop_connection, sleep_at_least
 from emulator.core.faults.parsing import RuleError, choice, integer, number
+from emulator.core.faults.variation import MIXES, VARIATION_KINDS, VariedBody
 from emulator.core.jobs import JobStatus, OutputFault
 from emulator.errors import EmulatorError, NotFound, PaymentRequired, RateLimited, Unauthorized
 
@@ -110,6 +113,10 @@ class RequestAct:
         refuse: the error to answer with instead of running the route (a status fault); the
             middleware hands it to the one error boundary, which renders it in the vendor's
             body.
+        conforms: ``conforms(status, json_body)``: whether the vendor may send that answer
+            to this request (its operation's response schema in the contract); ``None``
+            where the middleware has no contract for the request (``vary`` then does
+            nothing).
     """
 
     receive: Receive
@@ -117,6 +124,7 @@ class RequestAct:
     raw_send: Send
     record: Callable[[], None]
     refuse: EmulatorError | None = None
+    conforms: Callable[[int, Any], bool] | None = None
 
 
 class Effect:
@@ -242,18 +250,15 @@ def effects_at(stage: Stage) -> Iterator[Effect]:
                        key=lambda e: e.order))
 
 
-# -- request stage ------------------------------------------------------------------------------
-@register
-class StatusEffect(Effect):
-    """Answer with an HTTP status (400-599) in the vendor's own error body, with the rule's
-    ``message`` (default per status: :data:`STATUS_MESSAGES`) and ``Retry-After`` (a 429
-    always has one)."""
+class IntegerEffect(Effect):
+    """An effect whose value is an integer in ``[minimum, maximum]`` (a JSON number in the
+    rule's view, the digits in its text form)."""
 
-    name = "status"
-    order = 90
+    minimum: ClassVar[int] = 0
+    maximum: ClassVar[int] = 0
 
     def parse(self, value: Any) -> int:
-        return integer("status", value, 400, 599)
+        return integer(self.name, value, self.minimum, self.maximum)
 
     def from_text(self, text: str) -> Any:
         try:
@@ -265,10 +270,23 @@ class StatusEffect(Effect):
         return value
 
     def spec_schema(self) -> dict[str, Any]:
-        return {"type": "integer", "minimum": 400, "maximum": 599}
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
 
     def view_schema(self) -> dict[str, Any]:
         return {"type": "integer"}
+
+
+# -- request stage ------------------------------------------------------------------------------
+@register
+class StatusEffect(IntegerEffect):
+    """Answer with an HTTP status (400-599) in the vendor's own error body, with the rule's
+    ``message`` (default per status: :data:`STATUS_MESSAGES`) and ``Retry-After`` (a 429
+    always has one)."""
+
+    name = "status"
+    order = 90
+    minimum = 400
+    maximum = 599
 
     async def act_on_request(self, drawn: Any, rule: FaultRule, act: RequestAct) -> bool:
         act.refuse = fault_error(rule)
@@ -400,6 +418,51 @@ class JobEffect(Effect):
             job.output_ttl_s = 0.0
 
 
+#: A status word a ``word`` rule may name (the vendor's contract says which it documents).
+WORD_PATTERN = r"^[A-Za-z][A-Za-z_]{0,39}$"
+#: Most extra status reads (or seconds) a ``polls`` rule adds to a job.
+MAX_EXTRA_POLLS = 1000
+
+
+@register
+class WordEffect(Effect):
+    """The job shows this status word of its vendor's contract where it means what the job is
+    at (``VendorAdapter.status_word``): a word of a job in progress (GMI Cloud's
+    ``dispatched``, Bria's ``UNKNOWN``) while it is queued or processing; a terminal word
+    (Pixazo's ``ERROR``, Runflow's ``partial_succeeded`` or ``cancelled``) as its final status
+    when the job ends that way (pair a failure word with ``job: failed``). A word the vendor
+    does not document, or one that does not fit the job, leaves its usual word."""
+
+    name = "word"
+    stage = "job"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(WORD_PATTERN, value):
+            raise RuleError(f"word must be a status word (letters and _, e.g. ERROR); "
+                            f"got {value!r}")
+        return value
+
+    def spec_schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": WORD_PATTERN}
+
+    def act_on_job(self, value: Any, rule: FaultRule, job: Job) -> None:
+        job.word = value
+
+
+@register
+class PollsEffect(IntegerEffect):
+    """The job takes N more status reads before its final status (``polls`` progression),
+    N more seconds (``time`` progression); 1..:data:`MAX_EXTRA_POLLS`."""
+
+    name = "polls"
+    stage = "job"
+    minimum = 1
+    maximum = MAX_EXTRA_POLLS
+
+    def act_on_job(self, value: Any, rule: FaultRule, job: Job) -> None:
+        job.extra_polls = int(value)
+
+
 @register
 class ConnectionEffect(Effect):
     """Drop the connection without an HTTP answer: ``reset`` (TCP RST) or ``close`` (FIN);
@@ -437,6 +500,36 @@ class BodyEffect(Effect):
 
     async def act_on_request(self, drawn: Any, rule: FaultRule, act: RequestAct) -> bool:
         act.send = BodyFault(drawn, act.send, act.raw_send, act.receive)
+        return False
+
+
+@register
+class VaryEffect(Effect):
+    """Send the answer valid but unexpected: one variation of its JSON body
+    (:mod:`emulator.core.faults.variation`: ``extra-field``, ``drop-optional``,
+    ``null-optional``, ``reorder``, ``rare-value``; ``any`` of them, or ``all`` at once),
+    drawn with the rule's seeded generator and kept only when the operation's response schema
+    allows it (else the answer is sent as it is). The one response-variation step: it acts on
+    the route's answer."""
+
+    name = "vary"
+    order = 30
+
+    def parse(self, value: Any) -> str:
+        return choice("vary", value, (*MIXES, *VARIATION_KINDS))
+
+    def spec_schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": [*MIXES, *VARIATION_KINDS]}
+
+    def draw(self, value: Any, rng: random.Random) -> tuple[str, int]:
+        return value, rng.getrandbits(32)
+
+    def describe(self, drawn: Any) -> str:
+        return f"vary={drawn[0]}"
+
+    async def act_on_request(self, drawn: Any, rule: FaultRule, act: RequestAct) -> bool:
+        kind, seed = drawn
+        act.send = VariedBody(kind, seed, act.send, act.conforms)
         return False
 
 
@@ -552,8 +645,9 @@ class WebhookEffect(Effect):
 
 __all__ = [
     "BODY_FAULTS", "CONNECTION_FAULTS", "EFFECTS", "IMAGE_FAULTS", "JOB_FAULTS",
-    "JOB_MESSAGES", "LATENCY_PATTERN", "MAX_LATENCY_S", "STAGES", "STATUS_CODES",
-    "STATUS_MESSAGES", "WEBHOOK_DELAY_PATTERN", "WEBHOOK_FAULTS", "Effect", "Latency",
+    "JOB_MESSAGES", "LATENCY_PATTERN", "MAX_EXTRA_POLLS", "MAX_LATENCY_S", "STAGES",
+    "STATUS_CODES", "STATUS_MESSAGES", "WEBHOOK_DELAY_PATTERN", "WEBHOOK_FAULTS",
+    "WORD_PATTERN", "Effect", "Latency",
     "OutputFault", "RequestAct", "Stage", "WebhookFault", "corrupt_png", "effects_at",
     "fault_error", "parse_latency", "parse_webhook", "register", "unregister",
 ]

@@ -78,10 +78,11 @@ class JobEngine:
         self.settings = settings
         self.clock = clock
         # Past max_jobs the oldest jobs whose work has ended go, shown final or not (a job
-        # never polled would otherwise stay "queued" and be kept for ever).
+        # never polled would otherwise stay "queued" and be kept for ever). `outcome` is what
+        # `Job.work_done` reads (a plain attribute: no call on every put).
         self.files = files if files is not None else FileStore(settings.max_file_bytes)
         self.store: JobStore = store if store is not None else InMemoryJobStore(
-            settings.max_jobs, lambda j: j.work_done, on_evict=self._drop_files
+            settings.max_jobs, lambda j: j.outcome is not None, on_evict=self._drop_files
         )
         self.billing = billing if billing is not None else Billing(
             settings.default_balance_usd, ledger_size=settings.ledger_size)
@@ -204,6 +205,9 @@ class JobEngine:
         return self._generation
 
     def _touch(self, job: Job) -> None:
+        """Note that ``job`` changes now: its version goes up (what was rendered from it is
+        stale) and a durable state store will save it."""
+        job.version += 1
         if self._changed is not None:
             self._changed.add(job.id)
             if self.shared is not None:
@@ -370,6 +374,7 @@ class JobEngine:
         self._touch(job)
         job.outcome = outcome
         job.work_ended_at = self.clock.now()
+        self.store.finished(job)
         if job.generation == self._generation:
             charge = outcome is JobStatus.SUCCEEDED
             if self.shared is not None:

@@ -72,7 +72,10 @@ class Job:
     error code)``, and the image work is then skipped; ``output_ttl_s`` overrides
     ``Settings.result_ttl_s`` for this job's files (0: expired at once); ``output_fault``
     breaks the rendered outputs in the worker pool (output-stage effects; ``None`` for a job
-    without one, which pays nothing).
+    without one, which pays nothing); ``word`` is a status word of the vendor's contract the
+    job shows when it means what the job is at (``VendorAdapter.status_word``);
+    ``extra_polls`` delays its final status by that many more status reads (``polls``
+    progression) or seconds (``time`` progression).
     """
 
     id: str
@@ -102,7 +105,12 @@ class Job:
     faults: dict[str, str] = field(default_factory=dict)
     planned: tuple[JobStatus, str, str] | None = None
     output_ttl_s: float | None = None
+    word: str | None = None
+    extra_polls: int = 0
     output_fault: OutputFault | None = field(default=None, repr=False)
+    #: Goes up with every change the engine makes (``JobEngine._touch``): a rendered answer
+    #: kept for one version is stale at the next (emulator/vendors/finalreads.py).
+    version: int = 0
     _done: asyncio.Event | None = field(default=None, repr=False)
 
     @property

@@ -45,7 +45,7 @@ class Progression:
         the final status of a job whose work has ended)."""
         if self.mode == "polls":
             reads = job.status_reads
-            if reads > self.polls or (ticker and job.work_done):
+            if reads > self.polls + job.extra_polls or (ticker and job.work_done):
                 stage = FINAL_STAGE
             elif reads <= 1:
                 stage = QUEUED_STAGE
@@ -55,7 +55,7 @@ class Progression:
             elapsed = self.clock.now() - job.created_at
             if elapsed < self.profile.queued_s:
                 stage = QUEUED_STAGE
-            elif elapsed < self.profile.total_s:
+            elif elapsed < self.profile.total_s + job.extra_polls:
                 stage = PROCESSING_STAGE
             else:
                 stage = FINAL_STAGE

@@ -86,7 +86,7 @@ class FalAdapter(FalWebhooks):
                              methods=["POST"], operation=f"submit.{name}")
                   for name in ENDPOINTS],
                 self.route(requests + "/status", self.status, methods=["GET"],
-                           operation="status"),
+                           operation="status", final_read="request_id"),
                 self.route(requests + "/status/stream", self.status_stream, methods=["GET"],
                            operation="status.stream"),
                 self.route(requests + "/cancel", self.cancel, methods=["PUT"],

@@ -195,7 +195,7 @@ class FalQueue(FalStorage):
 
     def render_status(self, request: Request, job: Job, *, logs: bool) -> dict[str, Any]:
         """The status body; ``logs`` is always present once the request runs."""
-        word = STATUS_WORDS[job.status]
+        word = self.status_word(job)
         body: dict[str, Any] = {"status": word, "request_id": job.id,
                                 **self._urls(request, job)}
         if word == "IN_QUEUE":

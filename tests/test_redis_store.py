@@ -19,7 +19,7 @@ from emulator.core.state.redis import RedisStore
 from emulator.testing.server import free_port
 from tests.redis_server import RedisServer, redis_server
 from tests.test_state_store import _final, _png, _serve, _stop
-from tests.vendors.drivers import DRIVERS
+from tests.vendors.drivers import DRIVERS, Driver
 
 __all__ = ["redis_server"]
 
@@ -187,6 +187,19 @@ def test_serve_workers_2_on_redis_is_one_emulator(redis_server: RedisServer) -> 
     assert refused.returncode == 2 and "store they share" in refused.stderr, refused.stderr
 
 
+def _wait_until_served(client: httpx.Client, driver: Driver, url: str) -> None:
+    """Read ``url`` until it answers other than 503 (a restarted Redis: the emulator's pooled
+    connections find it again within a few reads, as the 503 says, "retry shortly"); never
+    a 500. At most 15 s ("does not hang")."""
+    deadline = time.monotonic() + 15
+    while True:
+        response = driver.poll(client, url)
+        assert response.status_code != 500, response.text
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 def test_a_redis_that_goes_away_gets_the_vendors_503_and_loses_no_job(
         redis_server: RedisServer) -> None:
     """Redis stops: every vendor's status read answers 503 in the vendor's own JSON error
@@ -213,6 +226,7 @@ def test_a_redis_that_goes_away_gets_the_vendors_503_and_loses_no_job(
                 assert submitted.status_code == 503, (driver.slug, submitted.text)
             redis_server.start()
             for driver, url in kept:
+                _wait_until_served(client, driver, url)
                 again = driver.outcome(client, url)
                 assert driver.status(again) == driver.status_words["succeeded"], again
         b = _serve(b_port, "--store", redis_server.url)

@@ -79,14 +79,19 @@ DISCONNECT_WAIT_S = 5.0
 
 
 class _Recorder:
-    """``send`` wrapper noting the status and a 429's ``Retry-After``."""
+    """``send`` wrapper noting the status, and a 429's ``Retry-After`` with the emulator-clock
+    time its status line went out (``sent_at``: the earliest a client can have seen it, so
+    the time its ``Retry-After`` counts from; the journal is written later, under load
+    possibly after the client has already read the answer and started waiting)."""
 
-    __slots__ = ("retry_after", "send", "status")
+    __slots__ = ("now", "retry_after", "send", "sent_at", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, now: Callable[[], float]) -> None:
         self.send = send
+        self.now = now
         self.status: int | None = None
         self.retry_after: float | None = None
+        self.sent_at: float | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -96,6 +101,7 @@ class _Recorder:
                     if name.lower() == b"retry-after":
                         with contextlib.suppress(ValueError):
                             self.retry_after = float(value)
+                self.sent_at = self.now()
         await self.send(message)
 
 
@@ -224,7 +230,7 @@ class FaultMiddleware:
                 chunked = True
             elif b"fault." in value:
                 key_hint = True
-        recorder = _Recorder(send)
+        recorder = _Recorder(send, self.clock.now)
         refuse = None
         if chunked:
             # No Content-Length: stop reading once past the limit.
@@ -333,7 +339,9 @@ class FaultMiddleware:
                 operation=ctx.operation, api_key=key, key_lookup=lookup,
                 status=recorder.status, latency_ms=(time.perf_counter() - started) * 1000.0,
                 faults=plan.journal_json() if plan is not None else None,
-                retry_after=recorder.retry_after, ended=self.clock.now(), job_id=ctx.job_id,
+                retry_after=recorder.retry_after,
+                ended=recorder.sent_at if recorder.sent_at is not None else self.clock.now(),
+                job_id=ctx.job_id,
             )
         except Exception:  # the journal must never break an answer
             log.exception("journal: could not record %s", scope.get("path"))

@@ -170,9 +170,10 @@ class Journal:
         """Add an entry (``at``: arrival on the emulator's clock, seconds).
 
         ``ended`` is when the answer was sent, on the emulator's clock (default: ``at`` plus
-        ``latency_ms``); a 429's ``Retry-After`` counts from then. Under a virtual clock the
-        answer ends at ``at`` (the clock stands still), so a client that waits exactly
-        ``Retry-After`` on that clock is on time.
+        ``latency_ms``; the middleware passes, for a 429, when its status line went out: the
+        earliest a client can have read it); a 429's ``Retry-After`` counts from then.
+        Under a virtual clock the answer ends at ``at`` (the clock stands still), so a client
+        that waits exactly ``Retry-After`` on that clock is on time.
 
         ``key_lookup``, when ``api_key`` is not known yet, finds it later: when the journal is
         read, or at once when a ``Retry-After`` is pending or the answer is a 429.

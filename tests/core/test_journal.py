@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 import pytest
 
 from emulator.core.journal import Journal, parse_criteria
@@ -97,3 +100,53 @@ def test_key_looked_up_lazily() -> None:
     assert journal.select({"api_key": "lazy-key"})[0].api_key == "lazy-key"
     journal.select({})
     assert calls == [1]
+
+
+def test_retry_after_counts_from_when_the_429_went_out() -> None:
+    """A client that waits ``Retry-After`` from the moment it read the 429 is on time, even
+    when the emulator finishes the answer (and writes its journal entry) later: the deadline
+    counts from the 429's status line, not from the journal write (a false early_retry seen
+    under load in a 200-example fuzz-client run)."""
+    import asyncio
+    import json
+
+    from emulator.app import create_app
+    from emulator.settings import Settings
+
+    app = create_app(Settings(engine="grabcut", virtual_clock=True, progression="immediate"))
+    emulator = app.state.emulator
+    emulator.faults.add({"vendor": "pixazo", "operation": "submit", "status": 429,
+                         "retry_after": 1, "times": 1})
+    body = json.dumps({"image_url": "data:image/png;base64,AAAA"}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http",
+             "path": "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request",
+             "raw_path": b"/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"ocp-apim-subscription-key", b"k"),
+                         (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+
+    async def call(slow_after_start: float) -> None:
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                emulator.clock.advance(slow_after_start)  # the rest of the answer is slow
+
+        await app(dict(scope), receive, send)
+
+    async def run() -> None:
+        await emulator.jobs.start()
+        try:
+            await call(0.5)               # the 429; its body ends 0.5 s after its status line
+            emulator.clock.advance(0.6)   # the client waited 1 s from reading the 429 (+0.1)
+            await call(0.0)
+        finally:
+            await emulator.jobs.stop()
+
+    asyncio.run(run())
+    first, second = emulator.journal.entries()
+    assert (first.status, first.retry_after) == (429, 1.0)
+    assert second.status != 429 and second.early_retry is False, second.to_json()

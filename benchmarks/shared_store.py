@@ -1,32 +1,28 @@
 """Mix throughput (submit, poll, download) on Redis with 1, 2 and 4 server processes,
-against one process on the memory store.
+against one process on the memory store, driven by wrk (a C load generator: the figures
+measure the servers, not the generator).
 
 Not a test: prints figures. Usage:
 
-    python benchmarks/shared_store.py [--seconds 3] [--rounds 3] [--conns 16 64]
+    python benchmarks/shared_store.py [--seconds 5] [--rounds 3] [--conns 16 64]
                                       [--workers 1 2 4]
 
-Needs ``redis-server`` on PATH: it is started on a free port in a temporary folder and
-stopped at the end. Each configuration (``memory`` with ``--workers 1``; ``redis://`` with
-each ``--workers N``) is a real ``rmbg-emulator serve`` (grabcut engine, ``--progression
-immediate``) on 127.0.0.1, started fresh in every round; the configurations run in
-round-robin rounds. A load generator (one asyncio process, httpx, ``C`` connections) runs
-mixes for ``--seconds``: a Pixazo submit of one small inline image (after the first, its
-output comes from the result cache), one status read, one download of the result. Prints
-mixes per second, median and range over rounds, and the ratio to memory with one worker
-(above 1: faster). The generator shares the machine's cores with the servers: on a small
-machine it caps what more workers can show.
+Needs ``redis-server`` and ``wrk`` on PATH (wrk is installed from Debian when missing): Redis
+is started on a free port in a temporary folder and stopped at the end. Each configuration
+(``memory`` with ``--workers 1``; ``redis://`` with each ``--workers N``) is a real
+``rmbg-emulator serve`` (grabcut engine, ``--progression immediate``) on 127.0.0.1, started
+fresh in every round on an emptied Redis; the configurations run in round-robin rounds. wrk
+(one thread, ``C`` connections, ``--seconds``) cycles through the Pixazo mix of
+``benchmarks/http_load.py``: a submit of one small inline image (its output comes from the
+result cache), a status read and a download of a finished job made before the run. Prints
+mixes per second (requests per second / 3), median [min-max] over rounds, and the ratio to
+memory with one worker (above 1: faster); and the answers that were not 2xx/3xx (must be 0).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import io
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,90 +30,33 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import redis
 
-REPO = Path(__file__).resolve().parents[1]
-SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
-HEADERS = {"Ocp-Apim-Subscription-Key": "bench-key"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_load import (  # the benchmarks folder is not a package: on sys.path above
+    WrkResult,
+    emulator_cmd,
+    ensure_wrk,
+    free_port,
+    prepare,
+    run_wrk,
+    scripts,
+    serve,
+)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _image() -> str:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (24, 16), (200, 30, 30)).save(out, "PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+#: Requests per mix (submit, status read, download).
+MIX = 3
 
 
-def _serve(port: int, store: str, workers: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.cli", "serve", "--port", str(port), "--engine",
-         "grabcut", "--progression", "immediate", "--store", store, "--workers",
-         str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=2)
-            time.sleep(0.5 * workers)  # every worker up
-            return proc
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("serve did not start") from None
-            time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-async def _load(port: int, conns: int, seconds: float, image: str) -> float:
-    """Mixes per second over ``seconds`` with ``conns`` connections."""
-    done = 0
-    limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
-                                 timeout=30) as client:
-        body = {"image_url": image}
-
-        async def one() -> None:
-            submitted = await client.post(SUBMIT, json=body, headers=HEADERS)
-            assert submitted.status_code == 202, submitted.text
-            status_url = submitted.json()["polling_url"]
-            polled = (await client.get(status_url, headers=HEADERS)).json()
-            assert polled["status"] == "COMPLETED", polled
-            url = polled["output"]["media_url"][0]
-            got = await client.get(url)
-            assert got.status_code == 200
-
-        await one()  # the result cache is warm
-        stop_at = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop_at:
-                await one()
-                done += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(conns)))
-        return done / (time.perf_counter() - started)
+def _flags(store: str, workers: int) -> list[str]:
+    return ["--engine", "grabcut", "--progression", "immediate", "--store", store,
+            "--workers", str(workers)]
 
 
 def main() -> None:
+    """Run the rounds and print the table (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--conns", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
@@ -125,41 +64,49 @@ def main() -> None:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")
-    image = _image()
+    wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as folder:
-        redis_port = _free_port()
-        redis = subprocess.Popen([binary, "--port", str(redis_port), "--dir", folder,
-                                  "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        redis_port = free_port()
+        server = subprocess.Popen([binary, "--port", str(redis_port), "--dir", folder,
+                                   "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         url = f"redis://127.0.0.1:{redis_port}/0"
+        admin = redis.Redis.from_url(url)
         configs = [("memory", "memory", 1)] + [(f"redis w{n}", url, n) for n in args.workers]
-        results: dict[tuple[str, int], list[float]] = {}
+        results: dict[tuple[str, int], list[WrkResult]] = {}
         try:
             for round_no in range(args.rounds):
                 for name, store, workers in configs:
-                    port = _free_port()
-                    proc = _serve(port, store, workers)
-                    try:
-                        for conns in args.conns:
-                            rate = asyncio.run(_load(port, conns, args.seconds, image))
-                            results.setdefault((name, conns), []).append(rate)
-                            print(f"round {round_no + 1} {name:>9} c={conns:<3} "
-                                  f"{rate:8.1f} mixes/s", flush=True)
-                    finally:
-                        _stop(proc)
+                    admin.flushdb()
+                    port = free_port()
+                    base = f"http://127.0.0.1:{port}"
+                    with serve(emulator_cmd(port, *_flags(store, workers)), port):
+                        time.sleep(0.5 * workers)  # every worker up
+                        with tempfile.TemporaryDirectory() as tmp:
+                            script = scripts(Path(tmp), prepare(base))["pixazo mix"]
+                            for conns in args.conns:
+                                res = run_wrk(wrk, base, script, conns, args.seconds)
+                                results.setdefault((name, conns), []).append(res)
+                                print(f"round {round_no + 1} {name:>9} c={conns:<3} "
+                                      f"{res.rps / MIX:8.1f} mixes/s  non-2xx/errors "
+                                      f"{res.non2xx + res.errors}", flush=True)
         finally:
-            redis.terminate()
-            redis.wait()
-    print(f"\nmixes/s (submit + poll + download), median [min-max] of {args.rounds} rounds; "
-          "ratio to memory w1")
+            admin.close()
+            server.terminate()
+            server.wait()
+    print(f"\nmixes/s (submit + poll + download; wrk -t1), median [min-max] of {args.rounds} "
+          "rounds; ratio to memory w1 (median of the per-round ratios)")
     for conns in args.conns:
-        reference = statistics.median(results[("memory", conns)])
+        reference = results[("memory", conns)]
         for name, _, _ in configs:
-            values = results[(name, conns)]
-            med = statistics.median(values)
-            print(f"  c={conns:<3} {name:>9}: {med:8.1f} [{min(values):.1f}-{max(values):.1f}]"
-                  f"  x{med / reference:.2f}")
+            values = [r.rps / MIX for r in results[(name, conns)]]
+            ratios = [r.rps / m.rps for r, m in zip(results[(name, conns)], reference,
+                                                    strict=True) if m.rps]
+            bad = sum(r.non2xx + r.errors for r in results[(name, conns)])
+            print(f"  c={conns:<3} {name:>9}: {statistics.median(values):8.1f} "
+                  f"[{min(values):.1f}-{max(values):.1f}]  x{statistics.median(ratios):.2f} "
+                  f"[{min(ratios):.2f}-{max(ratios):.2f}]  non-2xx/errors {bad}")
 
 
 if __name__ == "__main__":

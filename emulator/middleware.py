@@ -206,7 +206,7 @@ class FaultMiddleware:
             shared = self.emulator.jobs.shared
             if shared is not None and refuse is None:
                 try:  # the rules as every process shares them (Redis)
-                    await shared.sync_rules()
+                    await shared.sync_rules(ctx.path_params.values())
                 except EmulatorError as exc:
                     refuse = exc
             await serve(ctx, scope, CappedReceive(receive, limit) if chunked else receive, send,
@@ -241,7 +241,7 @@ class FaultMiddleware:
             refuse = BodyTooLarge(limit, length)
         if refuse is None and self.emulator.jobs.shared is not None:
             try:  # the rules and their hits as every process shares them (Redis)
-                await self.emulator.jobs.shared.sync_rules()
+                await self.emulator.jobs.shared.sync_rules(ctx.path_params.values())
             except EmulatorError as exc:
                 refuse = exc
         if refuse is None and (header_text is not None or key_hint or self.faults.live):

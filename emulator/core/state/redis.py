@@ -3,8 +3,9 @@ several ``serve`` processes (``--workers N``, or processes on several machines) 
 
 Keys (all under :data:`PREFIX`, so ``clear`` never touches another program's keys):
 
-* ``rmbg:job:<id>``: a hash, ``rec`` (the job's JSON record, :mod:`.records`) and ``reads``
-  (its status-read counter, moved by ``HINCRBY`` only, so two processes never lose a read);
+* ``rmbg:job:<id>``: a hash, ``rec`` (the job's JSON record, :mod:`.records`), ``v`` (its
+  version, moved by every write of ``rec``) and ``reads`` (its status-read counter, moved by
+  ``HINCRBY`` only, so two processes never lose a read);
 * ``rmbg:jobs``: a sorted set of job ids, scored by submit order (``INCR rmbg:seq``);
 * ``rmbg:file:<id>``: a hash, ``meta`` (JSON) and ``data`` (the PNG bytes); ``rmbg:files``
   their order, as for jobs; a file with an expiry gets the key's own expiry (``PEXPIREAT``)
@@ -116,6 +117,7 @@ class RedisStore:
             n += 1
             rec = {k: v for k, v in record.items() if k != "status_reads"}
             pipe.hset(job_key(job_id), "rec", dumps(rec))
+            pipe.hincrby(job_key(job_id), "v", 1)  # the version SharedJobs compares
             pipe.zadd(PREFIX + "jobs", {job_id: n}, nx=True)
         for job_id in batch.dropped_jobs:
             pipe.delete(job_key(job_id))

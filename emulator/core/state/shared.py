@@ -6,14 +6,19 @@ One mechanism for every vendor, at the two ends of a request (see
 
 * **before** the handler, :meth:`SharedJobs.prefetch` reads from Redis the job and the result
   file named by each path parameter (one pipelined round trip), so the synchronous lookups
-  (:meth:`JobEngine.find`, ``FileStore.get``) find a job submitted on another process;
+  (:meth:`JobEngine.find`, ``FileStore.get``) find a job submitted on another process; the
+  middleware's :meth:`SharedJobs.sync_rules` reads them in its own round trip (the same
+  pipeline as the fault rules), and the handler's prefetch of the same names is then skipped;
 * **after** it, :meth:`SharedJobs.flush` writes every job the request changed (and its
   result files) before the response leaves, so the next request, on any process, sees it.
 
 Jobs changed in the background (image work ending) are written by a loop within
-:data:`FLUSH_DELAY_S`. A write merges with what Redis holds (``WATCH``/``MULTI``,
-:func:`merge_records`): the work's outcome comes from whoever knows it, a cancel sticks, and
-the visible status never goes back. A job's status-read counter moves by ``HINCRBY`` only.
+:data:`FLUSH_DELAY_S`. A write is one Lua script (:data:`WRITE_JOB`), a compare-and-set on
+the job's version ``v`` (moved by every write): written as is when Redis still holds the
+version this process last read or wrote, otherwise the script answers what Redis holds and
+the write is merged with it (:func:`merge_records`) and tried again: the work's outcome comes
+from whoever knows it, a cancel sticks, and the visible status never goes back. A job's
+status-read counter moves by ``HINCRBY`` only.
 
 Image work runs on the process that took the submit, which holds a **lease** on each job it
 runs (``SET PX``, renewed every :data:`LEASE_RENEW_S`). A process that reads a job whose work
@@ -28,11 +33,12 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
 from emulator.core.state.accounts import SharedAccounts
@@ -78,6 +84,33 @@ if ARGV[2] ~= '' and n > tonumber(ARGV[2]) then
 end
 return n
 """
+#: KEYS: the job's hash, the jobs' sorted set, the job's lease, then its new result files'
+#: hashes; ARGV: the version expected, the record (JSON), the job id, its score in the sorted
+#: set, the lease's milliseconds ('': none), then per file its meta, data and expiry (Unix ms,
+#: '': none). The files are written; the record only when the job's version ``v`` is the one
+#: expected (a hash with a record and no version is version -1): {1, new version}; else
+#: {0, version held, record held}, nothing of the job written.
+WRITE_JOB = """
+for i = 4, #KEYS do
+  local a = 6 + (i - 4) * 3
+  redis.call('HSET', KEYS[i], 'meta', ARGV[a], 'data', ARGV[a + 1])
+  if ARGV[a + 2] ~= '' then redis.call('PEXPIREAT', KEYS[i], ARGV[a + 2]) end
+end
+local held = redis.call('HMGET', KEYS[1], 'v', 'rec')
+local v = 0
+if held[1] then v = tonumber(held[1]) elseif held[2] then v = -1 end
+if v ~= tonumber(ARGV[1]) then
+  return {0, tostring(v), held[2]}
+end
+local nv = math.max(v, 0) + 1
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'v', nv)
+if v <= 0 then redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3]) end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[5]) end
+return {1, tostring(nv)}
+"""
+#: The path parameters whose jobs and files this request's :meth:`SharedJobs.sync_rules`
+#: already read (the handler's :meth:`SharedJobs.prefetch` of them is then skipped, once).
+_READ_AHEAD: ContextVar[set[str] | None] = ContextVar("rmbg_read_ahead", default=None)
 #: Fields a job's image work decides (kept from whichever record has an outcome).
 WORK_FIELDS = ("outcome", "outputs", "error", "error_code", "work_started_at",
                "work_ended_at", "charged_usd", "planned")
@@ -127,6 +160,11 @@ def _without_hits(doc: Any) -> Any:
                              for r in doc["rules"]]}
 
 
+def _record_text(record: dict[str, Any]) -> str:
+    """A job record as Redis keeps it: JSON without the read count (``reads`` apart)."""
+    return dumps({k: v for k, v in record.items() if k != "status_reads"})
+
+
 def _raise_unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"Service temporarily unavailable: the emulator's state store "
                             f"cannot be reached ({type(exc).__name__}); retry shortly")
@@ -168,6 +206,9 @@ class SharedJobs:
         self._rules_seen: int | None = None
         self._rules_published: Any = None
         self._take_hit = self.client.register_script(TAKE_HIT)
+        self._write_script = self.client.register_script(WRITE_JOB)
+        #: The version (``v``) of each job's record this process last read or wrote.
+        self._versions: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -231,14 +272,17 @@ class SharedJobs:
             log.info("state store %s: reset by another process", self.url)
             self.owned.clear()
             self._written_files.clear()
+            self._versions.clear()
             if self.on_reset is not None:
                 self.on_reset()
         self.generation = generation
 
     # -- fault rules ---------------------------------------------------------------------
-    async def sync_rules(self) -> None:
+    async def sync_rules(self, names: Iterable[Any] = ()) -> None:
         """Before a request: load the fault rules if another process changed them, and
-        every rule's hits (so ``times`` left and ``FaultRules.live`` are the shared ones).
+        every rule's hits (so ``times`` left and ``FaultRules.live`` are the shared ones);
+        in the same round trip, read the jobs and files named ``names`` (the request's path
+        parameters) as :meth:`prefetch` does, so the handler's prefetch of them is skipped.
 
         Raises:
             StoreUnavailable: Redis cannot be reached.
@@ -246,9 +290,14 @@ class SharedJobs:
         faults = self.faults
         if faults is None:
             return
+        wanted = [str(n) for n in names if n]
         try:
-            version, hits = await self.client.pipeline(transaction=False).get(
-                RULES_VERSION_KEY).hgetall(HITS_KEY).execute()
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(RULES_VERSION_KEY).hgetall(HITS_KEY)
+            if wanted:
+                self._queue_reads(pipe, wanted)
+            replies = await pipe.execute()
+            version, hits = replies[0], replies[1]
             version = int(version or 0)
             if version != self._rules_seen:
                 doc = await self.client.get(RULES_KEY)
@@ -265,6 +314,9 @@ class SharedJobs:
                 if taken is not None:
                     rule.hits = int(taken)
         faults.refresh()
+        if wanted:
+            await self._take_reads(wanted, replies[2:])
+            _READ_AHEAD.set(set(wanted))
 
     async def publish_rules(self) -> None:
         """After a control-plane request: write the fault rules if they changed here.
@@ -310,6 +362,7 @@ class SharedJobs:
         generation, so this process does not reset itself again."""
         self.owned.clear()
         self._written_files.clear()
+        self._versions.clear()
         try:
             self.generation = int(await self.client.get(GEN_KEY) or 0)
         except (RedisError, OSError) as exc:
@@ -409,6 +462,7 @@ class SharedJobs:
                 if dropped:
                     pipe = self.client.pipeline(transaction=False)
                     for job_id in dropped:
+                        self._versions.pop(job_id, None)
                         pipe.delete(job_key(job_id))
                         pipe.zrem(PREFIX + "jobs", job_id)
                     await pipe.execute()
@@ -417,43 +471,39 @@ class SharedJobs:
                 raise _raise_unavailable(exc) from exc
 
     async def _write_job(self, job: Job) -> None:
+        """Write ``job`` and its new result files in one script (:data:`WRITE_JOB`); when
+        another process changed the job since this one last read or wrote it, merge with
+        what Redis holds and write again."""
         new = job_record(job)
         files = [f for f in job.outputs if f.id not in self._written_files]
-        if files:
-            pipe = self.client.pipeline(transaction=True)
-            for f in files:
-                pipe.hset(file_key(f.id), mapping=file_mapping(f))
-                expiry = file_expiry_ms(f)
-                if expiry is not None:
-                    pipe.pexpireat(file_key(f.id), expiry)
-            await pipe.execute()
-            self._written_files.update(f.id for f in files)
-        key = job_key(job.id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    held_text = await pipe.hget(key, "rec")
-                    held = json.loads(held_text) if held_text is not None else None
-                    merged = merge_records(held, new)
-                    pipe.multi()
-                    pipe.hset(key, "rec", dumps(
-                        {k: v for k, v in merged.items() if k != "status_reads"}))
-                    if held is None:
-                        pipe.zadd(PREFIX + "jobs", {job.id: job.created_at}, nx=True)
-                    if job.id in self.owned and not job.work_done:
-                        pipe.set(lease_key(job.id), "1", px=LEASE_MS)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
+        keys = [job_key(job.id), PREFIX + "jobs", lease_key(job.id)]
+        lease = LEASE_MS if job.id in self.owned and not job.work_done else ""
+        args: list[Any] = [self._versions.get(job.id, 0), _record_text(new), job.id,
+                           repr(job.created_at), lease]
+        for f in files:
+            keys.append(file_key(f.id))
+            expiry = file_expiry_ms(f)
+            args += [*file_mapping(f).values(), "" if expiry is None else expiry]
+        merged = new
+        while True:
+            reply = await self._write_script(keys=keys, args=args)
+            if files:  # written whatever the job's answer
+                self._written_files.update(f.id for f in files)
+                files, keys, args = [], keys[:3], args[:5]
+            if int(reply[0]) == 1:
+                self._versions[job.id] = int(reply[1])
+                break
+            held = json.loads(reply[2]) if reply[2] is not None else None
+            merged = merge_records(held, new)
+            args[0], args[1] = int(reply[1]), _record_text(merged)
         if merged is not new:
             self._apply(job, merged)
 
     # -- reading ---------------------------------------------------------------------------
     async def prefetch(self, names: Iterable[str]) -> None:
         """Read the jobs and result files named ``names`` (path parameters: a job id, a file
-        name ``<id>.png``) from Redis into this process, as they are now.
+        name ``<id>.png``) from Redis into this process, as they are now (skipped, once, for
+        names this request's :meth:`sync_rules` has just read).
 
         Raises:
             StoreUnavailable: Redis cannot be reached.
@@ -461,21 +511,37 @@ class SharedJobs:
         names = [n for n in names if n]
         if not names:
             return
-        files = self.engine.files
+        ahead = _READ_AHEAD.get()
+        if ahead is not None and ahead.issuperset(names):
+            ahead.difference_update(names)
+            return
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(GEN_KEY)
-            for name in names:
-                pipe.hmget(job_key(name), ["rec", "reads"])
-                pipe.exists(lease_key(name))
-            file_ids = [n.split(".", 1)[0] for n in names]
-            wanted = [i for i in file_ids if files.get(i) is None]
-            for file_id in wanted:
-                pipe.hmget(file_key(file_id), ["meta", "data"])
+            self._queue_reads(pipe, names)
             replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise _raise_unavailable(exc) from exc
-        self._check_generation(replies.pop(0))
+        await self._take_reads(names, replies)
+
+    def _queue_reads(self, pipe: Any, names: Sequence[str]) -> None:
+        """Queue on ``pipe`` the reads of :meth:`prefetch` (answered by :meth:`_take_reads`):
+        the generation, each name's job (record, reads, version) and lease, and the result
+        files not held here."""
+        files = self.engine.files
+        pipe.get(GEN_KEY)
+        for name in names:
+            pipe.hmget(job_key(name), ["rec", "reads", "v"])
+            pipe.exists(lease_key(name))
+        for name in names:
+            file_id = name.split(".", 1)[0]
+            if files.get(file_id) is None:
+                pipe.hmget(file_key(file_id), ["meta", "data"])
+
+    async def _take_reads(self, names: Sequence[str], replies: list[Any]) -> None:
+        """Apply the replies of :meth:`_queue_reads` for ``names``."""
+        files = self.engine.files
+        self._check_generation(replies[0])
+        replies = replies[1:]
         found_files = []
         for (meta, data) in replies[2 * len(names):]:
             if meta is not None and data is not None:
@@ -484,15 +550,19 @@ class SharedJobs:
             files.restore(found_files)
             self._written_files.update(f.id for f in found_files)
         for i in range(len(names)):
-            (rec, reads), leased = replies[2 * i], replies[2 * i + 1]
+            (rec, reads, version), leased = replies[2 * i], replies[2 * i + 1]
             if rec is not None:
-                await self._adopt(json.loads(rec), int(reads or 0), bool(leased))
+                await self._adopt(json.loads(rec), int(reads or 0), bool(leased),
+                                  -1 if version is None else int(version))
 
-    async def _adopt(self, record: dict[str, Any], reads: int, leased: bool) -> None:
-        """Make this process's copy of a job what Redis holds (its outputs' files read too);
-        a job whose work has not ended, not run here, without a lease, is ended."""
+    async def _adopt(self, record: dict[str, Any], reads: int, leased: bool,
+                     version: int) -> None:
+        """Make this process's copy of a job what Redis holds (its outputs' files read too;
+        ``version``: the record's ``v``); a job whose work has not ended, not run here,
+        without a lease, is ended."""
         engine = self.engine
         job_id = record["id"]
+        self._versions[job_id] = version
         record["status_reads"] = reads
         missing = [i for i in record["outputs"] if engine.files.get(i) is None]
         if missing:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from emulator.core.state import check_store_url, open_store
 from emulator.core.state.redis import RedisStore
@@ -341,6 +342,78 @@ def test_a_times_2_rule_added_on_one_process_is_hit_once_on_each_then_no_more(
             for client in (on_a, on_b):
                 seen = client.get(f"/_emulator/faults/{rule['id']}").json()
                 assert (seen["hits"], seen["remaining"]) == (2, 0), seen
+    finally:
+        _stop(a)
+        _stop(b)
+
+
+def test_a_status_read_and_a_download_cost_one_redis_round_trip_and_writes_never_watch(
+        redis_server: RedisServer) -> None:
+    """The per-request Redis cost (issue 16): a status read or a download reads the fault
+    rules and the path's job and file in ONE round trip (the rules sync's pipeline; the
+    handler's prefetch is skipped), and a job is written by one compare-and-set script, so
+    no ``WATCH`` reaches Redis. Round trips are counted as Redis's read events
+    (``total_reads_processed``: one per pipelined batch a client sends)."""
+    port = free_port()
+    driver = DRIVERS[0]
+    proc = _serve(port, "--store", redis_server.url)
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            submitted = driver.submit(client, _png())
+            assert submitted.status_code == driver.submit_status, submitted.text
+            url = driver.poll_url(client, submitted)
+            (out,) = driver.urls(_final(client, driver, url))
+            assert client.get(out).status_code == 200
+            before = int(admin.info("stats")["total_reads_processed"])
+            reads = 20
+            for _ in range(reads):
+                assert driver.status(driver.outcome(client, url)) == (
+                    driver.status_words["succeeded"])
+                assert client.get(out).status_code == 200
+            spent = int(admin.info("stats")["total_reads_processed"]) - before - 1
+            commands = admin.info("commandstats")
+    finally:
+        admin.close()
+        _stop(proc)
+    # 2 per pair of requests before (rules sync, then prefetch): 80; now 40, with room for
+    # the background loops (lease renewal once a second).
+    assert spent <= 2 * reads + 8, spent
+    assert "cmdstat_watch" not in commands, commands  # (MULTI: the saver's documents)
+    assert commands["cmdstat_evalsha"]["calls"] >= 1, commands
+
+
+def test_a_job_changed_on_b_is_seen_on_a_whose_write_is_merged_not_lost(
+        redis_server: RedisServer) -> None:
+    """A writes its jobs by compare-and-set on the job's version and skips the handler's
+    prefetch after the rules sync read the job: a job submitted on A (``polls:3``) and read
+    on B (B writes the job: its view moved) shows B's progress on A's next read, and A's
+    own write afterwards (its work's end) merges with B's instead of going back."""
+    a_port, b_port = free_port(), free_port()
+    extra = ("--store", redis_server.url, "--progression", "polls:3")
+    a, b = _serve(a_port, *extra), _serve(b_port, *extra)
+    driver = DRIVERS[0]
+    succeeded = driver.status_words["succeeded"]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{a_port}", timeout=30) as client:
+            submitted = driver.submit(client, _png())
+            assert submitted.status_code == driver.submit_status, submitted.text
+            url = driver.poll_url(client, submitted)
+            seen = [driver.status(driver.outcome(client, _on(url, b_port))),
+                    driver.status(driver.outcome(client, _on(url, b_port)))]
+            assert succeeded not in seen, seen
+            on_a = driver.outcome(client, _on(url, a_port))  # the third read: final
+            for _ in range(100):  # A's work may still be ending
+                if driver.status(on_a) == succeeded:
+                    break
+                time.sleep(0.05)
+                on_a = driver.outcome(client, _on(url, a_port))
+            assert driver.status(on_a) == succeeded, on_a
+            time.sleep(0.3)  # A's background write of the job's end
+            on_b = driver.outcome(client, _on(url, b_port))
+            assert driver.status(on_b) == succeeded, on_b
+            assert [httpx.URL(u).path for u in driver.urls(on_b)] == [
+                httpx.URL(u).path for u in driver.urls(on_a)]
     finally:
         _stop(a)
         _stop(b)

@@ -129,10 +129,21 @@ class SharedAccounts:
             raise PaymentRequired(f"balance {usd_text(from_micro(reply[1]))} USD cannot cover "
                                   f"{usd_text(price_usd)} USD")
 
+    @property
+    def settle_script(self) -> Any:
+        """The :data:`SETTLE` script (a ``redis.asyncio`` ``AsyncScript``)."""
+        return self._settle
+
+    def settle_call(self, api_key: str, price_usd: Decimal, *, charge: bool
+                    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :data:`SETTLE` for a job's hold (a caller that
+        queues it on a pipeline)."""
+        return [self.key(api_key)], [self.default, micro(price_usd), 1 if charge else 0]
+
     async def settle(self, api_key: str, price_usd: Decimal, *, charge: bool) -> None:
         """Release a job's hold; charge its price when ``charge``."""
-        await self._settle(keys=[self.key(api_key)],
-                           args=[self.default, micro(price_usd), 1 if charge else 0])
+        keys, args = self.settle_call(api_key, price_usd, charge=charge)
+        await self._settle(keys=keys, args=args)
 
     async def refund(self, api_key: str, amount_usd: Decimal) -> None:
         """Give back ``amount_usd`` (a charge overridden afterwards)."""

@@ -34,14 +34,15 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
-from emulator.core.state.accounts import SharedAccounts
+from emulator.core.state.accounts import SharedAccounts, micro
 from emulator.core.state.records import file_from_meta, job_from_record, job_record
 from emulator.core.state.redis import (
     PREFIX,
@@ -117,6 +118,48 @@ WORK_FIELDS = ("outcome", "outputs", "error", "error_code", "work_started_at",
 #: Fields of the visible status (kept from whichever record shows the later stage).
 VIEW_FIELDS = ("status", "floor_stage", "started_at", "completed_at", "updated_at", "stuck")
 _RANK = {"queued": 0, "processing": 1}
+
+
+@dataclass
+class _Call:
+    """A Lua script's call queued on a pipeline by its SHA (no ``SCRIPT EXISTS`` round
+    trip); one that Redis did not know (``NOSCRIPT``) is made again through ``script``,
+    which loads it."""
+
+    script: Any
+    keys: list[str]
+    args: list[Any]
+
+    def queue(self, pipe: Any) -> None:
+        """``EVALSHA`` on ``pipe``."""
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    async def answer(self, reply: Any) -> Any:
+        """The script's answer from ``reply`` (a pipeline's, with ``raise_on_error=False``).
+
+        Raises:
+            RedisError: Redis answered another error.
+        """
+        if isinstance(reply, NoScriptError):
+            return await self.script(keys=self.keys, args=self.args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def settled(self, reply: Any) -> None:
+        """:meth:`answer`, its value unused."""
+        await self.answer(reply)
+
+
+@dataclass
+class _JobWrite:
+    """One job's write in a :meth:`SharedJobs.flush`: the job, its record, the ids of the
+    result files it carries, the script call."""
+
+    job: Job
+    new: dict[str, Any]
+    files: list[str]
+    call: _Call
 
 
 class StoreUnavailable(EmulatorError):
@@ -423,19 +466,10 @@ class SharedJobs:
         self._settle = [s for s in self._settle if s[0] is not job]
         self.engine.withdraw(job)
 
-    async def _write_settlements(self) -> None:
-        due = [s for s in self._settle if s[0].id not in self.pending]
-        for item in due:
-            job, charge, refund = item
-            if refund is not None:
-                await self.accounts.refund(job.api_key, refund)
-            else:
-                await self.accounts.settle(job.api_key, job.price_usd, charge=charge)
-            self._settle.remove(item)
-
     async def flush(self) -> None:
-        """Write every job changed since the last write (merged with what Redis holds),
-        their new result files, and delete evicted jobs.
+        """Write the settlements due, every job changed since the last write (merged with
+        what Redis holds) with their new result files, and delete evicted jobs: one
+        pipelined round trip (more only for a job another process changed meanwhile).
 
         Raises:
             StoreUnavailable: Redis cannot be reached; the changes are kept for the next.
@@ -447,33 +481,45 @@ class SharedJobs:
             if waiting:  # written once admitted
                 engine.retouch(waiting, set())
                 jobs = [j for j in jobs if j.id not in self.pending]
-            try:
-                await self._write_settlements()
-            except (RedisError, OSError) as exc:
-                engine.retouch(jobs, dropped)
-                raise _raise_unavailable(exc) from exc
-            if not jobs and not dropped:
+            due = [s for s in self._settle if s[0].id not in self.pending]
+            if not jobs and not dropped and not due:
                 return
+            pipe = self.client.pipeline(transaction=False)
+            calls: list[_Call | None] = []
+            for job, charge, refund in due:
+                if refund is not None:
+                    pipe.hincrby(self.accounts.key(job.api_key), "balance", micro(refund))
+                    calls.append(None)
+                else:
+                    call = _Call(self.accounts.settle_script,
+                                 *self.accounts.settle_call(job.api_key, job.price_usd,
+                                                            charge=charge))
+                    call.queue(pipe)
+                    calls.append(call)
+            writes = [self._job_write(job) for job in jobs]
+            for write in writes:
+                write.call.queue(pipe)
+            for job_id in dropped:
+                self._versions.pop(job_id, None)
+                pipe.delete(job_key(job_id))
+                pipe.zrem(PREFIX + "jobs", job_id)
             try:
-                for job in jobs:
-                    await self._write_job(job)
-                    if job.work_done:
-                        self.owned.discard(job.id)
-                if dropped:
-                    pipe = self.client.pipeline(transaction=False)
-                    for job_id in dropped:
-                        self._versions.pop(job_id, None)
-                        pipe.delete(job_key(job_id))
-                        pipe.zrem(PREFIX + "jobs", job_id)
-                    await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
+                for queued, reply in zip(calls, replies, strict=False):
+                    if queued is not None:
+                        await queued.settled(reply)
+                self._settle = [s for s in self._settle if s not in due]
+                for write, reply in zip(writes, replies[len(calls):], strict=False):
+                    await self._finish_write(write, reply)
+                    if write.job.work_done:
+                        self.owned.discard(write.job.id)
             except (RedisError, OSError) as exc:
                 engine.retouch(jobs, dropped)
                 raise _raise_unavailable(exc) from exc
 
-    async def _write_job(self, job: Job) -> None:
-        """Write ``job`` and its new result files in one script (:data:`WRITE_JOB`); when
-        another process changed the job since this one last read or wrote it, merge with
-        what Redis holds and write again."""
+    def _job_write(self, job: Job) -> _JobWrite:
+        """The script call (:data:`WRITE_JOB`) that writes ``job`` and its new result files
+        if Redis holds the version this process last read or wrote."""
         new = job_record(job)
         files = [f for f in job.outputs if f.id not in self._written_files]
         keys = [job_key(job.id), PREFIX + "jobs", lease_key(job.id)]
@@ -484,19 +530,30 @@ class SharedJobs:
             keys.append(file_key(f.id))
             expiry = file_expiry_ms(f)
             args += [*file_mapping(f).values(), "" if expiry is None else expiry]
-        merged = new
+        return _JobWrite(job, new, [f.id for f in files], _Call(self._write_script, keys, args))
+
+    async def _finish_write(self, write: _JobWrite, reply: Any) -> None:
+        """Apply the answer of ``write``'s script; when another process changed the job
+        since this one last read or wrote it, merge with what Redis holds and write again.
+
+        Raises:
+            RedisError: Redis answered an error, or cannot be reached.
+        """
+        call, job, merged = write.call, write.job, write.new
         while True:
-            reply = await self._write_script(keys=keys, args=args)
-            if files:  # written whatever the job's answer
-                self._written_files.update(f.id for f in files)
-                files, keys, args = [], keys[:3], args[:5]
+            reply = await call.answer(reply)
+            if write.files:  # written whatever the job's answer
+                self._written_files.update(write.files)
+                write.files = []
+                call.keys, call.args = call.keys[:3], call.args[:5]
             if int(reply[0]) == 1:
                 self._versions[job.id] = int(reply[1])
                 break
             held = json.loads(reply[2]) if reply[2] is not None else None
-            merged = merge_records(held, new)
-            args[0], args[1] = int(reply[1]), _record_text(merged)
-        if merged is not new:
+            merged = merge_records(held, write.new)
+            call.args[0], call.args[1] = int(reply[1]), _record_text(merged)
+            reply = await call.script(keys=call.keys, args=call.args)
+        if merged is not write.new:
             self._apply(job, merged)
 
     # -- reading ---------------------------------------------------------------------------

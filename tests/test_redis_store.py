@@ -347,13 +347,14 @@ def test_a_times_2_rule_added_on_one_process_is_hit_once_on_each_then_no_more(
         _stop(b)
 
 
-def test_a_status_read_and_a_download_cost_one_redis_round_trip_and_writes_never_watch(
+def test_a_read_a_download_and_a_submit_cost_few_redis_round_trips_and_never_watch(
         redis_server: RedisServer) -> None:
     """The per-request Redis cost (issue 16): a status read or a download reads the fault
     rules and the path's job and file in ONE round trip (the rules sync's pipeline; the
-    handler's prefetch is skipped), and a job is written by one compare-and-set script, so
-    no ``WATCH`` reaches Redis. Round trips are counted as Redis's read events
-    (``total_reads_processed``: one per pipelined batch a client sends)."""
+    handler's prefetch is skipped); a submit's admission and its job's write are one
+    script; a job is written by one compare-and-set script, so no ``WATCH`` reaches Redis.
+    Round trips are counted as Redis's read events (``total_reads_processed``: one per
+    pipelined batch a client sends)."""
     port = free_port()
     driver = DRIVERS[0]
     proc = _serve(port, "--store", redis_server.url)
@@ -372,6 +373,12 @@ def test_a_status_read_and_a_download_cost_one_redis_round_trip_and_writes_never
                     driver.status_words["succeeded"])
                 assert client.get(out).status_code == 200
             spent = int(admin.info("stats")["total_reads_processed"]) - before - 1
+            before = int(admin.info("stats")["total_reads_processed"])
+            submits = 10
+            for _ in range(submits):
+                assert driver.submit(client, _png()).status_code == driver.submit_status
+            time.sleep(0.5)  # the background writes of the jobs' ends
+            spent_submitting = int(admin.info("stats")["total_reads_processed"]) - before - 1
             commands = admin.info("commandstats")
     finally:
         admin.close()
@@ -379,6 +386,9 @@ def test_a_status_read_and_a_download_cost_one_redis_round_trip_and_writes_never
     # 2 per pair of requests before (rules sync, then prefetch): 80; now 40, with room for
     # the background loops (lease renewal once a second).
     assert spent <= 2 * reads + 8, spent
+    # A submit: the rules sync, then its admission and its job's write in one script; the
+    # job's end and its settlement in one more (before: 6 and 3 or more).
+    assert spent_submitting <= 3 * submits + 8, spent_submitting
     assert "cmdstat_watch" not in commands, commands  # (MULTI: the saver's documents)
     assert commands["cmdstat_evalsha"]["calls"] >= 1, commands
 

@@ -102,6 +102,37 @@ class SharedAccounts:
         """The account's hash."""
         return f"{PREFIX}acct:{api_key}"
 
+    def admit_call(self, api_key: str, price_usd: Decimal, limit: RateLimit, now: float
+                   ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :data:`ADMIT` (a caller that runs it inside another
+        script: :data:`emulator.core.state.shared.ADMIT_AND_WRITE`)."""
+        rps = limit.rps or 0.0
+        burst = limit.burst or max(1.0, rps)
+        cap = -1 if limit.concurrent is None else limit.concurrent
+        return [self.key(api_key)], [self.default, micro(price_usd), cap, rps, burst, now]
+
+    @staticmethod
+    def check(reply: Any, price_usd: Decimal, limit: RateLimit) -> None:
+        """Raise the refusal :data:`ADMIT` answered, if any (``{0}``: admitted).
+
+        Raises:
+            RateLimited: no token (``retry_after``: seconds until one), or ``concurrent``
+                jobs already unfinished.
+            PaymentRequired: the available balance cannot cover ``price_usd``.
+        """
+        code = int(reply[0])
+        if code == 3:
+            rate = float(limit.rps or 0.0)
+            raise RateLimited(
+                f"rate limit of {rate:g} requests per second exceeded for this key",
+                retry_after=max(1.0, float(reply[1])))
+        if code == 1:
+            raise RateLimited(f"this key already has {int(reply[1])} unfinished jobs "
+                              f"(limit {limit.concurrent})", retry_after=1.0)
+        if code == 2:
+            raise PaymentRequired(f"balance {usd_text(from_micro(reply[1]))} USD cannot cover "
+                                  f"{usd_text(price_usd)} USD")
+
     async def admit(self, api_key: str, price_usd: Decimal, limit: RateLimit,
                     now: float) -> None:
         """Take a token, check the concurrency cap, hold ``price_usd``: all or nothing.
@@ -111,23 +142,8 @@ class SharedAccounts:
                 jobs already unfinished.
             PaymentRequired: the available balance cannot cover ``price_usd``.
         """
-        rps = limit.rps or 0.0
-        burst = limit.burst or max(1.0, rps)
-        cap = -1 if limit.concurrent is None else limit.concurrent
-        reply = await self._admit(keys=[self.key(api_key)], args=[
-            self.default, micro(price_usd), cap, rps, burst, now])
-        code = int(reply[0])
-        if code == 3:
-            rate = float(rps)
-            raise RateLimited(
-                f"rate limit of {rate:g} requests per second exceeded for this key",
-                retry_after=max(1.0, float(reply[1])))
-        if code == 1:
-            raise RateLimited(f"this key already has {int(reply[1])} unfinished jobs "
-                              f"(limit {cap})", retry_after=1.0)
-        if code == 2:
-            raise PaymentRequired(f"balance {usd_text(from_micro(reply[1]))} USD cannot cover "
-                                  f"{usd_text(price_usd)} USD")
+        keys, args = self.admit_call(api_key, price_usd, limit, now)
+        self.check(await self._admit(keys=keys, args=args), price_usd, limit)
 
     @property
     def settle_script(self) -> Any:
@@ -161,4 +177,4 @@ class SharedAccounts:
                              from_micro(held or 0), int(active or 0))
 
 
-__all__ = ["SharedAccounts", "SharedBalance", "from_micro", "micro"]
+__all__ = ["ADMIT", "SETTLE", "SharedAccounts", "SharedBalance", "from_micro", "micro"]

@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
-from emulator.core.state.accounts import SharedAccounts, micro
+from emulator.core.state.accounts import ADMIT, SharedAccounts, micro
 from emulator.core.state.records import file_from_meta, job_from_record, job_record
 from emulator.core.state.redis import (
     PREFIX,
@@ -108,6 +108,24 @@ redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'v', nv)
 if v <= 0 then redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3]) end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[5]) end
 return {1, tostring(nv)}
+"""
+#: A submit's admission (:data:`~emulator.core.state.accounts.ADMIT`: KEYS[1], ARGV[1..6])
+#: and, only when admitted, its job's write (:data:`WRITE_JOB`: the other keys and
+#: arguments), in one script: ADMIT's refusal as is, or {0, WRITE_JOB's answer...}.
+ADMIT_AND_WRITE = f"""
+local function admit(KEYS, ARGV)
+{ADMIT}
+end
+local function write(KEYS, ARGV)
+{WRITE_JOB}
+end
+local a = admit({{KEYS[1]}}, {{ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]}})
+if a[1] ~= 0 then return a end
+local keys, args = {{}}, {{}}
+for i = 2, #KEYS do keys[#keys + 1] = KEYS[i] end
+for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+local w = write(keys, args)
+return {{0, w[1], w[2], w[3]}}
 """
 #: The path parameters whose jobs and files this request's :meth:`SharedJobs.sync_rules`
 #: already read (the handler's :meth:`SharedJobs.prefetch` of them is then skipped, once).
@@ -250,6 +268,7 @@ class SharedJobs:
         self._rules_published: Any = None
         self._take_hit = self.client.register_script(TAKE_HIT)
         self._write_script = self.client.register_script(WRITE_JOB)
+        self._admit_write_script = self.client.register_script(ADMIT_AND_WRITE)
         #: The version (``v``) of each job's record this process last read or wrote.
         self._versions: dict[str, int] = {}
 
@@ -439,51 +458,57 @@ class SharedJobs:
 
     async def admit(self, job_id: str) -> None:
         """Admit the job ``job_id`` submitted by this request: a token, the concurrency cap
-        and the price held, atomically on Redis (:class:`SharedAccounts`). Refused, the job
-        is withdrawn (:meth:`JobEngine.withdraw`) and the vendor's error answers instead.
+        and the price held, atomically on Redis (:class:`SharedAccounts`), and the job
+        written only when admitted, in the same script (:data:`ADMIT_AND_WRITE`, the round
+        trip of :meth:`flush`). Refused, the job is withdrawn (:meth:`JobEngine.withdraw`)
+        and the vendor's error answers instead.
 
         Raises:
             RateLimited, PaymentRequired: refused.
             StoreUnavailable: Redis cannot be reached (the job is withdrawn).
         """
-        job = self.pending.pop(job_id, None)
+        job = self.pending.get(job_id)
         if job is None:
             return
-        engine = self.engine
-        limit = engine.billing.account(job.api_key).limit
-        try:
-            await self.accounts.admit(job.api_key, job.price_usd, limit, engine.clock.now())
-        except EmulatorError:
-            self._withdraw(job)
-            raise
-        except (RedisError, OSError) as exc:
-            self._withdraw(job)
-            raise _raise_unavailable(exc) from exc
-        engine.retouch([job], set())
+        await self.flush(admitting=job)  # pending until then: no other flush writes it
 
     def _withdraw(self, job: Job) -> None:
         self.owned.discard(job.id)
         self._settle = [s for s in self._settle if s[0] is not job]
         self.engine.withdraw(job)
 
-    async def flush(self) -> None:
+    async def flush(self, admitting: Job | None = None) -> None:
         """Write the settlements due, every job changed since the last write (merged with
         what Redis holds) with their new result files, and delete evicted jobs: one
         pipelined round trip (more only for a job another process changed meanwhile).
 
+        ``admitting``: a submit's job (:meth:`admit`), admitted and written in one script.
+
         Raises:
-            StoreUnavailable: Redis cannot be reached; the changes are kept for the next.
+            RateLimited, PaymentRequired: ``admitting`` refused (it is withdrawn).
+            StoreUnavailable: Redis cannot be reached; the changes are kept for the next
+                (``admitting`` is withdrawn).
         """
         async with self._lock:
             engine = self.engine
+            if admitting is not None:
+                self.pending.pop(admitting.id, None)
             jobs, dropped = engine.take_changes()
+            if admitting is not None:
+                jobs = [j for j in jobs if j is not admitting] + [admitting]
             waiting = [j for j in jobs if j.id in self.pending]
             if waiting:  # written once admitted
                 engine.retouch(waiting, set())
                 jobs = [j for j in jobs if j.id not in self.pending]
-            due = [s for s in self._settle if s[0].id not in self.pending]
+            # a settlement follows its job's admission (the next flush)
+            due = [s for s in self._settle
+                   if s[0].id not in self.pending and s[0] is not admitting]
             if not jobs and not dropped and not due:
                 return
+            if admitting is not None:
+                limit = engine.billing.account(admitting.api_key).limit
+                admit_keys, admit_args = self.accounts.admit_call(
+                    admitting.api_key, admitting.price_usd, limit, engine.clock.now())
             pipe = self.client.pipeline(transaction=False)
             calls: list[_Call | None] = []
             for job, charge, refund in due:
@@ -498,11 +523,16 @@ class SharedJobs:
                     calls.append(call)
             writes = [self._job_write(job) for job in jobs]
             for write in writes:
-                write.call.queue(pipe)
+                if write.job is admitting:
+                    _Call(self._admit_write_script, admit_keys + write.call.keys,
+                          admit_args + write.call.args).queue(pipe)
+                else:
+                    write.call.queue(pipe)
             for job_id in dropped:
                 self._versions.pop(job_id, None)
                 pipe.delete(job_key(job_id))
                 pipe.zrem(PREFIX + "jobs", job_id)
+            refusal: EmulatorError | None = None
             try:
                 replies = await pipe.execute(raise_on_error=False)
                 for queued, reply in zip(calls, replies, strict=False):
@@ -510,12 +540,28 @@ class SharedJobs:
                         await queued.settled(reply)
                 self._settle = [s for s in self._settle if s not in due]
                 for write, reply in zip(writes, replies[len(calls):], strict=False):
+                    if write.job is admitting:
+                        reply = await _Call(self._admit_write_script,
+                                            admit_keys + write.call.keys,
+                                            admit_args + write.call.args).answer(reply)
+                        try:
+                            self.accounts.check(reply, admitting.price_usd, limit)
+                        except EmulatorError as exc:
+                            refusal = exc
+                            continue
+                        reply = reply[1:]
                     await self._finish_write(write, reply)
                     if write.job.work_done:
                         self.owned.discard(write.job.id)
             except (RedisError, OSError) as exc:
-                engine.retouch(jobs, dropped)
+                if admitting is not None:
+                    self._withdraw(admitting)
+                engine.retouch([j for j in jobs if j is not admitting], dropped)
                 raise _raise_unavailable(exc) from exc
+            if refusal is not None:
+                assert admitting is not None
+                self._withdraw(admitting)
+                raise refusal
 
     def _job_write(self, job: Job) -> _JobWrite:
         """The script call (:data:`WRITE_JOB`) that writes ``job`` and its new result files

@@ -652,11 +652,17 @@ class SharedJobs:
         if found_files:
             files.restore(found_files)
             self._written_files.update(f.id for f in found_files)
-        for i in range(len(names)):
+        for i, name in enumerate(names):
             (rec, reads, version), leased = replies[2 * i], replies[2 * i + 1]
-            if rec is not None:
-                await self._adopt(json.loads(rec), int(reads or 0), bool(leased),
-                                  -1 if version is None else int(version))
+            if rec is None:
+                continue
+            held = -1 if version is None else int(version)
+            job = self.engine.store.get(name)
+            if job is not None and job.work_done and self._versions.get(name) == held:
+                # the record this process last read or wrote: nothing new but the reads
+                job.status_reads = max(job.status_reads, int(reads or 0))
+                continue
+            await self._adopt(json.loads(rec), int(reads or 0), bool(leased), held)
 
     async def _adopt(self, record: dict[str, Any], reads: int, leased: bool,
                      version: int) -> None:

@@ -85,7 +85,8 @@ class Runner:
         if self._pool is None:
             s = self.settings
             self._pool = MattePool(s.matte_pool, s.matte_workers, s.worker_nice,
-                                   self._engine_spec)
+                                   self._engine_spec, queue_url=s.store,
+                                   queue_wait_s=s.worker_wait_s)
             self._pool.start()
         if self._client is None:
             # An explicit transport: no proxy from the environment, so the address the

@@ -233,3 +233,22 @@ def test_a_reset_or_an_eviction_ends_a_kept_answer(server: EmulatorServer, clien
     monkeypatch.setattr(server.emulator.jobs.store, "_max", 1)
     finished(client, vendor)  # the first job is evicted
     assert client.get(path, headers=vendor.headers(OWNER)).status_code == 404
+
+
+@by_vendor
+def test_a_read_the_guard_did_not_pass_is_never_kept(server: EmulatorServer,
+                                                     client: httpx.Client, vendor: Driver,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that breaks its contract (recorded, not refused: the guard does not note it
+    as obeying) is checked on every read, never answered from kept bytes."""
+    seen: list[str] = []
+
+    async def recording(adapter: Any, operation: str, request: Any) -> None:
+        seen.append(request.url.path)  # a violation recorded; ctx.obeys stays False
+
+    monkeypatch.setattr(server.emulator.guard, "check", recording)
+    before = hits(server, vendor)
+    _, path = finished(client, vendor)  # its first read is not kept
+    for _ in range(3):
+        assert client.get(path, headers=vendor.headers(OWNER)).status_code == 200
+    assert seen.count(path) == 4 and hits(server, vendor) == before

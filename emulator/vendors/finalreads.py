@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from emulator.context import RequestContext
     from emulator.core.jobs import Job
 
-#: Jobs whose answer is kept (about 1 KiB each: a few MiB at most).
+#: Jobs whose answer is kept (about 1 KiB each with its fingerprint: under 10 MiB).
 MAX_ENTRIES = 8192
 #: Answers larger than this (bytes) are not kept.
 MAX_BODY = 16384

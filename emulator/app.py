@@ -104,6 +104,12 @@ class Emulator:
             self.jobs.shared = SharedJobs(settings.store, self.jobs)
             self.jobs.shared.on_reset = partial(self.reset, store=False)
             self.jobs.shared.faults = self.faults
+            from emulator.core.state.outbox import SharedOutbox
+
+            # Webhook deliveries in Redis, claimed by every process's outbox loop.
+            self.webhooks.shared = SharedOutbox(settings.store, self.webhooks, self._resign,
+                                                prepare=self.jobs.shared.prefetch)
+            self.webhooks.id_prefix = f"wh_{self.webhooks.shared.token[:6]}_"
         self.saver: StateSaver | None = None
         if self.state.durable:
             self.saver = self._restore_state()
@@ -172,6 +178,10 @@ class Emulator:
         adapter = self.adapters.get(job.vendor)
         message = await adapter.final_webhook(job) if adapter is not None else None
         if message is not None:
+            if self.jobs.shared is not None:  # a webhook rule's times are global
+                from emulator.core.state.hits import claim_webhook_rule
+
+                await claim_webhook_rule(self.jobs.shared, self.faults, job)
             self.webhooks.enqueue(message, job_id=job.id, vendor=job.vendor,
                                   api_key=job.api_key)
 

@@ -360,6 +360,11 @@ class FaultRules:
         self.live = False
         #: Set for good by :meth:`expect_hidden_keys` (not cleared by :meth:`clear`).
         self.hidden_keys = False
+        #: Webhook rules chosen ahead by job id, their hits taken (a shared store takes the
+        #: hits of rules with ``times`` atomically before the delivery is queued;
+        #: ``emulator.core.state.hits``); ``None``: none applies. Read once by
+        #: :meth:`act_on_delivery`.
+        self.decided_webhook: dict[str, tuple[FaultRule, Any] | None] = {}
 
     def refresh(self) -> None:
         """Recompute :attr:`live` (after rules are added, removed or used up)."""
@@ -533,7 +538,10 @@ class FaultRules:
             The deliveries to queue in its place (itself when no rule applies; two for a
             duplicate); each applied effect is noted in ``delivery.faults``.
         """
-        taken = self.take_webhook_fault(delivery.vendor, delivery.api_key)
+        if delivery.job_id in self.decided_webhook:  # chosen ahead (a shared store)
+            taken = self.decided_webhook.pop(delivery.job_id)
+        else:
+            taken = self.take_webhook_fault(delivery.vendor, delivery.api_key)
         if taken is None:
             return [delivery]
         rule, _ = taken

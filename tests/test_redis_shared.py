@@ -188,3 +188,28 @@ def test_a_job_rule_with_times_1_fires_once_across_two_processes(
         for client in (on_a, on_b):
             seen = client.get(f"/_emulator/faults/{error.json()['id']}").json()
             assert (seen["hits"], seen["remaining"]) == (1, 0), seen
+
+
+def test_the_journal_lists_every_processs_requests_on_either(
+        redis_server: RedisServer) -> None:
+    """A job submitted on A and read on B: ``GET /_emulator/journal?job_id=`` on either lists
+    both requests (the submit, then the read), numbered apart; ``verify`` on B counts A's
+    submit; ``DELETE`` on B empties it for both."""
+    driver = DRIVERS[0]
+    with _two(redis_server) as (on_a, on_b, _):
+        submitted = driver.submit(on_a, _png())
+        assert submitted.status_code == driver.submit_status, submitted.text
+        job_id = driver.job_id(submitted)
+        assert driver.poll(on_b, driver.poll_url(on_b, submitted)).status_code == 200
+        for client in (on_a, on_b):
+            listed = client.get("/_emulator/journal", params={"job_id": job_id}).json()
+            entries = listed["entries"]
+            assert [e["method"] for e in entries] == ["POST", "GET"], entries
+            assert len({e["seq"] for e in entries}) == 2, entries
+        verify = on_b.post("/_emulator/journal/verify",
+                           json={"job_id": job_id, "method": "POST", "count": 1}).json()
+        assert verify["pass"], verify
+        assert on_b.delete("/_emulator/journal").status_code == 200
+        for client in (on_a, on_b):
+            left = client.get("/_emulator/journal", params={"job_id": job_id}).json()
+            assert left["entries"] == [], left

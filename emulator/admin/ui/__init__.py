@@ -139,7 +139,10 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         view = _job_view(job)
         # The job's requests: those the journal noted with its id (its submit, status and
         # result reads, cancel).
+        await emulator.journal.pull()
         mine = [e.to_json() for e in emulator.journal.select({"job_id": job.id})]
+        if emulator.webhooks.shared is not None:  # every process's (Redis)
+            await emulator.webhooks.shared.pull()
         deliveries = [d.to_json() for d in emulator.webhooks.deliveries(job_id=job.id)]
         return page(request, "job.html", job=view, entries=mine[::-1], deliveries=deliveries)
 
@@ -178,6 +181,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                 raise ValueError("limit must be >= 0")
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        await emulator.journal.pull()
         found = emulator.journal.select(criteria)
         found = found[len(found) - limit:] if limit else []
         return page(request, "journal.html", entries=[e.to_json() for e in reversed(found)],

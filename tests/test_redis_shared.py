@@ -213,3 +213,49 @@ def test_the_journal_lists_every_processs_requests_on_either(
         for client in (on_a, on_b):
             left = client.get("/_emulator/journal", params={"job_id": job_id}).json()
             assert left["entries"] == [], left
+
+
+def test_two_outboxes_on_one_redis_deliver_each_delivery_once_and_keep_the_newest(
+        redis_server: RedisServer) -> None:
+    """Two outboxes (two processes' worth) on one Redis, both claiming: 12 deliveries queued
+    on the first reach the receiver once each, whichever outbox attempts them; Redis keeps
+    the newest ``journal_size`` (8) finished ones, and each outbox lists those."""
+    import asyncio
+
+    from emulator.core.clock import Clock
+    from emulator.core.state.outbox import SharedOutbox
+    from emulator.core.webhooks import RetryPolicy, WebhookMessage, WebhookOutbox
+    from emulator.testing.sink import WebhookSink
+
+    async def scenario(url: str) -> tuple[list[str], list[list[str]]]:
+        outboxes = []
+        for n in range(2):
+            outbox = WebhookOutbox(Clock(), journal_size=8)
+            outbox.shared = SharedOutbox(redis_server.url, outbox, lambda record: None)
+            outbox.id_prefix = f"wh_{n}_"
+            await outbox.start()
+            outboxes.append(outbox)
+        try:
+            for i in range(12):
+                outboxes[0].enqueue(WebhookMessage(url, f'{{"n": {i}}}'.encode(), {},
+                                                   RetryPolicy()),
+                                    job_id=f"job{i}", vendor="pixazo", api_key="k")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while len(sink.received) < 12 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # room for a second attempt of any, were there one
+            listed = []
+            for outbox in outboxes:
+                assert outbox.shared is not None
+                await outbox.shared.pull()
+                listed.append([d.id for d in outbox.deliveries(state="delivered")])
+        finally:
+            for outbox in outboxes:
+                await outbox.stop()
+        return [r.body.decode() for r in sink.received], listed
+
+    with WebhookSink() as sink:
+        bodies, listed = asyncio.run(scenario(sink.url + "/hook"))
+    assert sorted(bodies) == sorted(f'{{"n": {i}}}' for i in range(12)), bodies
+    assert listed[0] == listed[1] == [f"wh_0_{i}" for i in range(5, 13)], listed

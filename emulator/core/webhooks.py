@@ -277,7 +277,8 @@ class WebhookOutbox:
     def __init__(self, clock: Clock, *, journal_size: int = 10_000) -> None:
         self.clock = clock
         self.hooks: list[DeliveryHook] = []
-        self._journal_size = journal_size
+        #: The most deliveries kept (the oldest finished ones are dropped first).
+        self.journal_size = journal_size
         self._deliveries: OrderedDict[str, Delivery] = OrderedDict()
         self._ids = itertools.count(1)
         self._client: httpx.AsyncClient | None = None
@@ -374,7 +375,7 @@ class WebhookOutbox:
         self._deliveries[delivery.id] = delivery
         if self.shared is not None:
             self.shared.changed(delivery)
-        while len(self._deliveries) > self._journal_size:
+        while len(self._deliveries) > self.journal_size:
             oldest_id = next(iter(self._deliveries))
             if self._deliveries[oldest_id].state == "pending":
                 self._deliveries.move_to_end(oldest_id)

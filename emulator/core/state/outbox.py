@@ -98,6 +98,22 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
+#: KEYS: listing set, due set, records hash. ARGV: the most to keep. Drops the oldest
+#: deliveries past that number, but pending ones; how many it dropped.
+TRIM = """
+local n = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if n <= 0 then return 0 end
+local gone = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, n - 1)) do
+  if not redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[3], id)
+    gone = gone + 1
+  end
+end
+return gone
+"""
+
 #: KEYS: the lease. ARGV: token, lease ms. Renews the lease only while it is this token's.
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -136,6 +152,10 @@ class SharedOutbox:
         self._claim = self.client.register_script(CLAIM)
         self._finish = self.client.register_script(FINISH)
         self._renew = self.client.register_script(RENEW)
+        self._trim = self.client.register_script(TRIM)
+        #: The most deliveries Redis keeps (the outbox's journal size; the oldest finished
+        #: ones are dropped first).
+        self.size = outbox.journal_size
         self._renew_task: asyncio.Task[None] | None = None
         self._last_claim = 0.0
 
@@ -217,6 +237,7 @@ class SharedOutbox:
             for delivery in batch:
                 self.dirty.setdefault(delivery.id, delivery)
             raise
+        await self._trim(keys=[ALL_KEY, DUE_KEY, RECORDS_KEY], args=[self.size])
 
     # -- claiming --------------------------------------------------------------------------
     async def claim(self, now: float, *, woken: bool) -> list[Delivery]:
@@ -284,7 +305,7 @@ class SharedOutbox:
         try:
             await self.write()
             ids = [i.decode() if isinstance(i, bytes) else i
-                   for i in await self.client.zrange(ALL_KEY, 0, -1)]
+                   for i in await self.client.zrange(ALL_KEY, -self.size, -1)]
             records = await self.client.hmget(RECORDS_KEY, ids) if ids else []
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Service temporarily unavailable: the emulator's state "

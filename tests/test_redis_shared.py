@@ -259,3 +259,15 @@ def test_two_outboxes_on_one_redis_deliver_each_delivery_once_and_keep_the_newes
         bodies, listed = asyncio.run(scenario(sink.url + "/hook"))
     assert sorted(bodies) == sorted(f'{{"n": {i}}}' for i in range(12)), bodies
     assert listed[0] == listed[1] == [f"wh_0_{i}" for i in range(5, 13)], listed
+
+
+def test_the_dashboards_job_list_shows_jobs_submitted_on_another_process(
+        redis_server: RedisServer) -> None:
+    """A job submitted on A (and never read on B) is on B's dashboard job list."""
+    driver = DRIVERS[0]
+    with _two(redis_server) as (on_a, on_b, _):
+        submitted = driver.submit(on_a, _png())
+        assert submitted.status_code == driver.submit_status, submitted.text
+        page = on_b.get("/_emulator/ui")
+        assert page.status_code == 200, page.text
+        assert driver.job_id(submitted) in page.text

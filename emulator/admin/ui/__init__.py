@@ -130,9 +130,11 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         return job
 
     async def job_list(request: Request) -> Response:
+        total = len(jobs.store)
+        if jobs.shared is not None:  # the newest of every process's jobs (Redis)
+            total = await jobs.shared.pull_newest(PAGE_ROWS)
         found = heapq.nlargest(PAGE_ROWS, jobs.jobs(), key=lambda j: j.created_at)
-        return page(request, "jobs.html", jobs=[_job_view(j) for j in found],
-                    total=len(jobs.store))
+        return page(request, "jobs.html", jobs=[_job_view(j) for j in found], total=total)
 
     async def job_page(request: Request) -> Response:
         job = job_or_404(request)

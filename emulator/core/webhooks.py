@@ -460,7 +460,12 @@ class WebhookOutbox:
             self._wake.clear()
             now = self.clock.now()
             if self.shared is not None:  # due deliveries of every process, claimed in Redis
-                for delivery in await self.shared.claim(now, woken=woken):
+                try:
+                    claimed = await self.shared.claim(now, woken=woken)
+                except Exception:  # never let a claim kill the loop (its leases lapse)
+                    log.exception("claiming webhook deliveries")
+                    claimed = []
+                for delivery in claimed:
                     self._deliveries[delivery.id] = delivery
                     delivery.next_at = None  # in flight
                     self._send(delivery)

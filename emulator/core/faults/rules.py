@@ -482,6 +482,7 @@ class FaultRules:
     def clear(self) -> None:
         """Delete every rule (ids keep counting up)."""
         self._rules.clear()
+        self.decided_webhook.clear()
         self.refresh()
 
     def plan(self, vendor: str | None, operation: str | None, api_key: str | None,

@@ -372,6 +372,11 @@ class FaultRules:
         self.hidden_keys = False
         #: Rules parsed from text, by (text, source, effect registry version).
         self._parsed: dict[tuple[str, str, int], FaultRule] = {}
+        #: Webhook rules chosen ahead by job id, their hits taken (a shared store takes the
+        #: hits of rules with ``times`` atomically before the delivery is queued;
+        #: ``emulator.core.state.hits``); ``None``: none applies. Read once by
+        #: :meth:`act_on_delivery`.
+        self.decided_webhook: dict[str, tuple[FaultRule, Any] | None] = {}
 
     def refresh(self) -> None:
         """Recompute :attr:`live` (after rules are added, removed or used up)."""
@@ -500,6 +505,7 @@ class FaultRules:
     def clear(self) -> None:
         """Delete every rule (ids keep counting up)."""
         self._rules.clear()
+        self.decided_webhook.clear()
         self.refresh()
 
     def plan(self, vendor: str | None, operation: str | None, api_key: str | None,
@@ -556,7 +562,10 @@ class FaultRules:
             The deliveries to queue in its place (itself when no rule applies; two for a
             duplicate); each applied effect is noted in ``delivery.faults``.
         """
-        taken = self.take_webhook_fault(delivery.vendor, delivery.api_key)
+        if delivery.job_id in self.decided_webhook:  # chosen ahead (a shared store)
+            taken = self.decided_webhook.pop(delivery.job_id)
+        else:
+            taken = self.take_webhook_fault(delivery.vendor, delivery.api_key)
         if taken is None:
             return [delivery]
         rule, _ = taken

@@ -35,6 +35,8 @@ from emulator.settings import Settings
 PACKAGE = str(Path(emulator.__file__).resolve().parent)
 FRAMEWORK = str(Path(starlette.__file__).resolve().parent)
 KEY = "trace-key"
+POLL = "pixazo status poll"
+SUBMIT = "fal queue submit + fault header"
 
 
 class Tracer:
@@ -89,11 +91,14 @@ async def _traced(app: Any, scope: dict[str, Any], body: bytes = b"") -> _Both:
     return tracer
 
 
-async def main_async() -> None:
-    """Set up a job, trace the two requests, print the figures."""
-    app = create_app(Settings(progression="immediate", engine="grabcut"))
+async def measure(settings: Settings | None = None) -> dict[str, _Both]:
+    """Set up a job, trace the two requests; their tracers by name (``"pixazo status
+    poll"``, ``"fal queue submit + fault header"``). ``settings``: the emulator's (default:
+    immediate progression, the GrabCut engine)."""
+    app = create_app(settings or Settings(progression="immediate", engine="grabcut"))
     emu = app.state.emulator
     await emu.jobs.start()
+    found: dict[str, _Both] = {}
     try:
         buf = io.BytesIO()
         Image.new("RGB", (32, 24), (200, 40, 40)).save(buf, format="PNG")
@@ -105,21 +110,32 @@ async def main_async() -> None:
         assert status == 202, out
         poll = scope("GET", "/v2/requests/status/" + json.loads(out)["request_id"], pixazo,
                      b"")
-        await call(app, dict(poll))  # warm
+        await emu.jobs.finish(emu.jobs.find(json.loads(out)["request_id"]))
+        await call(app, dict(poll))  # warm: renders the final answer
         fal = [(b"authorization", f"Key {KEY}".encode()),
                (b"x-emulator-fault", b"latency=0.001")]
         submit = "/queue/fal-ai/bria/background/remove"
         await call(app, scope("POST", submit, fal, body), body)  # warm
-        for name, request, payload in (("pixazo status poll", poll, b""),
-                                       ("fal queue submit + fault header",
-                                        scope("POST", submit, fal, body), body)):
-            both = await _traced(app, dict(request), payload)
-            own = sorted(f[len(PACKAGE) + 1:] for f in both.own.files)
-            print(f"{name:34s} emulator: {len(own):3d} files {both.own.transitions:3d} "
-                  f"transitions; with starlette: {len(both.stack.files):3d} files "
-                  f"{both.stack.transitions:3d} transitions\n    {own}")
+        for name, request, payload in ((POLL, poll, b""),
+                                       (SUBMIT, scope("POST", submit, fal, body), body)):
+            found[name] = await _traced(app, dict(request), payload)
     finally:
         await emu.jobs.stop()
+    return found
+
+
+def files_of(tracer: Tracer) -> list[str]:
+    """The emulator files ``tracer`` saw, relative to the package, sorted."""
+    return sorted(f[len(PACKAGE) + 1:] for f in tracer.files if f.startswith(PACKAGE))
+
+
+async def main_async() -> None:
+    """Trace the two requests, print the figures."""
+    for name, both in (await measure()).items():
+        own = files_of(both.own)
+        print(f"{name:34s} emulator: {len(own):3d} files {both.own.transitions:3d} "
+              f"transitions; with starlette: {len(both.stack.files):3d} files "
+              f"{both.stack.transitions:3d} transitions\n    {own}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -42,6 +42,9 @@ from emulator.matte.engine import MatteEngine
 from emulator.settings import Settings
 from emulator.vendors import load_all
 from emulator.vendors.base import VendorAdapter
+
+if TYPE_CHECKING:
+    from emulator.core.state.journal import SharedJournal
 
 log = logging.getLogger("emulator")
 
@@ -86,6 +89,8 @@ class Emulator:
         # Webhook-stage fault effects act on each delivery being queued.
         self.webhooks.hooks.append(partial(self.faults.act_on_delivery, outbox=self.webhooks))
         self.journal: Journal = Journal(settings.journal_size)
+        #: The journal when it is shared through Redis (``--store redis://``), else ``None``.
+        self.shared_journal: SharedJournal | None = None
         #: Requests in flight (kept by the fault middleware), for the idle collector.
         self.traffic: Traffic = Traffic()
         #: Full garbage-collection passes while idle; ``serve`` sets it (emulator.gcpolicy).
@@ -104,6 +109,17 @@ class Emulator:
             self.jobs.shared = SharedJobs(settings.store, self.jobs)
             self.jobs.shared.on_reset = partial(self.reset, store=False)
             self.jobs.shared.faults = self.faults
+            from emulator.core.state.outbox import SharedOutbox
+
+            # Webhook deliveries in Redis, claimed by every process's outbox loop.
+            self.webhooks.shared = SharedOutbox(settings.store, self.webhooks, self._resign,
+                                                prepare=self.jobs.shared.prefetch)
+            self.webhooks.id_prefix = f"wh_{self.webhooks.shared.token[:6]}_"
+            from emulator.core.state.journal import SharedJournal
+
+            # The journal's entries go to a Redis stream too (written in the background).
+            self.shared_journal = SharedJournal(settings.journal_size, settings.store)
+            self.journal = self.shared_journal
         self.saver: StateSaver | None = None
         if self.state.durable:
             self.saver = self._restore_state()
@@ -172,6 +188,10 @@ class Emulator:
         adapter = self.adapters.get(job.vendor)
         message = await adapter.final_webhook(job) if adapter is not None else None
         if message is not None:
+            if self.jobs.shared is not None:  # a webhook rule's times are global
+                from emulator.core.state.hits import claim_webhook_rule
+
+                await claim_webhook_rule(self.jobs.shared, self.faults, job)
             self.webhooks.enqueue(message, job_id=job.id, vendor=job.vendor,
                                   api_key=job.api_key)
 
@@ -259,6 +279,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
         await emulator.jobs.start()
         if emulator.jobs.shared is not None:
             await emulator.jobs.shared.start()
+        if emulator.shared_journal is not None:
+            emulator.shared_journal.start()
         await emulator.webhooks.start()
         if emulator.saver is not None:
             await emulator.saver.start()
@@ -277,6 +299,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
             await emulator.jobs.stop()
             if emulator.jobs.shared is not None:
                 await emulator.jobs.shared.stop()
+            if emulator.shared_journal is not None:
+                await emulator.shared_journal.stop()
             await emulator.webhooks.stop()
             if emulator.saver is not None:
                 await emulator.saver.stop()

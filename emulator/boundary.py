@@ -28,6 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from emulator.context import RequestContext
 from emulator.errors import AdminTokenRequired, EmulatorError
+from emulator.vendors.finalreads import FinalReadRoute
 
 log = logging.getLogger("emulator")
 
@@ -75,7 +76,9 @@ async def serve(ctx: RequestContext, scope: Scope, receive: Receive, send: Send,
     (a 413, a fault rule's status, a bad fault rule, the admin token), answer that error
     without running it.
 
-    A full match runs its route (Starlette's ``path_params``, ``endpoint`` and a prefix's
+    A status read of a final job whose answer the fast lane kept is answered from those
+    bytes first (not on the fault path: :mod:`emulator.vendors.finalreads`). Otherwise a
+    full match runs its route (Starlette's ``path_params``, ``endpoint`` and a prefix's
     ``root_path`` are set on the scope first, as Starlette's router does); a path matched
     with another method is a 405; a path that matches with its trailing slash added or
     removed is redirected (307); anything else is the vendor host's 404 (``no route for
@@ -92,9 +95,12 @@ async def serve(ctx: RequestContext, scope: Scope, receive: Receive, send: Send,
     try:
         if refuse is not None:
             raise refuse
+        route = ctx.route
+        if (type(route) is FinalReadRoute and ctx.plan is None and await route.lane.answer(
+                ctx, scope, ctx.path_params[route.param], sender)):
+            return  # a kept final read: sent before the route runs
         if ctx.child_scope:
             scope.update(ctx.child_scope)
-        route = ctx.route
         if route is not None:
             scope["route"] = route
             await route.handle(scope, receive, sender)

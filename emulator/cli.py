@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--matte-workers", type=int, default=None, metavar="N",
                        help="image workers: decode, matte and encode run N at a time "
                             "(default 2; env RMBG_EMULATOR_MATTE_WORKERS)")
-    serve.add_argument("--matte-pool", default=None, choices=["processes", "threads"],
+    serve.add_argument("--matte-pool", default=None, choices=["processes", "threads", "redis"],
                        help="where image work runs: worker processes (default; started on "
-                            "first use, the model loaded once in each) or threads of the "
-                            "server process (env RMBG_EMULATOR_MATTE_POOL)")
+                            "first use, the model loaded once in each), threads of the "
+                            "server process, or (redis, with --store redis://...) separate "
+                            "`rmbg-emulator worker` processes on any machine "
+                            "(env RMBG_EMULATOR_MATTE_POOL)")
     serve.add_argument("--keys", default=None, metavar="FILE",
                        help="accept only the API keys listed in FILE (one a line)")
     serve.add_argument("--strict", action="store_true", default=None,
@@ -118,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["critical", "error", "warning", "info", "debug", "trace"],
                        help="uvicorn's log level (default warning); see --access-log for "
                             "one line per request")
+
+    worker = sub.add_parser(
+        "worker", help="do the image work of `serve --store redis://... --matte-pool redis` "
+                       "(run one or more, on any machine that reaches the Redis)")
+    worker.add_argument("--store", required=True, metavar="URL",
+                        help="the Redis the servers use (redis://HOST:PORT/DB)")
+    worker.add_argument("--burst", action="store_true",
+                        help="stop once the queue is empty (scripts, tests)")
+    worker.add_argument("--name", default=None, help="this worker's name in RQ")
 
     remove = sub.add_parser("remove", help="remove the background of local image files")
     remove.add_argument("inputs", nargs="+", type=Path, help="image files")
@@ -335,9 +346,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
              else ""))
     print(f"  state: {settings.store}" + (" (a restart forgets everything; --state PATH keeps "
                                           "it)" if settings.store == "memory" else ""))
-    print(f"  image work: {settings.matte_workers} "
-          + ("worker processes, started on first use" if settings.matte_pool == "processes"
-             else "threads of this process") + " (--matte-workers, --matte-pool)")
+    print("  image work: " + {
+        "processes": f"{settings.matte_workers} worker processes, started on first use",
+        "threads": f"{settings.matte_workers} threads of this process",
+        "redis": f"`rmbg-emulator worker --store {settings.store}` processes "
+                 f"({settings.matte_workers} jobs at a time from here)",
+    }[settings.matte_pool] + " (--matte-workers, --matte-pool)")
     policy = emulator.jobs.fetch_policy
     print("  input fetches: " + (
         "any address (--allow-fetch any)" if policy.allow_any else
@@ -472,6 +486,31 @@ def output_names(inputs: Sequence[Path]) -> list[str]:
         seen.add(stem)
         names.append(f"{stem}.png")
     return names
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Take image work from ``--store`` (:func:`emulator.core.jobs.queue.run_worker`) until
+    SIGINT/SIGTERM (or the queue is empty, with ``--burst``).
+
+    Returns 0 after a clean stop, 2 for a store that is not Redis, 1 when Redis cannot be
+    reached."""
+    import redis
+
+    from emulator.core.jobs.queue import QUEUE_NAME, run_worker
+
+    if not args.store.startswith(("redis://", "rediss://")):
+        print(f"rmbg-emulator worker: --store {args.store}: workers take image work from a "
+              "Redis store (redis://HOST:PORT/DB), the one `serve --store` uses",
+              file=sys.stderr)
+        return 2
+    print(f"rmbg-emulator {_version()} worker: image work from {args.store} "
+          f"(queue {QUEUE_NAME})", flush=True)
+    try:
+        run_worker(args.store, burst=args.burst, name=args.name)
+    except redis.RedisError as exc:
+        print(f"rmbg-emulator worker: {args.store}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -674,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_fuzz_client(args, command or [])
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "worker":
+        return cmd_worker(args)
     if args.command == "remove":
         return cmd_remove(args)
     if args.command == "scenario":

@@ -79,6 +79,9 @@ class RequestContext:
         job_id: the job the request made or named, once the vendor's handler has it (see
             :meth:`emulator.vendors.base.VendorAdapter.caller_job` and ``submit_job``), for the
             journal; ``None`` before.
+        obeys: whether the contract guard found the request to obey its contract (or it has
+            none; :meth:`emulator.guard.RequestGuard.check`); only such a read's answer is
+            kept by the fast lane (:mod:`emulator.vendors.finalreads`).
     """
 
     adapter: VendorAdapter | None
@@ -96,6 +99,7 @@ class RequestContext:
     key: Any = UNREAD
     key_error: EmulatorError | None = None
     job_id: str | None = None
+    obeys: bool = False
 
     def api_key(self, scope: Scope) -> str | None:
         """The API key, or ``None``: no adapter, or no acceptable key.
@@ -166,6 +170,8 @@ def _operation(route: BaseRoute) -> str | None:
     _, sep, operation = name.partition(".")
     return operation if sep else None
 
+
+_ROUTE_MATCHES = Route.matches
 
 _Candidates = tuple[tuple[Route, "str | None", "VendorAdapter | None", "str | None"], ...]
 
@@ -299,7 +305,7 @@ class RouteTable:
                 methods = route.methods
                 match = Match.FULL if not methods or method in methods else Match.PARTIAL
                 params: dict[str, Any] = {}
-            elif type(route) is Route:
+            elif type(route).matches is _ROUTE_MATCHES:  # Route, or a subclass matching as one
                 match, params = _match(route, rel, method)
                 if match is Match.NONE:
                     continue

@@ -70,6 +70,13 @@ def _may_have_body(scope: Scope) -> bool:
 log = logging.getLogger("emulator.guard")
 
 
+def _obeys(scope: Scope) -> None:
+    """Note on the request's context that it obeys its contract (``RequestContext.obeys``)."""
+    ctx = scope.get(CTX_KEY)
+    if ctx is not None:
+        ctx.obeys = True
+
+
 def _prefix(scope: Scope) -> str:
     """The path prefix the request came under (``""`` or ``"/queue"``, ...)."""
     ctx = scope.get(CTX_KEY)
@@ -187,17 +194,20 @@ class RequestGuard:
     async def check(self, adapter: VendorAdapter, operation: str, request: Request) -> None:
         """Check ``request`` against the contract of ``adapter``'s ``operation``.
 
-        Records every problem; does nothing for an operation without a contract.
+        Records every problem; does nothing for an operation without a contract. A request
+        that obeys (or has no contract) is noted on its context
+        (``RequestContext.obeys``: the fast lane keeps only such reads' answers).
 
         Raises:
             InvalidInput: strict mode and the request breaks the contract (the status is the
                 contract's ``x-violation-status``, 422 by default, 400 for a body that is not
                 JSON or of another media type); the adapter renders it in its vendor's body.
         """
+        scope = request.scope
         op = self.operation(adapter.slug, operation)
         if op is None:
+            _obeys(scope)
             return
-        scope = request.scope
         # A request without Content-Length or Transfer-Encoding has no body (RFC 9112, 6.3):
         # a status poll skips reading it. A verdict depends only on the path, query, the
         # headers the contract reads and the body, so a request (with a body of up to
@@ -207,6 +217,7 @@ class RequestGuard:
         if len(raw) <= _MEMO_BODY_BYTES:
             memo = self._memo_key(op, scope, raw)
             if memo in self._clean:
+                _obeys(scope)
                 return
         present = bool(raw.strip())
         parsed: Any = None
@@ -235,6 +246,7 @@ class RequestGuard:
             content_type=request.headers.get("content-type") if present else None,
             body=parsed, body_present=present, body_error=error)
         if not problems:
+            _obeys(scope)
             if memo is not None:
                 if len(self._clean) >= _CLEAN_LIMIT:
                     self._clean.clear()

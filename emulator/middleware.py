@@ -296,6 +296,14 @@ class FaultMiddleware:
                     return
                 self.faults.refresh()
                 plan = ctx.plan = self.faults.plan(ctx.vendor, ctx.operation, key, first)
+            if shared is not None and plan.pending:
+                from emulator.core.state.hits import claim_job_rule
+
+                try:  # a job rule's times are global too: its hit is taken before serving
+                    await claim_job_rule(shared, plan)
+                except EmulatorError as exc:
+                    await serve(ctx, scope, receive, recorder, refuse=exc)
+                    return
             if plan.empty:
                 await serve(ctx, scope, receive, recorder)
                 return
@@ -307,6 +315,11 @@ class FaultMiddleware:
                 return
             await serve(ctx, scope, receive, act.send, refuse=act.refuse)
         finally:
+            if ctx.plan is not None and ctx.plan.claimed is not None and (
+                    self.emulator.jobs.shared is not None):
+                from emulator.core.state.hits import give_back_job_rule
+
+                await give_back_job_rule(self.emulator.jobs.shared, ctx.plan)
             record()
 
     def _conforms(self, ctx: RequestContext) -> Callable[[int, Any], bool] | None:

@@ -18,7 +18,7 @@ from emulator.core.fetchpolicy import check_allow_entries
 
 ENV_PREFIX = "RMBG_EMULATOR_"
 #: Where image work runs (``--matte-pool``): worker processes, or threads of the server.
-MATTE_POOLS = ("processes", "threads")
+MATTE_POOLS = ("processes", "threads", "redis")
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,13 @@ class Settings:
     #: Image workers (``--matte-workers``): threads, each with its worker process when
     #: ``matte_pool`` is ``processes`` (emulator.core.jobs.pool).
     matte_workers: int = 2
-    #: ``processes`` (decode, matte, encode in worker processes, started on first use) or
-    #: ``threads`` (in the server process; the pytest plugin's default).
+    #: ``processes`` (decode, matte, encode in worker processes, started on first use),
+    #: ``threads`` (in the server process; the pytest plugin's default) or ``redis``
+    #: (separate ``rmbg-emulator worker`` processes take the work from the Redis store).
     matte_pool: str = "processes"
+    #: With ``matte_pool`` ``redis``: seconds a job's image work may wait for and take in a
+    #: worker before the job fails saying no worker did it (env RMBG_EMULATOR_WORKER_WAIT_S).
+    worker_wait_s: float = 120.0
     worker_nice: int = 10
     matte_threads: int = 0
     max_input_bytes: int = 25 * 1024 * 1024
@@ -158,6 +162,9 @@ class Settings:
         if self.matte_pool not in MATTE_POOLS:
             raise ValueError(f"matte_pool {self.matte_pool!r}: expected one of "
                              f"{', '.join(MATTE_POOLS)}")
+        if self.matte_pool == "redis" and not self.store.startswith(("redis://", "rediss://")):
+            raise ValueError("--matte-pool redis: image work goes through the Redis store to "
+                             "`rmbg-emulator worker` processes; give --store redis://...")
         if not 0 <= self.worker_nice <= 19:
             raise ValueError("worker_nice must be 0..19")
         if not 0 <= self.png_compress_level <= 9:
@@ -166,7 +173,7 @@ class Settings:
             raise ValueError("result_cache_bytes must be >= 0")
         if self.ledger_size < 0:
             raise ValueError("ledger_size must be >= 0")
-        for name in ("fetch_timeout_s", "fetch_deadline_s", "max_wait_s"):
+        for name in ("fetch_timeout_s", "fetch_deadline_s", "max_wait_s", "worker_wait_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         check_allow_entries(self.allow_fetch)

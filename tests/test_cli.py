@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -107,58 +109,52 @@ def test_serve_refuses_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(["serve", "--engine", "u2netp", "--models-dir", "/nonexistent"]) == 2
 
 
-def test_serve_freezes_start_up_objects_and_collects_while_idle(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """``serve`` that builds the app and stops instead of listening: each call of the fake
+    ``run_server`` records the app's settings, idle collector and the gc state then; the
+    gc's thresholds and freeze are restored afterwards."""
     import gc
 
     from emulator import cli
-    from emulator.gcpolicy import THRESHOLDS, IdleCollector
 
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
-    def fake_run(app: object, **kwargs: object) -> None:
-        seen["thresholds"] = gc.get_threshold()
-        seen["frozen"] = gc.get_freeze_count()
-        seen["collector"] = app.state.emulator.idle_gc  # type: ignore[attr-defined]
+    def fake_run(app: Any, **kwargs: object) -> None:
+        emulator = app.state.emulator
+        seen.update(settings=emulator.settings, collector=emulator.idle_gc,
+                    thresholds=gc.get_threshold(), frozen=gc.get_freeze_count())
 
     before = gc.get_threshold()
     monkeypatch.setattr(cli, "run_server", fake_run)
     try:
-        assert main(["serve", "--engine", "grabcut", "--port", str(free_port())]) == 0
+        yield seen
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
-    assert seen["thresholds"] == THRESHOLDS
-    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
-    assert isinstance(seen["collector"], IdleCollector)
+
+
+def test_serve_freezes_start_up_objects_and_collects_while_idle(
+        served: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.gcpolicy import THRESHOLDS, IdleCollector
+
+    assert main(["serve", "--engine", "grabcut", "--port", str(free_port())]) == 0
+    assert served["thresholds"] == THRESHOLDS
+    assert isinstance(served["frozen"], int) and served["frozen"] > 10_000
+    assert isinstance(served["collector"], IdleCollector)
     assert "rmbg-emulator" in capsys.readouterr().out
 
 
-def test_serve_takes_the_fetch_flags(monkeypatch: pytest.MonkeyPatch,
+def test_serve_takes_the_fetch_flags(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    import gc
-
-    from emulator import cli
-
-    seen: dict[str, object] = {}
-
-    def fake_run(app: object, **kwargs: object) -> None:
-        seen["settings"] = app.state.emulator.settings  # type: ignore[attr-defined]
-
-    before = gc.get_threshold()
-    monkeypatch.setattr(cli, "run_server", fake_run)
     monkeypatch.setenv("RMBG_EMULATOR_MAX_WAIT_S", "7")
-    try:
-        assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
-                     "--allow-fetch", "10.0.0.0/8", "--allow-fetch", "images.internal",
-                     "--fetch-deadline", "5"]) == 0
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
-    settings = seen["settings"]
-    assert settings.allow_fetch == ("10.0.0.0/8", "images.internal")  # type: ignore[attr-defined]
-    assert settings.fetch_deadline_s == 5.0  # type: ignore[attr-defined]
-    assert settings.max_wait_s == 7.0  # type: ignore[attr-defined]
+    assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                 "--allow-fetch", "10.0.0.0/8", "--allow-fetch", "images.internal",
+                 "--fetch-deadline", "5"]) == 0
+    settings = served["settings"]
+    assert settings.allow_fetch == ("10.0.0.0/8", "images.internal")
+    assert settings.fetch_deadline_s == 5.0
+    assert settings.max_wait_s == 7.0
     out = capsys.readouterr().out
     assert "input fetches:" in out and "10.0.0.0/8" in out and "127.0.0.1/32" in out
     assert main(["serve", "--allow-fetch", "not a host!"]) == 2
@@ -187,33 +183,18 @@ def test_serve_refuses_more_server_processes_with_the_memory_store(
     assert "--workers 2" in err and "--store redis://" in err and "--matte-workers" in err
 
 
-def test_serve_takes_the_matte_pool_flags(monkeypatch: pytest.MonkeyPatch,
+def test_serve_takes_the_matte_pool_flags(served: dict[str, Any],
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import gc
-
-    from emulator import cli
-
-    seen: dict[str, object] = {}
-
-    def fake_run(app: object, **kwargs: object) -> None:
-        seen["settings"] = app.state.emulator.settings  # type: ignore[attr-defined]
-
-    before = gc.get_threshold()
-    monkeypatch.setattr(cli, "run_server", fake_run)
-    try:
-        assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
-                     "--matte-workers", "3", "--workers", "1"]) == 0
-        settings = seen.pop("settings")
-        assert settings.matte_workers == 3  # type: ignore[attr-defined]
-        assert settings.matte_pool == "processes"  # type: ignore[attr-defined]
-        assert "image work: 3 worker processes" in capsys.readouterr().out
-        assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
-                     "--matte-pool", "threads"]) == 0
-        assert seen["settings"].matte_pool == "threads"  # type: ignore[attr-defined]
-        assert "image work: 2 threads" in capsys.readouterr().out
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
+    assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                 "--matte-workers", "3", "--workers", "1"]) == 0
+    settings = served.pop("settings")
+    assert settings.matte_workers == 3
+    assert settings.matte_pool == "processes"
+    assert "image work: 3 worker processes" in capsys.readouterr().out
+    assert main(["serve", "--engine", "grabcut", "--port", str(free_port()),
+                 "--matte-pool", "threads"]) == 0
+    assert served["settings"].matte_pool == "threads"
+    assert "image work: 2 threads" in capsys.readouterr().out
 
 
 def test_remove_prints_every_output_and_never_overwrites_a_shared_stem(

@@ -52,6 +52,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                 raise ValueError("limit must be >= 0")
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        await journal.pull()  # under a shared store: every process's entries
         found = journal.select(criteria)
         if limit is not None:
             found = found[len(found) - limit:] if limit else []
@@ -59,7 +60,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                              "size": journal.size})
 
     async def clear(request: Request) -> Response:
-        journal.clear()
+        await journal.wipe()
         return JSONResponse({"cleared": True})
 
     async def verify(request: Request) -> Response:
@@ -74,6 +75,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                                       typed=True)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        await journal.pull()
         return JSONResponse(journal.verify(criteria, count=count, minimum=minimum,
                                            maximum=maximum))
 

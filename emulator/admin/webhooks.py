@@ -20,22 +20,30 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
     """List deliveries (filters: ``job_id``, ``vendor``, ``state``), show one, resend one."""
     outbox = emulator.webhooks
 
+    async def pull() -> None:
+        # Under a shared store: every process's deliveries, as Redis holds them.
+        if outbox.shared is not None:
+            await outbox.shared.pull()
+
     async def listing(request: Request) -> Response:
         q = request.query_params
         if q.get("state") not in (None, "pending", "delivered", "failed", "dropped"):
             raise InvalidInput("state must be pending, delivered, failed or dropped")
+        await pull()
         found = outbox.deliveries(job_id=q.get("job_id"), vendor=q.get("vendor"),
                                   state=q.get("state"))
         return JSONResponse({"deliveries": [d.to_json() for d in found],
                              "pending": outbox.pending()})
 
     async def one(request: Request) -> Response:
+        await pull()
         delivery = outbox.get(request.path_params["delivery_id"])
         if delivery is None:
             raise NotFound("no such delivery")
         return JSONResponse(delivery.to_json())
 
     async def resend(request: Request) -> Response:
+        await pull()
         delivery = outbox.resend(request.path_params["delivery_id"])
         if delivery is None:
             raise NotFound("no such delivery")

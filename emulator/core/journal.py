@@ -261,6 +261,14 @@ class Journal:
         self._seq = itertools.count(int(doc["next_seq"]))
         self._retry_after = {(v, o, k): at for v, o, k, at in doc["retry_after"]}
 
+    async def pull(self) -> None:
+        """Bring in the entries kept elsewhere, before a read: nothing here (one process's
+        journal); a shared store's reads every process's (``emulator.core.state.journal``)."""
+
+    async def wipe(self) -> None:
+        """Forget every entry (``DELETE /_emulator/journal``): :meth:`clear`."""
+        self.clear()
+
     def clear(self) -> None:
         """Forget every entry and every pending ``Retry-After``; numbering starts again."""
         self._entries.clear()

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,6 +27,9 @@ from emulator.core.background import end_tasks
 from emulator.core.clock import Clock
 from emulator.core.fetchpolicy import FetchPolicy
 from emulator.errors import InputImageError
+
+if TYPE_CHECKING:
+    from emulator.core.state.outbox import SharedOutbox
 
 log = logging.getLogger("emulator.webhooks")
 
@@ -274,7 +277,8 @@ class WebhookOutbox:
     def __init__(self, clock: Clock, *, journal_size: int = 10_000) -> None:
         self.clock = clock
         self.hooks: list[DeliveryHook] = []
-        self._journal_size = journal_size
+        #: The most deliveries kept (the oldest finished ones are dropped first).
+        self.journal_size = journal_size
         self._deliveries: OrderedDict[str, Delivery] = OrderedDict()
         self._ids = itertools.count(1)
         self._client: httpx.AsyncClient | None = None
@@ -289,6 +293,12 @@ class WebhookOutbox:
         self._waiting: dict[str, list[Delivery]] = {}
         #: Goes up with every change (a state store saves the deliveries when it moved).
         self.version = 0
+        #: Deliveries kept in Redis and claimed there by every process (``--store
+        #: redis://``, :mod:`emulator.core.state.outbox`); ``None``: this process's only.
+        self.shared: SharedOutbox | None = None
+        #: Delivery ids are this prefix and a number (a shared outbox makes it unique to the
+        #: process).
+        self.id_prefix = "wh_"
 
     async def start(self) -> None:
         """Create the HTTP client and the delivery loop."""
@@ -300,6 +310,8 @@ class WebhookOutbox:
         if self._loop_task is None:
             self._wake = asyncio.Event()
             self._loop_task = asyncio.create_task(self._run())
+        if self.shared is not None:
+            self.shared.start()
 
     async def stop(self, *, grace_s: float = 0.0) -> None:
         """Stop the loop, give attempts in flight ``grace_s`` seconds to end, then cancel
@@ -311,6 +323,8 @@ class WebhookOutbox:
             self._loop_task = None
         if self._sending:
             await end_tasks(list(self._sending), grace_s=grace_s, what="webhook attempts")
+        if self.shared is not None:
+            await self.shared.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -323,7 +337,7 @@ class WebhookOutbox:
             The deliveries created (none shown as dropped are still journaled).
         """
         now = self.clock.now()
-        delivery = Delivery(id=f"wh_{next(self._ids)}", job_id=job_id, vendor=vendor,
+        delivery = Delivery(id=f"{self.id_prefix}{next(self._ids)}", job_id=job_id, vendor=vendor,
                             api_key=api_key, message=message, created_at=now, next_at=now,
                             resend_of=resend_of)
         batch = [delivery]
@@ -337,8 +351,8 @@ class WebhookOutbox:
 
     def copy(self, delivery: Delivery, *, next_at: float | None = None) -> Delivery:
         """A new delivery of the same message (for duplicate faults and resends)."""
-        return replace(delivery, id=f"wh_{next(self._ids)}", attempts=[], state="pending",
-                       next_at=self.clock.now() if next_at is None else next_at,
+        return replace(delivery, id=f"{self.id_prefix}{next(self._ids)}", attempts=[],
+                       state="pending", next_at=self.clock.now() if next_at is None else next_at,
                        faults=list(delivery.faults))
 
     def resend(self, delivery_id: str) -> Delivery | None:
@@ -359,7 +373,9 @@ class WebhookOutbox:
     def _keep(self, delivery: Delivery) -> None:
         self.version += 1
         self._deliveries[delivery.id] = delivery
-        while len(self._deliveries) > self._journal_size:
+        if self.shared is not None:
+            self.shared.changed(delivery)
+        while len(self._deliveries) > self.journal_size:
             oldest_id = next(iter(self._deliveries))
             if self._deliveries[oldest_id].state == "pending":
                 self._deliveries.move_to_end(oldest_id)
@@ -372,6 +388,8 @@ class WebhookOutbox:
         self.version += 1
         delivery.next_at = None
         self._held.append(delivery)
+        if self.shared is not None:
+            self.shared.changed(delivery)
 
     def _release_held(self, after: list[Delivery]) -> None:
         """Held deliveries go out once the first attempt of ``after[-1]`` has ended."""
@@ -398,6 +416,14 @@ class WebhookOutbox:
         self._deliveries.clear()
         self._held.clear()
         self._waiting.clear()
+        if self.shared is not None:
+            self.shared.forget()
+
+    def replace_all(self, deliveries: list[Delivery]) -> None:
+        """Make ``deliveries`` (oldest first) the ones kept (a shared outbox's view of every
+        process's deliveries); attempts and held ones of this process are unaffected."""
+        self.version += 1
+        self._deliveries = OrderedDict((d.id, d) for d in deliveries)
 
     def dump(self) -> dict[str, Any]:
         """Every kept delivery with its attempts (:func:`delivery_record`), oldest first,
@@ -430,15 +456,31 @@ class WebhookOutbox:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+            woken = self._wake.is_set()
             self._wake.clear()
             now = self.clock.now()
+            if self.shared is not None:  # due deliveries of every process, claimed in Redis
+                try:
+                    claimed = await self.shared.claim(now, woken=woken)
+                except Exception:  # never let a claim kill the loop (its leases lapse)
+                    log.exception("claiming webhook deliveries")
+                    claimed = []
+                for delivery in claimed:
+                    self._deliveries[delivery.id] = delivery
+                    delivery.next_at = None  # in flight
+                    self._send(delivery)
+                continue
             for delivery in list(self._deliveries.values()):
                 if delivery.state == "pending" and delivery.next_at is not None \
                         and delivery.next_at <= now:
                     delivery.next_at = None  # in flight
-                    task = asyncio.create_task(self._attempt(delivery))
-                    self._sending.add(task)
-                    task.add_done_callback(self._sending.discard)
+                    self._send(delivery)
+
+    def _send(self, delivery: Delivery) -> None:
+        """Attempt ``delivery`` in a task (a shared outbox then writes its outcome)."""
+        task = asyncio.create_task(self._attempt(delivery))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _post(self, message: WebhookMessage, headers: dict[str, str]) -> httpx.Response:
         """POST ``message`` to its URL, through :attr:`policy` when there is one.
@@ -494,6 +536,8 @@ class WebhookOutbox:
         self.version += 1
         for held in self._waiting.pop(delivery.id, []):
             held.next_at = self.clock.now()
+            if self.shared is not None:
+                self.shared.changed(held)
             self._wake.set()
         if status is not None and 200 <= status < 300:
             delivery.state = "delivered"
@@ -502,3 +546,5 @@ class WebhookOutbox:
             delivery.next_at = self.clock.now() + message.policy.delays_s[number - 1]
         else:
             delivery.state = "failed"
+        if self.shared is not None:
+            await self.shared.finish(delivery)

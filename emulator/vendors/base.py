@@ -31,7 +31,7 @@ from emulator.core.jobs.model import JobStatus
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, NotFound, Unauthorized
 from emulator.jsonbody import parse_json_async
-from emulator.vendors.finalreads import FinalReads, Variant
+from emulator.vendors.finalreads import FinalReadRoute, FinalReads
 
 if TYPE_CHECKING:
     from emulator.core.clock import Clock
@@ -315,9 +315,11 @@ class VendorAdapter:
 
         ``final_read`` names the path parameter holding a job id when the route is a status
         read of that job (its endpoint finds it with :meth:`caller_job`, renders it and
-        changes nothing once it is final): the answer for a final job is then kept and sent
-        again until the job changes (:mod:`emulator.vendors.finalreads`, the fast lane; not
-        under a shared store, where another process may change the job).
+        changes nothing once it is final): the route is then a
+        :class:`~emulator.vendors.finalreads.FinalReadRoute`, the answer for a final job is
+        kept and the error boundary sends it again, before this route runs, until the job
+        changes (:mod:`emulator.vendors.finalreads`, the fast lane; not under a shared store,
+        where another process may change the job).
         """
         # Set before the app's routes are built (no port: routes listed for their names).
         shared = self.port.jobs.shared if self.port is not None else None
@@ -339,28 +341,24 @@ class VendorAdapter:
                 await self.port.guard.check(self, operation, request)
                 return await endpoint(request)
         else:
-            param = final_read
+            lane = self._final_reads
 
             async def handler(request: Request) -> Response:
+                # A kept answer was already looked for by the error boundary (before this
+                # wrapper): here a final read is rendered, and kept for the next.
                 await self.port.guard.check(self, operation, request)
-                scope = request.scope
-                ctx: RequestContext | None = scope.get(CTX_KEY)
-                if ctx is None or ctx.plan is not None:  # the fault path: no lane
-                    return await endpoint(request)
-                job = self.port.jobs.find(scope["path_params"][param], vendor=self.slug,
-                                          api_key=self.api_key(request))
-                if job is None:
-                    return await endpoint(request)
-                variant = Variant(self.origin(request), scope["path"],
-                                  scope.get("query_string", b""))
-                kept = self._final_reads.lookup(job, variant)  # only final jobs' are kept
-                if kept is not None:
-                    ctx.job_id = job.id
-                    return kept
                 response = await endpoint(request)
-                self._final_reads.keep(job, variant, response)  # kept once final
+                ctx: RequestContext | None = request.scope.get(CTX_KEY)
+                if (ctx is not None and ctx.plan is None and ctx.obeys
+                        and ctx.job_id is not None and response.status_code == 200):
+                    key = self.api_key(request)
+                    job = self.port.jobs.find(ctx.job_id, vendor=self.slug, api_key=key)
+                    if job is not None:
+                        lane.keep(job, request.scope, key, response)  # kept once final
                 return response
 
+            return FinalReadRoute(path, handler, methods=methods,
+                                  name=f"{self.slug}.{operation}", lane=lane, param=final_read)
         return Route(path, handler, methods=methods, name=f"{self.slug}.{operation}")
 
     def error_response(self, exc: EmulatorError, operation: str | None = None) -> Response:

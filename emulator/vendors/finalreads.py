@@ -2,64 +2,76 @@
 
 A status read of a job that shows its final status renders the same bytes every time until
 the job changes: the engine bumps ``Job.version`` on every change
-(:meth:`emulator.core.jobs.JobEngine` ``_touch``). So the route layer
-(:meth:`emulator.vendors.base.VendorAdapter.route` with ``final_read=``) keeps, per job, the
-answer it rendered (status, headers, body) with the job's version and the request's
-*variant* (origin, path, query string: everything a status body is rendered from besides the
-job), and answers a later read with the same variant and version from those bytes.
+(:meth:`emulator.core.jobs.JobEngine` ``_touch``), and when the job leaves the store (reset,
+eviction, a withdrawn submit). So a status route
+(:meth:`emulator.vendors.base.VendorAdapter.route` with ``final_read=``, a
+:class:`FinalReadRoute`) keeps, per job, the answer it rendered (status, headers, body) with
+the job's version, the API key it was rendered for and the request's *fingerprint*
+(:func:`fingerprint`: method, path, query string, scheme, server address and every header,
+byte for byte), and the error boundary (:func:`emulator.boundary.serve`) answers a later read
+with the same fingerprint and version from those bytes, before Starlette's
+``Request``/``request_response`` wrapper, the guard and the handler
+(:meth:`FinalReads.answer`).
 
-What still runs on every read: the contract guard (and its memo), the API key check (a job
-of another key is still an unknown id: the lookup is scoped as ``caller_job``'s), the
-journal entry (with its ``job_id``). What skips the lane: a request on the fault path (a
-fault header, a ``fault.`` key, or any stored rule live: the middleware then sets
-``RequestContext.plan``), a job not final, an answer that is not a plain 200 under
-:data:`MAX_BODY` bytes (``sync_mode`` data URIs).
+Why a fingerprint is enough:
+
+* everything the answer is rendered from besides the job (origin, path, query) is in it;
+* the API key is a function of the headers, so a read with the same fingerprint is made with
+  the same key as the read that was answered (the job's owner): another key, or none, has
+  another fingerprint and takes the slow path (the unknown id's 404, the 401);
+* the contract guard's verdict is a function of the path, query, headers and body: only an
+  answer to a request the guard found to obey its contract
+  (:attr:`~emulator.context.RequestContext.obeys`) and without a body is kept, so a read sent
+  from kept bytes would have passed the guard (and recorded nothing) again.
+
+What still runs on every read: the journal entry (with the ``job_id`` and key, set on the
+request's context). What skips the lane: a request on the fault path (a fault header, a
+``fault.`` key, or any stored rule live: the middleware then sets ``RequestContext.plan``),
+a job not final, an answer that is not a plain 200 under :data:`MAX_BODY` bytes (``sync_mode``
+data URIs), a request with a body, and a shared store (``--store redis://``: another process
+may change the job; those routes are plain).
 
 Bounded: :data:`MAX_ENTRIES` jobs' answers, the oldest dropped first (one entry per job, the
-last variant read).
+last fingerprint read).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Scope, Send
+
+from emulator.jsonbody import body_framing
 
 if TYPE_CHECKING:
+    from emulator.context import RequestContext
     from emulator.core.jobs import Job
 
-#: Jobs whose answer is kept (about 0.6 KiB each: a few MiB at most).
+#: Jobs whose answer is kept (about 1 KiB each with its fingerprint: under 10 MiB).
 MAX_ENTRIES = 8192
 #: Answers larger than this (bytes) are not kept.
 MAX_BODY = 16384
 
+Fingerprint = tuple[Any, ...]
 
-class Variant(NamedTuple):
-    """What a status body depends on besides the job: origin (``scheme://host[:port]``),
-    path and raw query string."""
 
-    origin: str
-    path: str
-    query: bytes
+def fingerprint(scope: Scope) -> Fingerprint:
+    """What a status read's answer, its key and its contract verdict depend on besides the
+    job: ``(method, path, query string, scheme, server, headers)``, the headers as the
+    request sent them (name and value bytes, in order)."""
+    return (scope["method"], scope["path"], scope.get("query_string", b""),
+            scope.get("scheme", "http"), scope.get("server"), tuple(scope["headers"]))
 
 
 class _Entry(NamedTuple):
     job: Job
     version: int
-    variant: Variant
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-class CachedResponse(Response):
-    """An answer sent again from kept bytes (no rendering, no encoding)."""
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status_code = status
-        self.raw_headers = headers
-        self.body = body
-        self.background = None
+    fingerprint: Fingerprint
+    api_key: str | None
+    start: dict[str, Any]
+    body: dict[str, Any]
 
 
 class FinalReads:
@@ -72,20 +84,35 @@ class FinalReads:
         #: Answers sent from kept bytes.
         self.hits = 0
 
-    def lookup(self, job: Job, variant: Variant) -> CachedResponse | None:
-        """The kept answer for ``job`` at its current version read as ``variant``, or
+    def lookup(self, job_id: str, scope: Scope) -> _Entry | None:
+        """The kept answer for job ``job_id`` when it is still current (the job's version
+        unchanged) and was rendered for a request with ``scope``'s fingerprint, else
         ``None``."""
-        entry = self._entries.get(job.id)
-        if (entry is None or entry.job is not job or entry.version != job.version
-                or entry.variant != variant):
+        entry = self._entries.get(job_id)
+        if (entry is None or entry.version != entry.job.version
+                or entry.fingerprint != fingerprint(scope)):
             return None
-        self.hits += 1
-        return CachedResponse(entry.status, list(entry.headers), entry.body)
+        return entry
 
-    def keep(self, job: Job, variant: Variant, response: Response) -> None:
-        """Keep ``response`` (just rendered for ``job`` read as ``variant``) when the job
-        shows its final status and the answer is a plain 200 of at most :data:`MAX_BODY`
-        bytes."""
+    async def answer(self, ctx: RequestContext, scope: Scope, job_id: str,
+                     send: Send) -> bool:
+        """Send the kept answer of ``job_id`` for the request ``ctx`` resolved (not on the
+        fault path: ``ctx.plan`` is ``None``) and note its job and key on ``ctx`` for the
+        journal; ``False`` (nothing sent) when there is none (:meth:`lookup`)."""
+        entry = self.lookup(job_id, scope)
+        if entry is None:
+            return False
+        self.hits += 1
+        ctx.key, ctx.job_id = entry.api_key, entry.job.id
+        await send(entry.start)
+        await send(entry.body)
+        return True
+
+    def keep(self, job: Job, scope: Scope, api_key: str | None, response: Response) -> None:
+        """Keep ``response`` (just rendered for ``job``, the request in ``scope`` made with
+        ``api_key`` and found by the guard to obey its contract) when the job shows its
+        final status, the request has no body and the answer is a plain 200 of at most
+        :data:`MAX_BODY` bytes."""
         if (not job.status.terminal or response.status_code != 200
                 or response.background is not None or type(response).__call__
                 is not Response.__call__):
@@ -93,11 +120,17 @@ class FinalReads:
         body = getattr(response, "body", None)
         if not isinstance(body, bytes) or len(body) > MAX_BODY:
             return
+        length, chunked = body_framing(scope["headers"])
+        if chunked or length:
+            return
         entries = self._entries
         if job.id not in entries and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]
-        entries[job.id] = _Entry(job, job.version, variant, 200, list(response.raw_headers),
-                                 body)
+        entries[job.id] = _Entry(
+            job, job.version, fingerprint(scope), api_key,
+            {"type": "http.response.start", "status": 200,
+             "headers": list(response.raw_headers)},
+            {"type": "http.response.body", "body": body})
 
     def clear(self) -> None:
         """Forget every kept answer."""
@@ -107,4 +140,17 @@ class FinalReads:
         return len(self._entries)
 
 
-__all__ = ["MAX_BODY", "MAX_ENTRIES", "CachedResponse", "FinalReads", "Variant"]
+class FinalReadRoute(Route):
+    """A status read's route: a plain :class:`~starlette.routing.Route` (it matches as one)
+    that names its lane (``lane``) and the path parameter holding the job id (``param``), so
+    the error boundary can answer a kept read before the route runs."""
+
+    def __init__(self, path: str, endpoint: Any, *, methods: list[str], name: str,
+                 lane: FinalReads, param: str) -> None:
+        super().__init__(path, endpoint, methods=methods, name=name)
+        self.lane = lane
+        self.param = param
+
+
+__all__ = ["MAX_BODY", "MAX_ENTRIES", "FinalReadRoute", "FinalReads", "Fingerprint",
+           "fingerprint"]

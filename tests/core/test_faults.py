@@ -231,3 +231,35 @@ def test_rgb_no_alpha_and_empty_alpha_keep_the_size() -> None:
     assert int(np.asarray(empty)[:, :, 3].max()) == 0
     with pytest.raises(ValueError):
         corrupt_png(_png(), "sepia")
+
+
+def test_a_rule_text_is_parsed_once_and_each_request_gets_a_fresh_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from emulator.core.faults import effects
+    from emulator.core.faults import rules as rules_module
+
+    calls: list[str] = []
+    real = rules_module.parse_text
+
+    def counting(text: str) -> dict[str, Any]:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(rules_module, "parse_text", counting)
+    rules = FaultRules(CATALOG)
+    text = "status=503,times=1,probability=0.5,seed=7"
+    first = rules.parse_text(text, source="header")
+    second = rules.parse_text(text, source="header")
+    assert calls == [text]  # a client's header on every request is parsed once
+    assert first is not second and first.values == second.values
+    assert first.values is not second.values
+    first.consume(rules)
+    assert (first.hits, second.hits) == (1, 0) and not second.exhausted
+    assert [first.rng.random() for _ in range(3)] == [second.rng.random() for _ in range(3)]
+    rules.parse_text(text, source="key")  # another source is another rule
+    assert calls == [text, text]
+    monkeypatch.setattr(effects, "version", effects.version + 1)  # the registry changed
+    rules.parse_text(text, source="header")
+    assert len(calls) == 3
+    with pytest.raises(RuleError):
+        rules.parse_text("status=999", source="header")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -17,7 +18,7 @@ from starlette.responses import Response
 
 from emulator.core.jobs import Job, Task
 from emulator.testing.server import EmulatorServer
-from emulator.vendors.finalreads import FinalReads, Variant
+from emulator.vendors.finalreads import FinalReads
 from tests.conftest import checked_client, emulator_settings, png_bytes
 from tests.vendors.drivers import DRIVERS, Driver
 
@@ -141,29 +142,113 @@ def _job(job_id: str = "j1") -> Job:
                task=Task("remove", ()), created_at=0.0, price_usd=0)  # type: ignore[arg-type]
 
 
-def test_kept_answers_follow_the_job_version_variant_and_identity() -> None:
+def _scope(host: bytes = b"h", query: bytes = b"", key: bytes = b"k",
+           extra: tuple[tuple[bytes, bytes], ...] = ()) -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": "/p", "query_string": query,
+            "scheme": "http", "server": ("127.0.0.1", 80),
+            "headers": [(b"host", host), (b"x-key", key), *extra]}
+
+
+def test_kept_answers_follow_the_job_version_fingerprint_and_store() -> None:
     from emulator.core.jobs import JobStatus
 
     reads = FinalReads(max_entries=2)
     job = _job()
-    variant = Variant("http://h", "/p", b"")
-    reads.keep(job, variant, Response(b"{}", media_type="application/json"))
-    assert reads.lookup(job, variant) is None  # not final: not kept
+    scope = _scope()
+    reads.keep(job, scope, "k", Response(b"{}", media_type="application/json"))
+    assert reads.lookup(job.id, scope) is None  # not final: not kept
     job.status = JobStatus.SUCCEEDED
-    reads.keep(job, variant, Response(b"{}", media_type="application/json"))
-    kept = reads.lookup(job, variant)
-    assert kept is not None and kept.body == b"{}" and kept.status_code == 200
-    assert reads.lookup(job, Variant("http://other", "/p", b"")) is None
-    assert reads.lookup(job, Variant("http://h", "/p", b"logs=1")) is None
-    twin = _job()
-    twin.status = JobStatus.SUCCEEDED
-    assert reads.lookup(twin, variant) is None  # same id, another job (after a reset)
+    reads.keep(job, scope, "k", Response(b"{}", media_type="application/json"))
+    kept = reads.lookup(job.id, _scope())
+    assert kept is not None and kept.body["body"] == b"{}" and kept.start["status"] == 200
+    assert kept.api_key == "k"
+    assert reads.lookup(job.id, _scope(host=b"other")) is None  # another origin
+    assert reads.lookup(job.id, _scope(query=b"logs=1")) is None
+    assert reads.lookup(job.id, _scope(key=b"k2")) is None  # another key
+    assert reads.lookup(job.id, _scope(extra=((b"x-more", b"1"),))) is None
     job.version += 1
-    assert reads.lookup(job, variant) is None  # changed since
-    reads.keep(job, variant, Response(b"x", status_code=503))
-    assert reads.lookup(job, variant) is None  # only a 200 is kept
+    assert reads.lookup(job.id, scope) is None  # changed (or left the store) since
+    reads.keep(job, scope, "k", Response(b"x", status_code=503))
+    assert reads.lookup(job.id, scope) is None  # only a 200 is kept
+    with_body = _scope(extra=((b"content-length", b"2"),))
+    reads.keep(job, with_body, "k", Response(b"{}"))
+    assert reads.lookup(job.id, with_body) is None  # a request with a body is not kept
     for name in ("a", "b", "c"):
         other = _job(name)
         other.status = JobStatus.SUCCEEDED
-        reads.keep(other, variant, Response(b"{}"))
+        reads.keep(other, scope, "k", Response(b"{}"))
     assert len(reads) == 2  # bounded, oldest dropped
+
+
+class _CountingGuard:
+    """Counts the contract checks the guard makes (the route's wrapper calls it first)."""
+
+    def __init__(self, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        guard = server.emulator.guard
+        self.calls = 0
+        check = guard.check
+
+        async def counted(*args: Any, **kwargs: Any) -> None:
+            self.calls += 1
+            await check(*args, **kwargs)
+
+        monkeypatch.setattr(guard, "check", counted)
+
+
+@by_vendor
+def test_a_kept_read_is_answered_before_the_route_runs_and_keeps_every_semantic(
+        server: EmulatorServer, client: httpx.Client, vendor: Driver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id, path = finished(client, vendor)
+    kept = client.get(path, headers=vendor.headers(OWNER))  # rendered, and kept
+    guard = _CountingGuard(server, monkeypatch)
+    before = hits(server, vendor)
+    fast = client.get(path, headers=vendor.headers(OWNER))
+    assert fast.status_code == 200 and fast.content == kept.content
+    assert hits(server, vendor) == before + 1
+    assert guard.calls == 0  # sent by the error boundary: no route, no guard, no handler
+    last = server.emulator.journal.select({"path": path, "method": "GET"})[-1]
+    assert (last.job_id, last.api_key, last.status) == (job_id, OWNER, 200)
+    # A fault header renders afresh (and its rule is journalled).
+    faulted = client.get(path, headers={**vendor.headers(OWNER), **SLOW})
+    assert faulted.status_code == 200 and faulted.content == kept.content
+    assert guard.calls == 1 and hits(server, vendor) == before + 1
+    last = server.emulator.journal.select({"path": path, "method": "GET"})[-1]
+    assert last.faults and last.job_id == job_id
+    # Another key is still an unknown id, however often the owner's read was kept.
+    assert client.get(path, headers=vendor.headers(OTHER)).status_code == 404
+    assert hits(server, vendor) == before + 1
+
+
+@by_vendor
+def test_a_reset_or_an_eviction_ends_a_kept_answer(server: EmulatorServer, client: httpx.Client,
+                                                   vendor: Driver,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = finished(client, vendor)
+    client.get(path, headers=vendor.headers(OWNER))  # kept
+    client.post("/_emulator/reset").raise_for_status()
+    assert client.get(path, headers=vendor.headers(OWNER)).status_code == 404
+    _, path = finished(client, vendor)
+    client.get(path, headers=vendor.headers(OWNER))  # kept
+    monkeypatch.setattr(server.emulator.jobs.store, "_max", 1)
+    finished(client, vendor)  # the first job is evicted
+    assert client.get(path, headers=vendor.headers(OWNER)).status_code == 404
+
+
+@by_vendor
+def test_a_read_the_guard_did_not_pass_is_never_kept(server: EmulatorServer,
+                                                     client: httpx.Client, vendor: Driver,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that breaks its contract (recorded, not refused: the guard does not note it
+    as obeying) is checked on every read, never answered from kept bytes."""
+    seen: list[str] = []
+
+    async def recording(adapter: Any, operation: str, request: Any) -> None:
+        seen.append(request.url.path)  # a violation recorded; ctx.obeys stays False
+
+    monkeypatch.setattr(server.emulator.guard, "check", recording)
+    before = hits(server, vendor)
+    _, path = finished(client, vendor)  # its first read is not kept
+    for _ in range(3):
+        assert client.get(path, headers=vendor.headers(OWNER)).status_code == 200
+    assert seen.count(path) == 4 and hits(server, vendor) == before

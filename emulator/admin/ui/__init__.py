@@ -130,16 +130,21 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         return job
 
     async def job_list(request: Request) -> Response:
+        total = len(jobs.store)
+        if jobs.shared is not None:  # the newest of every process's jobs (Redis)
+            total = await jobs.shared.pull_newest(PAGE_ROWS)
         found = heapq.nlargest(PAGE_ROWS, jobs.jobs(), key=lambda j: j.created_at)
-        return page(request, "jobs.html", jobs=[_job_view(j) for j in found],
-                    total=len(jobs.store))
+        return page(request, "jobs.html", jobs=[_job_view(j) for j in found], total=total)
 
     async def job_page(request: Request) -> Response:
         job = job_or_404(request)
         view = _job_view(job)
         # The job's requests: those the journal noted with its id (its submit, status and
         # result reads, cancel).
+        await emulator.journal.pull()
         mine = [e.to_json() for e in emulator.journal.select({"job_id": job.id})]
+        if emulator.webhooks.shared is not None:  # every process's (Redis)
+            await emulator.webhooks.shared.pull()
         deliveries = [d.to_json() for d in emulator.webhooks.deliveries(job_id=job.id)]
         return page(request, "job.html", job=view, entries=mine[::-1], deliveries=deliveries)
 
@@ -178,6 +183,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
                 raise ValueError("limit must be >= 0")
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        await emulator.journal.pull()
         found = emulator.journal.select(criteria)
         found = found[len(found) - limit:] if limit else []
         return page(request, "journal.html", entries=[e.to_json() for e in reversed(found)],

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.core.faults import rules
-from emulator.core.faults.asgi import drop_connection, malformed, sleep_at_least
+from emulator.core.faults.asgi import drop_connection, malformed
 from emulator.core.faults.effects import (
     BODY_FAULTS,
     CONNECTION_FAULTS,
@@ -41,6 +41,7 @@ from emulator.core.faults.effects import (
     parse_latency,
     parse_webhook,
     register,
+    sleep_at_least,
     unregister,
 )
 from emulator.core.faults.parsing import BLANK, NON_BLANK_PATTERN, RuleError, is_blank

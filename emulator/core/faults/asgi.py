@@ -1,4 +1,4 @@
-"""Plain-ASGI tools of the request-stage effects: wait, drop the connection, break the body.
+"""Plain-ASGI tools of the request-stage effects: drop the connection, break the body.
 
 No web framework here: ``scope``/``receive``/``send`` are the ASGI callables, typed below with
 the same shapes as Starlette's (``starlette.types``), so the middleware passes its own.
@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import socket
 import struct
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,15 +25,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Seconds to wait for the server to notice a connection we dropped.
 DISCONNECT_WAIT_S = 5.0
-
-
-async def sleep_at_least(seconds: float) -> None:
-    """Sleep ``seconds`` by ``time.perf_counter``: the event loop's timers may fire up to a
-    millisecond early (uvloop rounds to milliseconds), and an injected latency must never be
-    shorter than asked."""
-    deadline = time.perf_counter() + seconds
-    while (left := deadline - time.perf_counter()) > 0:
-        await asyncio.sleep(left)
 
 
 def transport_of(send: Send) -> Any:

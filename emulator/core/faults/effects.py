@@ -28,10 +28,12 @@ reorder, forged-signature, stale-timestamp).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 import numpy as np
 from PIL import Image
 
-from emulator.core.faults.asgi import BodyFault, Receive, Send, drop_connection, sleep_at_least
+from emulator.core.faults.asgi import BodyFault, Receive, Send, drop_connection
 from emulator.core.faults.parsing import RuleError, choice, integer, number
 from emulator.core.faults.variation import MIXES, VARIATION_KINDS, VariedBody
 from emulator.core.jobs import JobStatus, OutputFault
@@ -221,6 +223,10 @@ def _compose(first: OutputFault, then: OutputFault) -> OutputFault:
 #: The registry: effect name -> its one instance, in registration order (the order of a
 #: rule's text and of the contract's properties).
 EFFECTS: dict[str, Effect] = {}
+#: Goes up with every :func:`register` / :func:`unregister` (what is derived from
+#: :data:`EFFECTS` is kept until it moves: :func:`effects_at`, parsed per-request rules).
+version = 0
+_by_stage: dict[tuple[int, str], tuple[Effect, ...]] = {}
 
 E = TypeVar("E", bound=type[Effect])
 
@@ -235,19 +241,39 @@ def register(cls: E) -> E:
         raise ValueError(f"{cls.__name__}: an effect needs a name and a stage in {STAGES}")
     if cls.name in EFFECTS:
         raise ValueError(f"effect {cls.name!r} is already registered")
+    global version
     EFFECTS[cls.name] = cls()
+    version += 1
     return cls
 
 
 def unregister(name: str) -> None:
     """Remove effect ``name`` from :data:`EFFECTS` (for tests that register their own)."""
+    global version
     EFFECTS.pop(name, None)
+    version += 1
 
 
 def effects_at(stage: Stage) -> Iterator[Effect]:
-    """The registered effects of ``stage``, in the order they act."""
-    return iter(sorted((e for e in EFFECTS.values() if e.stage == stage),
-                       key=lambda e: e.order))
+    """The registered effects of ``stage``, in the order they act (sorted once per
+    registry :data:`version`)."""
+    found = _by_stage.get((version, stage))
+    if found is None:
+        found = tuple(sorted((e for e in EFFECTS.values() if e.stage == stage),
+                             key=lambda e: e.order))
+        if len(_by_stage) > 4 * len(STAGES):
+            _by_stage.clear()
+        _by_stage[(version, stage)] = found
+    return iter(found)
+
+
+async def sleep_at_least(seconds: float) -> None:
+    """Sleep ``seconds`` by ``time.perf_counter`` (the ``latency`` effect's wait): the event
+    loop's timers may fire up to a millisecond early (uvloop rounds to milliseconds), and an
+    injected latency must never be shorter than asked."""
+    deadline = time.perf_counter() + seconds
+    while (left := deadline - time.perf_counter()) > 0:
+        await asyncio.sleep(left)
 
 
 class IntegerEffect(Effect):

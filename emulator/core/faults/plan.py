@@ -35,6 +35,9 @@ class Plan:
         pending: job-only rules that matched, in order, tried when a job is created.
         applied: ``(rule, effects text)`` of every rule applied, for the journal.
         registry: the store whose rules these are (told when one is used up).
+        decided: the job rule was chosen ahead, its hit taken (:meth:`decide_job_rule`: a
+            shared store takes the hits of rules with ``times`` atomically, before the
+            request is served); ``claimed`` is that rule (``None``: none applies).
     """
 
     rule: FaultRule | None = None
@@ -42,6 +45,8 @@ class Plan:
     pending: list[FaultRule] = field(default_factory=list)
     applied: list[tuple[FaultRule, str]] = field(default_factory=list)
     registry: FaultRules | None = None
+    decided: bool = False
+    claimed: FaultRule | None = None
     _taken: bool = False
 
     @property
@@ -82,11 +87,25 @@ class Plan:
                 return True
         return False
 
+    @property
+    def job_rule_taken(self) -> bool:
+        """Whether a job took the plan's job rule (:meth:`take_job_rule` ran)."""
+        return self._taken
+
+    def decide_job_rule(self, rule: FaultRule | None) -> None:
+        """The job rule is ``rule`` (its hit already taken), or none: :meth:`take_job_rule`
+        neither rolls nor consumes again."""
+        self.decided, self.claimed = True, rule
+
     def take_job_rule(self) -> FaultRule | None:
         """The rule whose job effects the request's job gets (once per request)."""
         if self._taken:
             return None
         self._taken = True
+        if self.decided:
+            if self.claimed is not None:
+                self.applied.append((self.claimed, _job_effects(self.claimed)))
+            return self.claimed
         if self.rule is not None and self.rule.job_level:
             self.applied.append((self.rule, _job_effects(self.rule)))
             return self.rule

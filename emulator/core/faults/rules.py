@@ -29,9 +29,10 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from emulator.core.faults import effects
 from emulator.core.faults.effects import EFFECTS, STAGES, STATUS_MESSAGES, Effect, Stage
 from emulator.core.faults.parsing import RuleError, integer, name_text, number
 from emulator.core.faults.plan import Plan
@@ -115,6 +116,11 @@ class FaultRule:
         if name in EFFECTS:
             return self.__dict__.get("values", {}).get(name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def fresh(self) -> FaultRule:
+        """A copy that has not been applied yet: no hits, a generator of its own from
+        :attr:`seed` (as :func:`parse_rule` makes it), its own :attr:`values`."""
+        return replace(self, values=dict(self.values), hits=0, rng=random.Random(self.seed))
 
     # -- what the rule does -----------------------------------------------------------------
     def effects_of(self, *stages: Stage) -> list[tuple[Effect, Any]]:
@@ -344,6 +350,10 @@ def parse_rule(spec: Mapping[str, Any], catalog: Mapping[str, Iterable[str]], *,
     return rule
 
 
+#: Rule texts (header, ``fault.`` key) kept parsed by :meth:`FaultRules.parse_text`.
+PARSED_TEXTS = 1024
+
+
 class FaultRules:
     """The stored rules (admin API and scenarios), in the order they were added.
 
@@ -360,6 +370,13 @@ class FaultRules:
         self.live = False
         #: Set for good by :meth:`expect_hidden_keys` (not cleared by :meth:`clear`).
         self.hidden_keys = False
+        #: Rules parsed from text, by (text, source, effect registry version).
+        self._parsed: dict[tuple[str, str, int], FaultRule] = {}
+        #: Webhook rules chosen ahead by job id, their hits taken (a shared store takes the
+        #: hits of rules with ``times`` atomically before the delivery is queued;
+        #: ``emulator.core.state.hits``); ``None``: none applies. Read once by
+        #: :meth:`act_on_delivery`.
+        self.decided_webhook: dict[str, tuple[FaultRule, Any] | None] = {}
 
     def refresh(self) -> None:
         """Recompute :attr:`live` (after rules are added, removed or used up)."""
@@ -392,12 +409,23 @@ class FaultRules:
         return parse_rule(spec, self.catalog, rule_id=rule_id or source, source=source)
 
     def parse_text(self, text: str, *, source: str) -> FaultRule:
-        """Parse the ``name=value,...`` form (header, ``fault.`` key).
+        """Parse the ``name=value,...`` form (header, ``fault.`` key): a fresh rule (no hits,
+        its own generator from its ``seed``) each call. A text parsed before is not parsed
+        again (a client sends the same header on every request): the rule is copied from
+        the one kept for ``(text, source)`` (at most :data:`PARSED_TEXTS`, while the effect
+        registry does not change).
 
         Raises:
             RuleError: bad text or rule.
         """
-        return self.parse(parse_text(text), source=source)
+        memo = (text, source, effects.version)
+        kept = self._parsed.get(memo)
+        if kept is None:
+            kept = self.parse(parse_text(text), source=source)
+            if len(self._parsed) >= PARSED_TEXTS:
+                self._parsed.clear()
+            self._parsed[memo] = kept
+        return kept.fresh()
 
     def add(self, spec: Mapping[str, Any], *, source: str = "admin") -> FaultRule:
         """Validate and store one rule (it gets the next ``f<N>`` id).
@@ -477,6 +505,7 @@ class FaultRules:
     def clear(self) -> None:
         """Delete every rule (ids keep counting up)."""
         self._rules.clear()
+        self.decided_webhook.clear()
         self.refresh()
 
     def plan(self, vendor: str | None, operation: str | None, api_key: str | None,
@@ -533,7 +562,10 @@ class FaultRules:
             The deliveries to queue in its place (itself when no rule applies; two for a
             duplicate); each applied effect is noted in ``delivery.faults``.
         """
-        taken = self.take_webhook_fault(delivery.vendor, delivery.api_key)
+        if delivery.job_id in self.decided_webhook:  # chosen ahead (a shared store)
+            taken = self.decided_webhook.pop(delivery.job_id)
+        else:
+            taken = self.take_webhook_fault(delivery.vendor, delivery.api_key)
         if taken is None:
             return [delivery]
         rule, _ = taken

@@ -176,6 +176,8 @@ class JobEngine:
     def reset(self) -> None:
         """Forget jobs, files, balances and watches; running work finishes unseen."""
         self._generation += 1
+        for job in self.store.jobs():
+            job.version += 1  # gone: what was rendered from it is stale
         self.store.clear()
         self.files.clear()
         self.billing.reset()
@@ -223,6 +225,7 @@ class JobEngine:
         """Forget a job the shared store refused to admit (its balance, rate limit or cap):
         never billed, never shown; work already started ends unseen."""
         job.generation = -1
+        job.version += 1  # gone: what was rendered from it is stale
         self.store.discard(job.id)
         self._watched.pop(job.id, None)
 
@@ -360,7 +363,9 @@ class JobEngine:
 
     def _drop_files(self, job: Job) -> None:
         """An evicted job's result files go with it (else they would outlive it until the
-        file store's byte bound: about 450 bytes each, for ever)."""
+        file store's byte bound: about 450 bytes each, for ever); what was rendered from it
+        is stale (its version goes up: a kept status answer is not sent again)."""
+        job.version += 1
         for f in job.outputs:
             self.files.discard(f.id)
         if self._changed is not None:

@@ -108,8 +108,9 @@ class Job:
     word: str | None = None
     extra_polls: int = 0
     output_fault: OutputFault | None = field(default=None, repr=False)
-    #: Goes up with every change the engine makes (``JobEngine._touch``): a rendered answer
-    #: kept for one version is stale at the next (emulator/vendors/finalreads.py).
+    #: Goes up with every change the engine makes (``JobEngine._touch``) and when the job
+    #: leaves the store (reset, eviction, a withdrawn submit): a rendered answer kept for one
+    #: version is stale at the next (emulator/vendors/finalreads.py).
     version: int = 0
     _done: asyncio.Event | None = field(default=None, repr=False)
 

@@ -12,6 +12,8 @@ Two kinds (``Settings.matte_pool``):
   engine once (:func:`_init_worker`), with onnxruntime's telemetry off. One process per
   dispatch thread means a worker that dies (killed, out of memory, a crashing decoder) takes
   only its own job with it (:class:`WorkerCrashed`); the slot gets a fresh worker.
+* ``redis`` (with ``--store redis://``): the threads hand each task through Redis to separate
+  ``rmbg-emulator worker`` processes, on this machine or others (:mod:`emulator.core.jobs.queue`).
 
 An engine handed to the job engine as an object (tests' stubs) cannot be rebuilt in another
 process: without an :class:`EngineSpec` the work runs in the threads whatever the kind.
@@ -28,12 +30,15 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.core.tasks import TASKS, Rendered, TaskContext
 from emulator.errors import EmulatorError
 from emulator.matte.engine import MatteEngine, create_engine
 from emulator.settings import MATTE_POOLS
+
+if TYPE_CHECKING:
+    from emulator.core.jobs.queue import QueueDispatch
 
 
 @dataclass(frozen=True)
@@ -145,15 +150,23 @@ class MattePool:
         size: threads (and, for ``processes``, worker processes): ``Settings.matte_workers``.
         nice: how much lower the workers' priority is (``Settings.worker_nice``; Linux).
         engine: how a worker process builds the engine; ``None``: threads only.
+        queue_url: for ``redis``, the Redis the workers take tasks from.
+        queue_wait_s: for ``redis``, seconds a task may take before its job fails.
 
     Use :meth:`start` before, :meth:`close` after (once); :meth:`render` runs in a pool
     thread.
     """
 
-    def __init__(self, kind: str, size: int, nice: int, engine: EngineSpec | None) -> None:
+    def __init__(self, kind: str, size: int, nice: int, engine: EngineSpec | None, *,
+                 queue_url: str | None = None, queue_wait_s: float = 60.0) -> None:
         if kind not in MATTE_POOLS:
             raise ValueError(f"matte pool {kind!r}: expected one of {', '.join(MATTE_POOLS)}")
+        if kind == "redis" and queue_url is None:
+            raise ValueError("matte pool 'redis' needs the Redis URL of the store")
         self.kind = kind if engine is not None else "threads"
+        self._queue_url = queue_url
+        self._queue_wait_s = queue_wait_s
+        self.queue: QueueDispatch | None = None
         self.size = size
         self.nice = nice
         self.engine = engine
@@ -169,6 +182,11 @@ class MattePool:
             self.threads = ThreadPoolExecutor(self.size, thread_name_prefix="matte",
                                               initializer=lower_priority,
                                               initargs=(self.nice,))
+        if self.kind == "redis" and self.queue is None:
+            from emulator.core.jobs.queue import QueueDispatch
+
+            assert self.engine is not None and self._queue_url is not None
+            self.queue = QueueDispatch(self._queue_url, self.engine, self._queue_wait_s)
         if self.kind == "processes" and not self._all:
             assert self.engine is not None
             nice = self.nice
@@ -186,9 +204,12 @@ class MattePool:
         Raises:
             EmulatorError: the task's own (bad input, ...).
             WorkerCrashed: the worker process died during the task.
+            NoWorker: (``redis``) no worker finished the task in time.
         """
         if self.kind == "threads":
             return TASKS[kind](payloads, params, ctx)
+        if self.queue is not None:
+            return self.queue.render(kind, params, payloads, ctx)
         slot = self._slots.get()  # as many slots as threads: never waits long
         try:
             future = self._submit(slot, kind, params, payloads, ctx)
@@ -233,6 +254,9 @@ class MattePool:
             self.threads = None
         with self._lock:
             self._closed = True
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
         for slot in self._all:
             slot.close()
 

@@ -85,7 +85,8 @@ class Runner:
         if self._pool is None:
             s = self.settings
             self._pool = MattePool(s.matte_pool, s.matte_workers, s.worker_nice,
-                                   self._engine_spec)
+                                   self._engine_spec, queue_url=s.store,
+                                   queue_wait_s=s.worker_wait_s)
             self._pool.start()
         if self._client is None:
             # An explicit transport: no proxy from the environment, so the address the
@@ -194,7 +195,9 @@ class Runner:
     def work_now(self, job: Job) -> tuple[bool, list[bytes] | None]:
         """End ``job``'s work at once, on the event loop, when its outputs are in the result
         cache and nothing about it needs the pool: small inline inputs only, no faults, an
-        engine already in use.
+        engine already in use (the one the last render used: the factory ``matte`` is not
+        asked again, it gives the same engine for the life of the app,
+        :meth:`emulator.app.Emulator.matte`).
 
         Returns:
             Whether it did (else the work runs as a task), and the inputs it decoded on the
@@ -203,8 +206,7 @@ class Runner:
         engine = self._engine_seen
         sources = job.task.sources
         if (engine is None or job.planned is not None or job.faults
-                or any(s.kind == "url" or len(s.value) > INLINE_NOW_CHARS for s in sources)
-                or self._matte() is not engine):
+                or any(s.kind == "url" or len(s.value) > INLINE_NOW_CHARS for s in sources)):
             return False, None
         try:
             payloads = [decode_inline(s, self.settings.max_input_bytes) for s in sources]

@@ -724,5 +724,21 @@ class SharedJobs:
             await asyncio.sleep(0.05)
             await self.prefetch([job.id])
 
+    # -- listing (the control plane) -------------------------------------------------------
+    async def pull_newest(self, count: int) -> int:
+        """Read the ``count`` newest jobs of every process (``rmbg:jobs``, by creation time)
+        into this process, for the dashboard's job list; how many jobs Redis holds.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        try:
+            ids, total = await self.client.pipeline(transaction=False).zrevrange(
+                PREFIX + "jobs", 0, count - 1).zcard(PREFIX + "jobs").execute()
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+        await self.prefetch([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
+        return int(total)
+
 
 __all__ = ["FINAL_STAGE", "SharedJobs", "StoreUnavailable", "merge_records"]

@@ -1,0 +1,45 @@
+"""The way a request takes through the emulator stays short (issue 13, "One way through"):
+``benchmarks/trace_request.py`` counts the emulator files a request's calls cross; a status
+poll of a final job is answered by the error boundary from kept bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import emulator_settings
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _trace_request(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports its sibling, inproc.py
+    spec = importlib.util.spec_from_file_location("trace_request",
+                                                  BENCHMARKS / "trace_request.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_final_poll_and_a_faulted_submit_cross_few_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = _trace_request(monkeypatch)
+    found = asyncio.run(trace.measure(emulator_settings(engine="grabcut",
+                                                         matte_pool="threads")))
+    poll = trace.files_of(found[trace.POLL].own)
+    # middleware, route table, clock, boundary, the lane, the journal: no guard, no
+    # Starlette route wrapper, no adapter, no job lookup (11 files before).
+    assert poll == ["boundary.py", "context.py", "core/clock.py", "core/journal.py",
+                    "middleware.py", "vendors/finalreads.py"], poll
+    submit = trace.files_of(found[trace.SUBMIT].own)
+    # The header's rule is parsed once (no core/faults/parsing.py), the latency effect
+    # sleeps in its own module (no core/faults/asgi.py), the runner does not ask the app
+    # for the engine it already uses (no app.py): 20 files (23 before).
+    for gone in ("core/faults/parsing.py", "core/faults/asgi.py", "app.py"):
+        assert gone not in submit, submit
+    assert len(submit) <= 20, submit

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -427,3 +428,29 @@ def test_a_job_changed_on_b_is_seen_on_a_whose_write_is_merged_not_lost(
     finally:
         _stop(a)
         _stop(b)
+
+
+def test_serve_stops_on_sigterm_while_its_redis_hangs(redis_server: RedisServer) -> None:
+    """A Redis that stops answering (SIGSTOP) while a job's work runs: SIGTERM still stops
+    ``serve`` within a bounded time (each shutdown step waits at most ``STOP_S``)."""
+    import os
+
+    port = free_port()
+    proc = _serve(port, "--store", redis_server.url, "--progression", "polls:50")
+    assert redis_server.proc is not None
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            driver = DRIVERS[0]
+            assert driver.submit(client, _png()).status_code in (200, 201, 202)
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("serve did not stop while its Redis hung") from None
+        assert code in (0, -signal.SIGTERM)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()

@@ -66,6 +66,8 @@ FLUSH_DELAY_S = 0.05
 LEASE_MS = 5000
 #: Seconds between two renewals of the leases this process holds.
 LEASE_RENEW_S = 1.0
+#: Seconds each step of :meth:`SharedJobs.stop` may take (a flush, giving up leases, closing).
+STOP_S = 2.0
 #: Milliseconds the mark "this job's final status was announced" is kept (one day).
 ANNOUNCED_MS = 24 * 3600 * 1000
 #: The reset generation (``INCR`` by :meth:`RedisStore.clear`).
@@ -289,12 +291,16 @@ class SharedJobs:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._lease_task = None
-        with contextlib.suppress(StoreUnavailable):
-            await self.flush()
-        with contextlib.suppress(RedisError, OSError):
+        # Each step bounded: a Redis that hangs or is gone never keeps the process from
+        # stopping (what was not written is lost, as on a crash).
+        with contextlib.suppress(StoreUnavailable, asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout=STOP_S)
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
             if self.owned:
-                await self.client.delete(*[lease_key(i) for i in self.owned])
-        await self.client.aclose()
+                await asyncio.wait_for(
+                    self.client.delete(*[lease_key(i) for i in self.owned]), timeout=STOP_S)
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.client.aclose(), timeout=STOP_S)
 
     def changed(self) -> None:
         """A job changed (called by the engine): write it within :data:`FLUSH_DELAY_S`."""

@@ -36,6 +36,7 @@ from emulator.core.journal import Journal
 from emulator.core.state import Doc, StateSaver, open_store
 from emulator.core.urls import FILES_PATH, OwnUrls
 from emulator.core.webhooks import Secrets, WebhookOutbox
+from emulator.errors import EmulatorError
 from emulator.gcpolicy import IdleCollector, Traffic
 from emulator.guard import RequestGuard
 from emulator.matte.engine import MatteEngine
@@ -109,6 +110,7 @@ class Emulator:
             self.jobs.shared = SharedJobs(settings.store, self.jobs)
             self.jobs.shared.on_reset = partial(self.reset, store=False)
             self.jobs.shared.faults = self.faults
+            self.jobs.shared.secrets = self.secrets
             from emulator.core.state.outbox import SharedOutbox
 
             # Webhook deliveries in Redis, claimed by every process's outbox loop.
@@ -186,6 +188,9 @@ class Emulator:
 
     async def _on_final(self, job: Job) -> None:
         adapter = self.adapters.get(job.vendor)
+        if self.jobs.shared is not None:  # sign with the secrets every process shares
+            with contextlib.suppress(EmulatorError):  # Redis away: this process's
+                await self.jobs.shared.share_secrets()
         message = await adapter.final_webhook(job) if adapter is not None else None
         if message is not None:
             if self.jobs.shared is not None:  # a webhook rule's times are global
@@ -279,6 +284,8 @@ def create_app(settings: Settings | None = None) -> EmulatorApp:
         await emulator.jobs.start()
         if emulator.jobs.shared is not None:
             await emulator.jobs.shared.start()
+            with contextlib.suppress(EmulatorError):  # Redis away: shared at the next write
+                await emulator.jobs.shared.share_secrets()
         if emulator.shared_journal is not None:
             emulator.shared_journal.start()
         await emulator.webhooks.start()

@@ -271,3 +271,37 @@ def test_the_dashboards_job_list_shows_jobs_submitted_on_another_process(
         page = on_b.get("/_emulator/ui")
         assert page.status_code == 200, page.text
         assert driver.job_id(submitted) in page.text
+
+
+def test_signing_secrets_are_shared_by_every_process(redis_server: RedisServer) -> None:
+    """Two processes started at once serve one fal JWKS (one ED25519 key), and a Runflow
+    callback secret made on A signs the callback of a job that B runs and announces."""
+    import hashlib
+    import hmac
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emulator.testing.sink import WebhookSink
+    from tests.vendors.drivers import RUNFLOW
+
+    ports = free_port(), free_port()
+    with ThreadPoolExecutor(2) as pool:  # at once: neither finds the other's key written
+        procs = list(pool.map(lambda p: _serve(p, "--store", redis_server.url,
+                                               "--progression", "immediate"), ports))
+    try:
+        with WebhookSink() as sink, \
+                httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=30) as on_a, \
+                httpx.Client(base_url=f"http://127.0.0.1:{ports[1]}", timeout=30) as on_b:
+            jwks = [c.get("/rest/.well-known/jwks.json").json() for c in (on_a, on_b)]
+            assert jwks[0] == jwks[1]
+            created = on_a.post("/v1/callback-secrets", json={"label": "team"},
+                                headers=RUNFLOW.headers())
+            assert created.status_code == 201, created.text
+            secret = created.json()["plain_secret"]
+            submitted = RUNFLOW.submit_with_webhook(on_b, _png(), f"{sink.url}/hook")
+            assert submitted.status_code == 201, submitted.text
+            got = sink.wait_for(1, timeout_s=30)[0]
+            expected = hmac.new(secret.encode(), got.body, hashlib.sha256).hexdigest()
+            assert got.headers.get("runflow-signature") == expected
+    finally:
+        for proc in procs:
+            _stop(proc)

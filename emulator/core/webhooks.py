@@ -209,6 +209,9 @@ class Secrets:
         self.ed25519 = Ed25519PrivateKey.generate()
         self.ed25519_kid = secrets.token_hex(8)
         self._hmac: dict[tuple[str, str], deque[SigningSecret]] = {}
+        #: Moves on every change made here (:meth:`create`, :meth:`reset`), so a shared
+        #: store publishes the secrets only when they changed.
+        self.version = 0
 
     def create(self, vendor: str, api_key: str, label: str, now: float) -> SigningSecret:
         """A new ``whsec_`` secret for the key; the newest one signs from now on."""
@@ -218,6 +221,7 @@ class Secrets:
         if kept is None:
             kept = self._hmac[(vendor, api_key)] = deque(maxlen=MAX_SECRETS_PER_KEY)
         kept.append(secret)
+        self.version += 1
         return secret
 
     def current(self, vendor: str, api_key: str) -> SigningSecret | None:
@@ -265,6 +269,7 @@ class Secrets:
     def reset(self) -> None:
         """Forget the HMAC secrets (the ED25519 key stays: receivers may cache the JWKS)."""
         self._hmac.clear()
+        self.version += 1
 
 
 class WebhookOutbox:

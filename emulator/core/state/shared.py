@@ -57,6 +57,7 @@ from emulator.errors import EmulatorError
 if TYPE_CHECKING:
     from emulator.core.faults.rules import FaultRule, FaultRules
     from emulator.core.jobs.engine import JobEngine
+    from emulator.core.webhooks import Secrets
 
 log = logging.getLogger("emulator.state")
 
@@ -77,6 +78,10 @@ HITS_KEY = PREFIX + "hits"
 #: The fault rules' document (``FaultRules.dump``) and its version (``INCR`` per change).
 RULES_KEY = PREFIX + "rules"
 RULES_VERSION_KEY = PREFIX + "rules:version"
+#: The signing secrets' document (``Secrets.dump``: fal's ED25519 key, Runflow's ``whsec_``
+#: secrets) and its version (``INCR`` per change), read like the rules'.
+SECRETS_KEY = PREFIX + "secrets"
+SECRETS_VERSION_KEY = PREFIX + "secrets:version"
 #: KEYS[1] the hits hash; ARGV: rule id, times ('' for none). The hits now, or -1 when the
 #: rule's ``times`` are used up (nothing taken).
 TAKE_HIT = """
@@ -266,6 +271,10 @@ class SharedJobs:
         self._settle: list[tuple[Job, bool, Decimal | None]] = []
         #: The fault rules shared (``Emulator`` sets them; ``None``: rules stay local).
         self.faults: FaultRules | None = None
+        #: The signing secrets, shared by every process (set by the app).
+        self.secrets: Secrets | None = None
+        self._secrets_seen = 0  # the version in Redis this process has loaded or written
+        self._secrets_sent = 0  # Secrets.version this process has written
         self._rules_seen: int | None = None
         self._rules_published: Any = None
         self._take_hit = self.client.register_script(TAKE_HIT)
@@ -341,6 +350,7 @@ class SharedJobs:
             self.owned.clear()
             self._written_files.clear()
             self._versions.clear()
+            self._secrets_seen = 0
             if self.on_reset is not None:
                 self.on_reset()
         self.generation = generation
@@ -361,11 +371,12 @@ class SharedJobs:
         wanted = [str(n) for n in names if n]
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(RULES_VERSION_KEY).hgetall(HITS_KEY)
+            pipe.get(RULES_VERSION_KEY).hgetall(HITS_KEY).get(SECRETS_VERSION_KEY)
             if wanted:
                 self._queue_reads(pipe, wanted)
             replies = await pipe.execute()
             version, hits = replies[0], replies[1]
+            await self._adopt_secrets(replies[2])
             version = int(version or 0)
             if version != self._rules_seen:
                 doc = await self.client.get(RULES_KEY)
@@ -383,8 +394,50 @@ class SharedJobs:
                     rule.hits = int(taken)
         faults.refresh()
         if wanted:
-            await self._take_reads(wanted, replies[2:])
+            await self._take_reads(wanted, replies[3:])
             _READ_AHEAD.set(set(wanted))
+
+    async def share_secrets(self) -> None:
+        """At start, and before a job's webhook is made: adopt the secrets other processes
+        wrote (so every process signs with the same fal ED25519 key and knows every Runflow
+        secret), after writing this process's if it changed them. The first process to
+        start writes its ED25519 key; the others take it (``SET NX``).
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        secrets = self.secrets
+        if secrets is None:
+            return
+        try:
+            if secrets.version != self._secrets_sent:
+                await self._publish_secrets(secrets)
+            elif self._secrets_seen == 0:  # not read yet: the first process's key wins
+                pipe = self.client.pipeline(transaction=True)
+                pipe.set(SECRETS_KEY, dumps(secrets.dump()), nx=True)
+                pipe.incr(SECRETS_VERSION_KEY)
+                await pipe.execute()
+            await self._adopt_secrets(await self.client.get(SECRETS_VERSION_KEY))
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+
+    async def _publish_secrets(self, secrets: Secrets) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(SECRETS_KEY, dumps(secrets.dump()))
+        pipe.incr(SECRETS_VERSION_KEY)
+        _, self._secrets_seen = await pipe.execute()
+        self._secrets_sent = secrets.version
+
+    async def _adopt_secrets(self, version: Any) -> None:
+        """Load the secrets' document when its ``version`` (a reply) is not the one seen."""
+        secrets = self.secrets
+        if secrets is None or int(version or 0) == self._secrets_seen:
+            return
+        doc = await self.client.get(SECRETS_KEY)
+        self._secrets_seen = int(version or 0)
+        if doc is not None:
+            secrets.load(json.loads(doc))
+            self._secrets_sent = secrets.version
 
     async def publish_rules(self) -> None:
         """After a control-plane request: write the fault rules if they changed here.
@@ -495,6 +548,12 @@ class SharedJobs:
             StoreUnavailable: Redis cannot be reached; the changes are kept for the next
                 (``admitting`` is withdrawn).
         """
+        secrets = self.secrets
+        if secrets is not None and secrets.version != self._secrets_sent:
+            try:  # a request made a signing secret (or a reset forgot them): share them
+                await self._publish_secrets(secrets)
+            except (RedisError, OSError) as exc:
+                raise _raise_unavailable(exc) from exc
         async with self._lock:
             engine = self.engine
             if admitting is not None:

@@ -13,7 +13,9 @@ The emulator runs as users run it (journal and fault middleware on, no rule, res
 engine grabcut, an 8x8 input); its key's balance is raised through the control plane
 (``PUT /_emulator/keys/{key}``), the vendor-facing default is left alone. WireMock serves
 each poll from a static stub and the submit from a templated stub (a fresh UUID per answer),
-request journal on (its default). Prism mocks ``contracts/apiframe.yaml`` (Apiframe rows only),
+request journal on and bounded to 10,000 entries as the emulator's is. Every round polls
+jobs made at its start (the submits pass the store's cap, which evicts the oldest).
+Prism mocks ``contracts/apiframe.yaml`` (Apiframe rows only),
 its log to /dev/null.
 """
 
@@ -216,7 +218,11 @@ def main() -> None:
             java = shutil.which("java") or "java"
             stack.enter_context(process(
                 [java, "-jar", str(wiremock_jar()), "--port", str(ports["wiremock"]),
-                 "--bind-address", "127.0.0.1", "--root-dir", str(root), "--disable-banner"],
+                 "--bind-address", "127.0.0.1", "--root-dir", str(root), "--disable-banner",
+                 # its request journal bounded as the emulator's is (10,000 entries):
+                 # unbounded (the default), it holds every request of the run and WireMock
+                 # slows to a crawl in the later rounds
+                 "--max-request-journal-entries", "10000"],
                 ports["wiremock"], "WireMock"))
         if "prism" in peers:
             prism = PEERS / "node_modules" / ".bin" / "prism"
@@ -235,6 +241,10 @@ def main() -> None:
                 run_wrk(wrk, f"http://127.0.0.1:{ports[target]}", wrk_scripts[name], max(conns),
                         max(2.0, args.duration / 2), wait=False)
         for rnd in range(args.rounds):
+            if rnd:  # fresh jobs to poll: the submits of the rounds before pass the store's
+                # cap (100,000 jobs), which evicts the oldest finished jobs, these first
+                paths, _ = prepare(f"http://127.0.0.1:{ports['emulator']}")
+                wrk_scripts = scripts(tmp, paths)
             for name in names:
                 for c in conns:
                     order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]

@@ -23,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from emulator.core.background import end_tasks
 from emulator.core.journal import Entry, Journal
 from emulator.core.state.redis import PREFIX
 from emulator.core.state.shared import StoreUnavailable
@@ -98,9 +99,7 @@ class SharedJournal(Journal):
     async def stop(self) -> None:
         """Write what is queued (at most :data:`STOP_S` s) and close the connection."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_tasks([self._task], what="journal writer")
             self._task = None
         with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(self.write(), timeout=STOP_S)

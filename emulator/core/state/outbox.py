@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from emulator.core.background import end_tasks
 from emulator.core.state.redis import PREFIX, dumps
 from emulator.core.state.shared import StoreUnavailable
 from emulator.core.webhooks import Delivery, Resigner, delivery_from_record, delivery_record
@@ -169,9 +170,7 @@ class SharedOutbox:
         """Write what is left, give up the leases held (another process may take them at
         once) and close the connection."""
         if self._renew_task is not None:
-            self._renew_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renew_task
+            await end_tasks([self._renew_task], what="webhook lease renewal")
             self._renew_task = None
         with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(self._give_up(), timeout=STOP_S)

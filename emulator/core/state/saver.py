@@ -13,13 +13,13 @@ most the last interval. Measured against the alternatives in ``benchmarks/stores
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.core.background import end_tasks
 from emulator.core.jobs.engine import JobEngine
 from emulator.core.jobs.model import Job
 from emulator.core.state.base import Batch, StateStore
@@ -164,9 +164,7 @@ class StateSaver:
     async def stop(self) -> None:
         """Write a last batch and close the store (after the engine has stopped)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_tasks([self._task], what="state saver")
             self._task = None
         try:
             await self.flush(stopping=True)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from emulator.core.background import end_tasks
 from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
 from emulator.core.state.accounts import ADMIT, SharedAccounts, micro
 from emulator.core.state.records import file_from_meta, job_from_record, job_record
@@ -294,11 +295,8 @@ class SharedJobs:
 
     async def stop(self) -> None:
         """Write what is left, stop the loops and close the connection."""
-        for task in (self._task, self._lease_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await end_tasks([t for t in (self._task, self._lease_task) if t is not None],
+                        what="shared-store writer and lease renewal")
         self._task = self._lease_task = None
         # Each step bounded: a Redis that hangs or is gone never keeps the process from
         # stopping (what was not written is lost, as on a crash).

@@ -188,10 +188,13 @@ class Emulator:
 
     async def _on_final(self, job: Job) -> None:
         adapter = self.adapters.get(job.vendor)
-        if self.jobs.shared is not None:  # sign with the secrets every process shares
-            with contextlib.suppress(EmulatorError):  # Redis away: this process's
-                await self.jobs.shared.share_secrets()
         message = await adapter.final_webhook(job) if adapter is not None else None
+        if message is not None and adapter is not None and self.jobs.shared is not None:
+            # signed with the secrets every process shares (a round trip only for jobs
+            # with a webhook); Redis away: this process's
+            with contextlib.suppress(EmulatorError):
+                if await self.jobs.shared.share_secrets():
+                    message = await adapter.final_webhook(job)
         if message is not None:
             if self.jobs.shared is not None:  # a webhook rule's times are global
                 from emulator.core.state.hits import claim_webhook_rule

@@ -395,18 +395,22 @@ class SharedJobs:
             await self._take_reads(wanted, replies[3:])
             _READ_AHEAD.set(set(wanted))
 
-    async def share_secrets(self) -> None:
+    async def share_secrets(self) -> bool:
         """At start, and before a job's webhook is made: adopt the secrets other processes
         wrote (so every process signs with the same fal ED25519 key and knows every Runflow
         secret), after writing this process's if it changed them. The first process to
         start writes its ED25519 key; the others take it (``SET NX``).
+
+        Returns:
+            Whether secrets written by another process were loaded (a message signed
+            before should be made again).
 
         Raises:
             StoreUnavailable: Redis cannot be reached.
         """
         secrets = self.secrets
         if secrets is None:
-            return
+            return False
         try:
             if secrets.version != self._secrets_sent:
                 await self._publish_secrets(secrets)
@@ -415,7 +419,7 @@ class SharedJobs:
                 pipe.set(SECRETS_KEY, dumps(secrets.dump()), nx=True)
                 pipe.incr(SECRETS_VERSION_KEY)
                 await pipe.execute()
-            await self._adopt_secrets(await self.client.get(SECRETS_VERSION_KEY))
+            return await self._adopt_secrets(await self.client.get(SECRETS_VERSION_KEY))
         except (RedisError, OSError) as exc:
             raise _raise_unavailable(exc) from exc
 
@@ -426,16 +430,19 @@ class SharedJobs:
         _, self._secrets_seen = await pipe.execute()
         self._secrets_sent = secrets.version
 
-    async def _adopt_secrets(self, version: Any) -> None:
-        """Load the secrets' document when its ``version`` (a reply) is not the one seen."""
+    async def _adopt_secrets(self, version: Any) -> bool:
+        """Load the secrets' document when its ``version`` (a reply) is not the one seen;
+        whether it did."""
         secrets = self.secrets
         if secrets is None or int(version or 0) == self._secrets_seen:
-            return
+            return False
         doc = await self.client.get(SECRETS_KEY)
         self._secrets_seen = int(version or 0)
-        if doc is not None:
-            secrets.load(json.loads(doc))
-            self._secrets_sent = secrets.version
+        if doc is None:
+            return False
+        secrets.load(json.loads(doc))
+        self._secrets_sent = secrets.version
+        return True
 
     async def publish_rules(self) -> None:
         """After a control-plane request: write the fault rules if they changed here.

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -305,3 +306,42 @@ def test_signing_secrets_are_shared_by_every_process(redis_server: RedisServer) 
     finally:
         for proc in procs:
             _stop(proc)
+
+
+def test_a_rate_limit_set_on_one_process_applies_on_every_process(
+        redis_server: RedisServer) -> None:
+    """``PUT /_emulator/keys/KEY`` with a rate limit on A: B shows it and obeys it (the
+    bucket is one, in Redis), and a concurrency cap set on B refuses a submit on A."""
+    driver = DRIVERS[0]
+    with _two(redis_server) as (on_a, on_b, _):
+        set_on_a = on_a.put("/_emulator/keys/limited", json={"rps": 0.001, "burst": 2})
+        assert set_on_a.status_code == 200, set_on_a.text
+        shown = on_b.get("/_emulator/keys/limited").json()["limits"]
+        assert shown == {"rps": 0.001, "burst": 2.0, "concurrent": None}, shown
+        codes = [driver.submit(client, _png(), key="limited").status_code
+                 for client in (on_b, on_a, on_b)]
+        assert codes == [driver.submit_status, driver.submit_status, 429], codes
+        capped = on_b.put("/_emulator/keys/capped", json={"concurrent": 0})
+        assert capped.status_code == 200, capped.text
+        refused = driver.submit(on_a, _png(), key="capped")
+        assert refused.status_code == 429, refused.text
+        assert "limit 0" in refused.text, refused.text
+
+
+def test_key_settings_from_scenarios_hold_on_every_process(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """A start-up scenario's balance is where a key's shared account starts (two jobs'
+    worth: the third submit gets the vendor's 402, on either process), and a scenario loaded
+    on A at run time caps a key on B too."""
+    driver = DRIVERS[0]
+    scenario = tmp_path / "keys.yaml"
+    scenario.write_text("keys:\n  two-jobs: {balance_usd: 0.036}\n", encoding="utf-8")
+    with _two(redis_server, "--scenario", str(scenario)) as (on_a, on_b, _):
+        codes = [driver.submit(client, _png(), key="two-jobs").status_code
+                 for client in (on_a, on_b, on_a)]
+        assert codes == [driver.submit_status, driver.submit_status, 402], codes
+        loaded = on_a.post("/_emulator/scenarios",
+                           json={"keys": {"late": {"concurrent": 0}}})
+        assert loaded.status_code == 201, loaded.text
+        refused = driver.submit(on_b, _png(), key="late")
+        assert refused.status_code == 429, refused.text

@@ -204,11 +204,13 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         view = {**jobs.billing.account(key).to_json(),
                 "strict": emulator.guard.is_strict_key(key)}
         if jobs.shared is not None:  # what every process shares (Redis)
-            held = await jobs.shared.accounts.get(key)
+            held = await jobs.shared.accounts.get(key, jobs.billing.account(key).balance_usd)
             view.update(balance_usd=usd_text(held.balance_usd),
                         held_usd=usd_text(held.held_usd),
                         available_usd=usd_text(held.balance_usd - held.held_usd),
                         active_jobs=held.active_jobs)
+            if held.limit is not None:
+                view["limits"] = dict(held.limit.__dict__)
         return view
 
     async def key_route(request: Request) -> Response:
@@ -229,8 +231,8 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         if strict is not None:
             emulator.guard.set_strict_key(key, strict)
         jobs.billing.configure(key, settings, emulator.clock.now())
-        if jobs.shared is not None and settings.balance_usd is not None:
-            await jobs.shared.accounts.set_balance(key, settings.balance_usd)
+        if jobs.shared is not None:  # for every process
+            await jobs.shared.accounts.configure(key, settings)
         return JSONResponse(await account(key))
 
     return [

@@ -52,7 +52,12 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             raise InvalidInput(exc.message) from exc
         except RecursionError:  # block-style YAML nested past the interpreter's stack
             raise InvalidInput("scenario is nested too deeply") from None
-        return JSONResponse(emulator.load_scenario(scenario), status_code=201)
+        summary = emulator.load_scenario(scenario)
+        shared = emulator.jobs.shared
+        if shared is not None:  # its keys' balances and limits, for every process
+            for key, settings in scenario.keys.items():
+                await shared.accounts.configure(key, settings)
+        return JSONResponse(summary, status_code=201)
 
     async def listing(request: Request) -> Response:
         return JSONResponse({"scenarios": list(emulator.scenarios)})

@@ -1,49 +1,57 @@
 """Balances, holds and rate-limit tokens shared by every process on one Redis (``--store
-redis://``): each decision is one Lua script, run atomically by Redis, never a
-read-modify-write in a process.
+redis://``): each decision is one Lua script, run atomically by Redis, never a read-modify-
+write in a process.
 
 An account is the hash ``rmbg:acct:<key>``: ``balance`` and ``held`` in **micro-USD**
 (integers: 0.018 USD is 18000; amounts are rounded to 6 decimal places), ``active`` (jobs
 not yet ended), ``tokens`` and ``tokens_at`` (the token bucket, as
-:meth:`emulator.core.billing.Billing.throttle` keeps it). A key seen for the first time
-starts with the default balance.
+:meth:`emulator.core.billing.Billing.throttle` keeps it), and, once the control plane set
+the key's rate limit (``PUT /_emulator/keys/KEY``, a scenario loaded at run time), ``limit``
+(the setting as JSON) with ``rps``, ``burst`` and ``cap`` (-1: none) as the script reads
+them, which every process then obeys instead of its own settings. A key seen for the first
+time starts with the balance the admitting process has for it (its ``--keys`` / scenario
+setting, else the default).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from emulator.core.billing import RateLimit, usd_text
+from emulator.core.billing import KeySettings, RateLimit, usd_text
 from emulator.core.state.redis import PREFIX
 from emulator.errors import PaymentRequired, RateLimited
 
 #: Micro-USD in one USD.
 MICRO = Decimal(1_000_000)
 
-#: KEYS[1] the account; ARGV: default balance, price, concurrency cap (-1: none), rps (0:
-#: none), burst, now. Returns {0} (held), {1, active} (cap), {2, available} (balance),
-#: {3, wait_s} (rate limit).
+#: KEYS[1] the account; ARGV: starting balance, price, concurrency cap (-1: none), rps (0:
+#: none), burst, now; the cap, rps and burst the account holds (``limit`` set) win. Returns
+#: {0} (held), {1, active, cap} (cap), {2, available} (balance), {3, wait_s, rps} (rate
+#: limit).
 ADMIT = """
 redis.call('HSETNX', KEYS[1], 'balance', ARGV[1])
-local rps = tonumber(ARGV[4])
+local rps, burst, cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[3])
+if redis.call('HEXISTS', KEYS[1], 'limit') == 1 then
+  local l = redis.call('HMGET', KEYS[1], 'rps', 'burst', 'cap')
+  rps, burst, cap = tonumber(l[1]), tonumber(l[2]), tonumber(l[3])
+end
 local now = tonumber(ARGV[6])
 if rps > 0 then
-  local burst = tonumber(ARGV[5])
   local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
   local at = tonumber(redis.call('HGET', KEYS[1], 'tokens_at') or now)
   tokens = math.min(burst, tokens + math.max(0, now - at) * rps)
   if tokens < 1 then
     redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'tokens_at', tostring(now))
-    return {3, tostring((1 - tokens) / rps)}
+    return {3, tostring((1 - tokens) / rps), tostring(rps)}
   end
   redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'tokens_at', tostring(now))
 end
-local cap = tonumber(ARGV[3])
 local active = tonumber(redis.call('HGET', KEYS[1], 'active') or '0')
 if cap >= 0 and active >= cap then
-  return {1, tostring(active)}
+  return {1, tostring(active), tostring(cap)}
 end
 local available = tonumber(redis.call('HGET', KEYS[1], 'balance'))
   - tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
@@ -84,6 +92,8 @@ class SharedBalance:
     balance_usd: Decimal
     held_usd: Decimal
     active_jobs: int
+    #: The rate limit the control plane set for every process; ``None``: each process's own.
+    limit: RateLimit | None = None
 
 
 class SharedAccounts:
@@ -94,7 +104,6 @@ class SharedAccounts:
     def __init__(self, client: Any, default_balance_usd: Decimal) -> None:
         self.client = client
         self.default = micro(default_balance_usd)
-        self._admit = client.register_script(ADMIT)
         self._settle = client.register_script(SETTLE)
 
     @staticmethod
@@ -102,17 +111,25 @@ class SharedAccounts:
         """The account's hash."""
         return f"{PREFIX}acct:{api_key}"
 
-    def admit_call(self, api_key: str, price_usd: Decimal, limit: RateLimit, now: float
-                   ) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of :data:`ADMIT` (a caller that runs it inside another
-        script: :data:`emulator.core.state.shared.ADMIT_AND_WRITE`)."""
+    @staticmethod
+    def _limit_args(limit: RateLimit) -> tuple[int, float, float]:
+        """``(cap, rps, burst)`` as :data:`ADMIT` reads them (-1 / 0: none)."""
         rps = limit.rps or 0.0
-        burst = limit.burst or max(1.0, rps)
-        cap = -1 if limit.concurrent is None else limit.concurrent
-        return [self.key(api_key)], [self.default, micro(price_usd), cap, rps, burst, now]
+        return (-1 if limit.concurrent is None else limit.concurrent, rps,
+                limit.burst or max(1.0, rps))
+
+    def admit_call(self, api_key: str, price_usd: Decimal, limit: RateLimit, now: float,
+                   start_usd: Decimal | None = None) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :data:`ADMIT` (a caller that runs it inside another
+        script: :data:`emulator.core.state.shared.ADMIT_AND_WRITE`). ``limit``: this
+        process's setting for the key; ``start_usd``: the balance a new account starts with
+        (``None``: the default)."""
+        cap, rps, burst = self._limit_args(limit)
+        start = self.default if start_usd is None else micro(start_usd)
+        return [self.key(api_key)], [start, micro(price_usd), cap, rps, burst, now]
 
     @staticmethod
-    def check(reply: Any, price_usd: Decimal, limit: RateLimit) -> None:
+    def check(reply: Any, price_usd: Decimal) -> None:
         """Raise the refusal :data:`ADMIT` answered, if any (``{0}``: admitted).
 
         Raises:
@@ -122,28 +139,16 @@ class SharedAccounts:
         """
         code = int(reply[0])
         if code == 3:
-            rate = float(limit.rps or 0.0)
+            rate = float(reply[2])
             raise RateLimited(
                 f"rate limit of {rate:g} requests per second exceeded for this key",
                 retry_after=max(1.0, float(reply[1])))
         if code == 1:
             raise RateLimited(f"this key already has {int(reply[1])} unfinished jobs "
-                              f"(limit {limit.concurrent})", retry_after=1.0)
+                              f"(limit {int(reply[2])})", retry_after=1.0)
         if code == 2:
             raise PaymentRequired(f"balance {usd_text(from_micro(reply[1]))} USD cannot cover "
                                   f"{usd_text(price_usd)} USD")
-
-    async def admit(self, api_key: str, price_usd: Decimal, limit: RateLimit,
-                    now: float) -> None:
-        """Take a token, check the concurrency cap, hold ``price_usd``: all or nothing.
-
-        Raises:
-            RateLimited: no token (``retry_after``: seconds until one), or ``concurrent``
-                jobs already unfinished.
-            PaymentRequired: the available balance cannot cover ``price_usd``.
-        """
-        keys, args = self.admit_call(api_key, price_usd, limit, now)
-        self.check(await self._admit(keys=keys, args=args), price_usd, limit)
 
     @property
     def settle_script(self) -> Any:
@@ -156,25 +161,33 @@ class SharedAccounts:
         queues it on a pipeline)."""
         return [self.key(api_key)], [self.default, micro(price_usd), 1 if charge else 0]
 
-    async def settle(self, api_key: str, price_usd: Decimal, *, charge: bool) -> None:
-        """Release a job's hold; charge its price when ``charge``."""
-        keys, args = self.settle_call(api_key, price_usd, charge=charge)
-        await self._settle(keys=keys, args=args)
+    async def configure(self, api_key: str, settings: KeySettings) -> None:
+        """Set the balance and the rate limit for every process (the control plane); a new
+        rate limit's bucket starts full, as :meth:`~emulator.core.billing.Billing.set_limit`
+        does."""
+        mapping: dict[str, Any] = {}
+        if settings.balance_usd is not None:
+            mapping["balance"] = micro(settings.balance_usd)
+        if settings.limit is not None:
+            cap, rps, burst = self._limit_args(settings.limit)
+            mapping.update(limit=json.dumps(settings.limit.__dict__), cap=cap, rps=rps,
+                           burst=burst)
+        if not mapping:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key(api_key), mapping=mapping)
+        if settings.limit is not None:
+            pipe.hdel(self.key(api_key), "tokens", "tokens_at")
+        await pipe.execute()
 
-    async def refund(self, api_key: str, amount_usd: Decimal) -> None:
-        """Give back ``amount_usd`` (a charge overridden afterwards)."""
-        await self.client.hincrby(self.key(api_key), "balance", micro(amount_usd))
-
-    async def set_balance(self, api_key: str, amount_usd: Decimal) -> None:
-        """Set the balance (the control plane)."""
-        await self.client.hset(self.key(api_key), "balance", micro(amount_usd))
-
-    async def get(self, api_key: str) -> SharedBalance:
-        """The account now (a new key: the default balance)."""
-        balance, held, active = await self.client.hmget(
-            self.key(api_key), ["balance", "held", "active"])
-        return SharedBalance(from_micro(balance if balance is not None else self.default),
-                             from_micro(held or 0), int(active or 0))
+    async def get(self, api_key: str, start_usd: Decimal | None = None) -> SharedBalance:
+        """The account now (a new key: ``start_usd``, else the default balance)."""
+        balance, held, active, limit = await self.client.hmget(
+            self.key(api_key), ["balance", "held", "active", "limit"])
+        start = self.default if start_usd is None else micro(start_usd)
+        return SharedBalance(from_micro(balance if balance is not None else start),
+                             from_micro(held or 0), int(active or 0),
+                             None if limit is None else RateLimit(**json.loads(limit)))
 
 
 __all__ = ["ADMIT", "SETTLE", "SharedAccounts", "SharedBalance", "from_micro", "micro"]

@@ -576,9 +576,10 @@ class SharedJobs:
             if not jobs and not dropped and not due:
                 return
             if admitting is not None:
-                limit = engine.billing.account(admitting.api_key).limit
+                account = engine.billing.account(admitting.api_key)  # its settings here
                 admit_keys, admit_args = self.accounts.admit_call(
-                    admitting.api_key, admitting.price_usd, limit, engine.clock.now())
+                    admitting.api_key, admitting.price_usd, account.limit, engine.clock.now(),
+                    account.balance_usd)
             pipe = self.client.pipeline(transaction=False)
             calls: list[_Call | None] = []
             for job, charge, refund in due:
@@ -615,7 +616,7 @@ class SharedJobs:
                                             admit_keys + write.call.keys,
                                             admit_args + write.call.args).answer(reply)
                         try:
-                            self.accounts.check(reply, admitting.price_usd, limit)
+                            self.accounts.check(reply, admitting.price_usd)
                         except EmulatorError as exc:
                             refusal = exc
                             continue

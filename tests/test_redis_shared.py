@@ -345,3 +345,24 @@ def test_key_settings_from_scenarios_hold_on_every_process(
         assert loaded.status_code == 201, loaded.text
         refused = driver.submit(on_b, _png(), key="late")
         assert refused.status_code == 429, refused.text
+
+
+def test_the_control_planes_job_endpoints_see_and_move_jobs_of_another_process(
+        redis_server: RedisServer) -> None:
+    """A job submitted on A (and never read on B) is in B's ``GET /_emulator/jobs`` and
+    ``GET /_emulator/jobs/{id}``; ``POST .../complete`` on B ends it, and A's status read
+    shows it succeeded."""
+    driver = DRIVERS[0]
+    with _two(redis_server, "--progression", "polls:1000") as (on_a, on_b, _):
+        submitted = driver.submit(on_a, _png())
+        assert submitted.status_code == driver.submit_status, submitted.text
+        job_id = driver.job_id(submitted)
+        listed = on_b.get("/_emulator/jobs").json()["jobs"]
+        assert [j["id"] for j in listed] == [job_id], listed
+        shown = on_b.get(f"/_emulator/jobs/{job_id}")
+        assert shown.status_code == 200, shown.text
+        completed = on_b.post(f"/_emulator/jobs/{job_id}/complete")
+        assert completed.status_code == 200, completed.text
+        url = driver.poll_url(on_a, submitted)
+        _until("A shows the job B completed", lambda: driver.status(driver.outcome(
+            on_a, url)) == driver.status_words["succeeded"])

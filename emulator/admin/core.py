@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 PREFIX = "/_emulator"
 #: The most ``POST /_emulator/clock/advance`` moves the clock at once (100 years, seconds);
 #: beyond it timestamps stop being representable.
+#: With a shared store, ``GET /_emulator/jobs`` first reads this many of the newest jobs of
+#: every process.
+SHARED_LIST_ROWS = 1000
 MAX_CLOCK_ADVANCE_S = 100 * 365 * 24 * 3600.0
 #: The clock never goes past 9000-01-01 (unix seconds), so every timestamp stays printable.
 MAX_CLOCK_TIME = 221845392000.0
@@ -149,21 +152,26 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         wanted = q.get("status")
         if wanted is not None and wanted not in {s.value for s in JobStatus}:
             raise InvalidInput(f"status must be one of {', '.join(s.value for s in JobStatus)}")
+        if jobs.shared is not None:  # the newest of every process's jobs (Redis)
+            await jobs.shared.pull_newest(SHARED_LIST_ROWS)
         found = jobs.jobs(vendor=q.get("vendor"), api_key=q.get("api_key") or q.get("key"),
                           status=q.get("status"))
         return JSONResponse({"jobs": [j.summary() for j in found]})
 
-    def _job(request: Request) -> Any:
-        return jobs.find(request.path_params["job_id"])
+    async def _job(request: Request) -> Any:
+        job_id = request.path_params["job_id"]
+        if jobs.shared is not None:  # as another process left it (Redis)
+            await jobs.shared.prefetch([job_id])
+        return jobs.find(job_id)
 
     async def job_get(request: Request) -> Response:
-        job = _job(request)
+        job = await _job(request)
         if job is None:
             raise NotFound(f"no job {request.path_params['job_id']!r}")
         return JSONResponse(job.summary())
 
     async def job_action(request: Request) -> Response:
-        job = _job(request)
+        job = await _job(request)
         if job is None:
             raise NotFound(f"no job {request.path_params['job_id']!r}")
         action = request.path_params["action"]

@@ -483,11 +483,13 @@ class JobEngine:
 
     def advance(self, job: Job) -> None:
         """Move the visible status one step (queued -> processing -> final)."""
+        self._touch(job)  # a state store writes the new floor, even before it shows
         self.progression.advance(job)
         self.watch(job)
 
     def complete(self, job: Job) -> None:
         """Make the final status due now (it shows once the work has ended)."""
+        self._touch(job)  # a state store writes the new floor, even before it shows
         self.progression.complete(job)
         self.watch(job)
 

@@ -207,7 +207,9 @@ def merge_records(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str,
     * the work: ``held``'s when it has an outcome and ``new`` has none (a process that read
       the job before its work ended), or when ``held`` is cancelled (a cancel sticks);
     * the visible status: ``held``'s when it shows a later stage (queued < processing <
-      final), so a status never goes back.
+      final), so a status never goes back; the floor (``floor_stage``, the stage the control
+      plane made due) is the higher of the two, so an advance on one process is not lost to
+      a status read on another.
     """
     if held is None:
         return new
@@ -220,6 +222,7 @@ def merge_records(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str,
             held["status"] == JobStatus.CANCELLED.value):
         for name in VIEW_FIELDS:
             out[name] = held.get(name)
+    out["floor_stage"] = max(held.get("floor_stage", 0), new.get("floor_stage", 0))
     return out
 
 

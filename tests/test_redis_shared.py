@@ -366,3 +366,44 @@ def test_the_control_planes_job_endpoints_see_and_move_jobs_of_another_process(
         url = driver.poll_url(on_a, submitted)
         _until("A shows the job B completed", lambda: driver.status(driver.outcome(
             on_a, url)) == driver.status_words["succeeded"])
+
+
+def test_a_keys_ledger_lists_every_processs_entries_on_either(
+        redis_server: RedisServer) -> None:
+    """The ledger is shared: a balance set on A, a job on each process (each held, then
+    charged), a job failed by the control plane on B after its charge (refunded): every
+    process lists the same entries, with the balance after each, and the dashboard's keys
+    page shows the shared balance."""
+    driver = DRIVERS[0]
+    with _two(redis_server, "--progression", "polls:1000") as (on_a, on_b, _):
+        assert on_a.put("/_emulator/keys/ledgered", json={"balance_usd": 1}).status_code == 200
+        ids = []
+        for client in (on_a, on_b):
+            submitted = driver.submit(client, _png(), key="ledgered")
+            assert submitted.status_code == driver.submit_status, submitted.text
+            ids.append(driver.job_id(submitted))
+
+        def charged() -> list[dict[str, Any]] | None:
+            ledger: list[dict[str, Any]] = on_b.get("/_emulator/keys/ledgered").json()["ledger"]
+            return ledger if sum(e["kind"] == "charge" for e in ledger) == 2 else None
+
+        _until("both jobs are charged", charged)
+        failed = on_b.post(f"/_emulator/jobs/{ids[0]}/fail", json={"message": "gone"})
+        assert failed.status_code == 200, failed.text
+        def refunded(client: httpx.Client) -> dict[str, Any] | None:
+            view: dict[str, Any] = client.get("/_emulator/keys/ledgered").json()
+            return view if any(e["kind"] == "refund" for e in view["ledger"]) else None
+
+        views = [_until("the refund is listed", partial(refunded, c)) for c in (on_a, on_b)]
+        assert views[0]["ledger"] == views[1]["ledger"]
+        ledger = views[0]["ledger"]
+        assert ledger[0]["kind"] == "adjust" and ledger[0]["balance_usd"] == "1", ledger
+        for job_id in ids:
+            assert [e["kind"] for e in ledger if e["job_id"] == job_id][:2] == [
+                "hold", "charge"], ledger
+        refund = ledger[-1]
+        assert (refund["kind"], refund["job_id"], refund["amount_usd"]) == (
+            "refund", ids[0], "0.018"), refund
+        assert refund["balance_usd"] == views[0]["balance_usd"] == "0.982", views[0]
+        page = on_a.get("/_emulator/ui/keys", params={"key": "ledgered"})
+        assert page.status_code == 200 and "0.982" in page.text, page.text[:500]

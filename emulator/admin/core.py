@@ -96,6 +96,27 @@ def file_route(emulator: Emulator) -> Route:
     return Route(PREFIX + "/files/{vendor}/{name}", get_file, methods=["GET"], name="file")
 
 
+async def account_view(emulator: Emulator, key: str) -> dict[str, Any]:
+    """A key's account as ``GET /_emulator/keys/{key}`` and the dashboard show it
+    (:meth:`emulator.core.billing.Account.to_json` and ``strict``); with a shared store
+    (Redis), the balance, holds, live jobs, ledger and rate limit every process shares.
+
+    Raises:
+        StoreUnavailable: the shared store cannot be reached.
+    """
+    jobs = emulator.jobs
+    view = {**jobs.billing.account(key).to_json(), "strict": emulator.guard.is_strict_key(key)}
+    if jobs.shared is not None:
+        held = await jobs.shared.account(key, jobs.billing.account(key).balance_usd)
+        view.update(balance_usd=usd_text(held.balance_usd), held_usd=usd_text(held.held_usd),
+                    available_usd=usd_text(held.balance_usd - held.held_usd),
+                    active_jobs=held.active_jobs, ledger=held.ledger,
+                    ledger_dropped=held.ledger_dropped)
+        if held.limit is not None:
+            view["limits"] = dict(held.limit.__dict__)
+    return view
+
+
 def routes(emulator: Emulator) -> list[BaseRoute]:
     """Every ``/_emulator`` route except the files route."""
     jobs = emulator.jobs
@@ -208,22 +229,9 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         now = emulator.clock.advance(seconds)
         return JSONResponse({"now": now, "advanced_s": seconds})
 
-    async def account(key: str) -> dict[str, Any]:
-        view = {**jobs.billing.account(key).to_json(),
-                "strict": emulator.guard.is_strict_key(key)}
-        if jobs.shared is not None:  # what every process shares (Redis)
-            held = await jobs.shared.accounts.get(key, jobs.billing.account(key).balance_usd)
-            view.update(balance_usd=usd_text(held.balance_usd),
-                        held_usd=usd_text(held.held_usd),
-                        available_usd=usd_text(held.balance_usd - held.held_usd),
-                        active_jobs=held.active_jobs)
-            if held.limit is not None:
-                view["limits"] = dict(held.limit.__dict__)
-        return view
-
     async def key_route(request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
-            return JSONResponse(await account(request.path_params["key"]))
+            return JSONResponse(await account_view(emulator, request.path_params["key"]))
         return await key_put(request)
 
     async def key_put(request: Request) -> Response:
@@ -240,8 +248,8 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
             emulator.guard.set_strict_key(key, strict)
         jobs.billing.configure(key, settings, emulator.clock.now())
         if jobs.shared is not None:  # for every process
-            await jobs.shared.accounts.configure(key, settings)
-        return JSONResponse(await account(key))
+            await jobs.shared.configure_key(key, settings, emulator.clock.now())
+        return JSONResponse(await account_view(emulator, key))
 
     return [
         Route(PREFIX + "/health", health, methods=["GET"]),

@@ -56,7 +56,7 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         shared = emulator.jobs.shared
         if shared is not None:  # its keys' balances and limits, for every process
             for key, settings in scenario.keys.items():
-                await shared.accounts.configure(key, settings)
+                await shared.configure_key(key, settings, emulator.clock.now())
         return JSONResponse(summary, status_code=201)
 
     async def listing(request: Request) -> Response:

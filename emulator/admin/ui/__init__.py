@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.admin.core import account_view
 from emulator.core.inputs import ImageSource, decode_inline
 from emulator.core.journal import CRITERIA, parse_criteria
 from emulator.errors import AdminTokenRequired, InputImageError, InvalidInput, NotFound
@@ -194,9 +195,8 @@ def routes(emulator: Emulator) -> list[BaseRoute]:
         names = sorted({j.api_key for j in jobs.jobs()} | ({wanted} if wanted else set()))
         accounts = []
         for key in names:
-            account = jobs.billing.account(key).to_json()
+            account = await account_view(emulator, key)
             account["ledger"] = account["ledger"][-LEDGER_ROWS:][::-1]
-            account["strict"] = emulator.guard.is_strict_key(key)
             accounts.append(account)
         return page(request, "keys.html", accounts=accounts, wanted=wanted)
 

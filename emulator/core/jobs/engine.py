@@ -515,7 +515,7 @@ class JobEngine:
     def _void(self, job: Job, note: str) -> None:
         """Refund a job already charged whose success is being overridden."""
         if job.charged_usd and job.generation == self._generation and self.shared is not None:
-            self.shared.refund(job, job.charged_usd)
+            self.shared.refund(job, job.charged_usd, note)
         elif job.charged_usd and job.generation == self._generation:
             self.billing.refund(job.api_key, job.charged_usd, self.clock.now(), job.id,
                                 job.vendor, note)

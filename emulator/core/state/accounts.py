@@ -16,7 +16,7 @@ setting, else the default).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -27,11 +27,27 @@ from emulator.errors import PaymentRequired, RateLimited
 #: Micro-USD in one USD.
 MICRO = Decimal(1_000_000)
 
-#: KEYS[1] the account; ARGV: starting balance, price, concurrency cap (-1: none), rps (0:
-#: none), burst, now; the cap, rps and burst the account holds (``limit`` set) win. Returns
-#: {0} (held), {1, active, cap} (cap), {2, available} (balance), {3, wait_s, rps} (rate
-#: limit).
-ADMIT = """
+#: A Lua function the scripts below share: append a ledger entry to the list ``ledger``
+#: (``head``: the entry's JSON without its amount, balance and closing brace, made by
+#: :func:`entry_head`; amounts in micro-USD), keeping the newest ``size`` entries and
+#: counting those dropped in the account's ``dropped``.
+NOTE = """
+local function note(ledger, acct, size, head, amount, balance)
+  redis.call('RPUSH', ledger, head .. ',"amount":' .. string.format('%d', amount)
+    .. ',"balance":' .. string.format('%d', balance) .. '}')
+  local over = redis.call('LLEN', ledger) - tonumber(size)
+  if over > 0 then
+    redis.call('LTRIM', ledger, over, -1)
+    redis.call('HINCRBY', acct, 'dropped', over)
+  end
+end
+"""
+
+#: KEYS[1] the account, KEYS[2] its ledger; ARGV: starting balance, price, concurrency cap
+#: (-1: none), rps (0: none), burst, now, the hold's ledger entry head, the ledger's size;
+#: the cap, rps and burst the account holds (``limit`` set) win. Returns {0} (held),
+#: {1, active, cap} (cap), {2, available} (balance), {3, wait_s, rps} (rate limit).
+ADMIT = NOTE + """
 redis.call('HSETNX', KEYS[1], 'balance', ARGV[1])
 local rps, burst, cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[3])
 if redis.call('HEXISTS', KEYS[1], 'limit') == 1 then
@@ -60,19 +76,54 @@ if available < tonumber(ARGV[2]) then
 end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'active', 1)
+note(KEYS[2], KEYS[1], ARGV[8], ARGV[7], 0, tonumber(redis.call('HGET', KEYS[1], 'balance')))
 return {0}
 """
 
-#: KEYS[1] the account; ARGV: default balance, price held, charge (1/0). Releases the hold.
-SETTLE = """
+#: KEYS[1] the account, KEYS[2] its ledger; ARGV: default balance, price held, charge (1/0),
+#: the ledger entry's head, the ledger's size. Releases the hold.
+SETTLE = NOTE + """
 redis.call('HSETNX', KEYS[1], 'balance', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'held', -tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'active', -1)
+local amount = 0
 if ARGV[3] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'balance', -tonumber(ARGV[2]))
+  amount = -tonumber(ARGV[2])
 end
+local balance = redis.call('HINCRBY', KEYS[1], 'balance', amount)
+note(KEYS[2], KEYS[1], ARGV[5], ARGV[4], amount, balance)
 return 1
 """
+
+#: KEYS[1] the account, KEYS[2] its ledger; ARGV: starting balance, ``add`` (micro-USD,
+#: added) or ``set`` (the new balance), the ledger entry's head, the ledger's size.
+MOVE = NOTE + """
+redis.call('HSETNX', KEYS[1], 'balance', ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+local amount = tonumber(ARGV[3])
+if ARGV[2] == 'set' then amount = amount - old end
+local balance = redis.call('HINCRBY', KEYS[1], 'balance', amount)
+note(KEYS[2], KEYS[1], ARGV[5], ARGV[4], amount, balance)
+return 1
+"""
+
+
+def entry_head(now: float, kind: str, job_id: str | None, vendor: str | None,
+               note: str) -> str:
+    """A ledger entry's JSON up to its amount and balance (:data:`NOTE` adds them): the
+    fields of :class:`~emulator.core.billing.LedgerEntry` but those two."""
+    return json.dumps({"at": now, "kind": kind, "job_id": job_id, "vendor": vendor,
+                       "note": note})[:-1]
+
+
+def ledger_entry(raw: Any) -> dict[str, Any]:
+    """A ledger entry Redis holds as :meth:`~emulator.core.billing.LedgerEntry.to_json`
+    shows it (amounts in USD, exact decimal strings)."""
+    entry = json.loads(raw)
+    return {"at": entry["at"], "kind": entry["kind"],
+            "amount_usd": usd_text(from_micro(entry["amount"])),
+            "balance_usd": usd_text(from_micro(entry["balance"])),
+            "job_id": entry["job_id"], "vendor": entry["vendor"], "note": entry["note"]}
 
 
 def micro(amount: Decimal) -> int:
@@ -94,6 +145,10 @@ class SharedBalance:
     active_jobs: int
     #: The rate limit the control plane set for every process; ``None``: each process's own.
     limit: RateLimit | None = None
+    #: The newest ledger entries, oldest first (:func:`ledger_entry`'s shape).
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    #: Entries dropped from the front of the ledger.
+    ledger_dropped: int = 0
 
 
 class SharedAccounts:
@@ -101,15 +156,22 @@ class SharedAccounts:
     a ``redis.asyncio`` client). Every method raises ``redis.RedisError`` / ``OSError``
     when Redis cannot be reached."""
 
-    def __init__(self, client: Any, default_balance_usd: Decimal) -> None:
+    def __init__(self, client: Any, default_balance_usd: Decimal, ledger_size: int) -> None:
         self.client = client
         self.default = micro(default_balance_usd)
+        self.ledger_size = ledger_size
         self._settle = client.register_script(SETTLE)
+        self._move = client.register_script(MOVE)
 
     @staticmethod
     def key(api_key: str) -> str:
         """The account's hash."""
         return f"{PREFIX}acct:{api_key}"
+
+    @staticmethod
+    def ledger_key(api_key: str) -> str:
+        """The account's ledger (a list of JSON entries, oldest first)."""
+        return f"{PREFIX}ledger:{api_key}"
 
     @staticmethod
     def _limit_args(limit: RateLimit) -> tuple[int, float, float]:
@@ -119,14 +181,17 @@ class SharedAccounts:
                 limit.burst or max(1.0, rps))
 
     def admit_call(self, api_key: str, price_usd: Decimal, limit: RateLimit, now: float,
-                   start_usd: Decimal | None = None) -> tuple[list[str], list[Any]]:
+                   start_usd: Decimal | None, job_id: str, vendor: str
+                   ) -> tuple[list[str], list[Any]]:
         """The keys and arguments of :data:`ADMIT` (a caller that runs it inside another
         script: :data:`emulator.core.state.shared.ADMIT_AND_WRITE`). ``limit``: this
         process's setting for the key; ``start_usd``: the balance a new account starts with
         (``None``: the default)."""
         cap, rps, burst = self._limit_args(limit)
         start = self.default if start_usd is None else micro(start_usd)
-        return [self.key(api_key)], [start, micro(price_usd), cap, rps, burst, now]
+        head = entry_head(now, "hold", job_id, vendor, f"held {usd_text(price_usd)} USD")
+        return ([self.key(api_key), self.ledger_key(api_key)],
+                [start, micro(price_usd), cap, rps, burst, now, head, self.ledger_size])
 
     @staticmethod
     def check(reply: Any, price_usd: Decimal) -> None:
@@ -155,39 +220,59 @@ class SharedAccounts:
         """The :data:`SETTLE` script (a ``redis.asyncio`` ``AsyncScript``)."""
         return self._settle
 
-    def settle_call(self, api_key: str, price_usd: Decimal, *, charge: bool
-                    ) -> tuple[list[str], list[Any]]:
+    def settle_call(self, api_key: str, price_usd: Decimal, now: float, job_id: str,
+                    vendor: str, *, charge: bool) -> tuple[list[str], list[Any]]:
         """The keys and arguments of :data:`SETTLE` for a job's hold (a caller that
-        queues it on a pipeline)."""
-        return [self.key(api_key)], [self.default, micro(price_usd), 1 if charge else 0]
+        queues it on a pipeline); its ledger entry as
+        :meth:`~emulator.core.billing.Billing.close_job` writes it."""
+        head = (entry_head(now, "charge", job_id, vendor, "successful image") if charge
+                else entry_head(now, "release", job_id, vendor, "not charged"))
+        return ([self.key(api_key), self.ledger_key(api_key)],
+                [self.default, micro(price_usd), 1 if charge else 0, head, self.ledger_size])
 
-    async def configure(self, api_key: str, settings: KeySettings) -> None:
-        """Set the balance and the rate limit for every process (the control plane); a new
-        rate limit's bucket starts full, as :meth:`~emulator.core.billing.Billing.set_limit`
-        does."""
-        mapping: dict[str, Any] = {}
+    @property
+    def move_script(self) -> Any:
+        """The :data:`MOVE` script (a ``redis.asyncio`` ``AsyncScript``)."""
+        return self._move
+
+    def refund_call(self, api_key: str, amount_usd: Decimal, now: float, job_id: str,
+                    vendor: str, note: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :data:`MOVE` giving back ``amount_usd`` (a charge
+        overridden afterwards), with :meth:`~emulator.core.billing.Billing.refund`'s entry."""
+        return ([self.key(api_key), self.ledger_key(api_key)],
+                [self.default, "add", micro(amount_usd),
+                 entry_head(now, "refund", job_id, vendor, note), self.ledger_size])
+
+    async def configure(self, api_key: str, settings: KeySettings, now: float) -> None:
+        """Set the balance (with a ledger ``adjust`` entry) and the rate limit for every
+        process (the control plane); a new rate limit's bucket starts full, as
+        :meth:`~emulator.core.billing.Billing.set_limit` does."""
         if settings.balance_usd is not None:
-            mapping["balance"] = micro(settings.balance_usd)
+            await self._move(keys=[self.key(api_key), self.ledger_key(api_key)], args=[
+                self.default, "set", micro(settings.balance_usd),
+                entry_head(now, "adjust", None, None, "balance set"), self.ledger_size])
         if settings.limit is not None:
             cap, rps, burst = self._limit_args(settings.limit)
-            mapping.update(limit=json.dumps(settings.limit.__dict__), cap=cap, rps=rps,
-                           burst=burst)
-        if not mapping:
-            return
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.key(api_key), mapping=mapping)
-        if settings.limit is not None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.key(api_key), mapping={
+                "limit": json.dumps(settings.limit.__dict__), "cap": cap, "rps": rps,
+                "burst": burst})
             pipe.hdel(self.key(api_key), "tokens", "tokens_at")
-        await pipe.execute()
+            await pipe.execute()
 
     async def get(self, api_key: str, start_usd: Decimal | None = None) -> SharedBalance:
-        """The account now (a new key: ``start_usd``, else the default balance)."""
-        balance, held, active, limit = await self.client.hmget(
-            self.key(api_key), ["balance", "held", "active", "limit"])
+        """The account now, with its ledger (a new key: ``start_usd``, else the default
+        balance)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.key(api_key), ["balance", "held", "active", "limit", "dropped"])
+        pipe.lrange(self.ledger_key(api_key), 0, -1)
+        (balance, held, active, limit, dropped), ledger = await pipe.execute()
         start = self.default if start_usd is None else micro(start_usd)
         return SharedBalance(from_micro(balance if balance is not None else start),
                              from_micro(held or 0), int(active or 0),
-                             None if limit is None else RateLimit(**json.loads(limit)))
+                             None if limit is None else RateLimit(**json.loads(limit)),
+                             [ledger_entry(e) for e in ledger], int(dropped or 0))
 
 
-__all__ = ["ADMIT", "SETTLE", "SharedAccounts", "SharedBalance", "from_micro", "micro"]
+__all__ = ["ADMIT", "MOVE", "NOTE", "SETTLE", "SharedAccounts", "SharedBalance", "entry_head",
+           "from_micro", "ledger_entry", "micro"]

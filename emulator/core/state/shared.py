@@ -42,8 +42,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from emulator.core.background import end_tasks
+from emulator.core.billing import KeySettings
 from emulator.core.jobs.model import FINAL_STAGE, FinalListener, Job, JobStatus
-from emulator.core.state.accounts import ADMIT, SharedAccounts, micro
+from emulator.core.state.accounts import ADMIT, SharedAccounts, SharedBalance
 from emulator.core.state.records import file_from_meta, job_from_record, job_record
 from emulator.core.state.redis import (
     PREFIX,
@@ -117,7 +118,7 @@ if v <= 0 then redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3]) end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[5]) end
 return {1, tostring(nv)}
 """
-#: A submit's admission (:data:`~emulator.core.state.accounts.ADMIT`: KEYS[1], ARGV[1..6])
+#: A submit's admission (:data:`~emulator.core.state.accounts.ADMIT`: KEYS[1..2], ARGV[1..8])
 #: and, only when admitted, its job's write (:data:`WRITE_JOB`: the other keys and
 #: arguments), in one script: ADMIT's refusal as is, or {0, WRITE_JOB's answer...}.
 ADMIT_AND_WRITE = f"""
@@ -127,11 +128,12 @@ end
 local function write(KEYS, ARGV)
 {WRITE_JOB}
 end
-local a = admit({{KEYS[1]}}, {{ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]}})
+local a = admit({{KEYS[1], KEYS[2]}},
+                {{ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}})
 if a[1] ~= 0 then return a end
 local keys, args = {{}}, {{}}
-for i = 2, #KEYS do keys[#keys + 1] = KEYS[i] end
-for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 3, #KEYS do keys[#keys + 1] = KEYS[i] end
+for i = 9, #ARGV do args[#args + 1] = ARGV[i] end
 local w = write(keys, args)
 return {{0, w[1], w[2], w[3]}}
 """
@@ -268,11 +270,13 @@ class SharedJobs:
         #: reset the emulator (set by the app: ``Emulator.reset`` without the store).
         self.on_reset: Callable[[], None] | None = None
         #: Balances, holds and tokens (one Lua script per decision).
-        self.accounts = SharedAccounts(self.client, engine.billing.default_balance_usd)
+        self.accounts = SharedAccounts(self.client, engine.billing.default_balance_usd,
+                                       engine.billing.ledger_size)
         #: Jobs submitted here whose admission (:meth:`admit`) has not run yet.
         self.pending: dict[str, Job] = {}
         #: Settlements not yet written: ``(job, charge, refund_usd)``.
-        self._settle: list[tuple[Job, bool, Decimal | None]] = []
+        #: Holds to settle: (job, charge, refund in USD or None, the refund's ledger note).
+        self._settle: list[tuple[Job, bool, Decimal | None, str]] = []
         #: The fault rules shared (``Emulator`` sets them; ``None``: rules stay local).
         self.faults: FaultRules | None = None
         #: The signing secrets, shared by every process (set by the app).
@@ -511,16 +515,41 @@ class SharedJobs:
             for listener in listeners:
                 await listener(job)
 
+    # -- accounts (the control plane) -------------------------------------------------------
+    async def account(self, api_key: str, start_usd: Decimal) -> SharedBalance:
+        """The key's account as every process shares it, with its ledger (``start_usd``: the
+        balance of a key Redis does not hold yet).
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        try:
+            return await self.accounts.get(api_key, start_usd)
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+
+    async def configure_key(self, api_key: str, settings: KeySettings, now: float) -> None:
+        """Set the key's balance and rate limit for every process.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached.
+        """
+        try:
+            await self.accounts.configure(api_key, settings, now)
+        except (RedisError, OSError) as exc:
+            raise _raise_unavailable(exc) from exc
+
     # -- writing ---------------------------------------------------------------------------
     def settle(self, job: Job, *, charge: bool) -> None:
         """Release ``job``'s hold, charging it when ``charge`` (written by the next
         :meth:`flush`, after the job's admission)."""
-        self._settle.append((job, charge, None))
+        self._settle.append((job, charge, None, ""))
         self._wake.set()
 
-    def refund(self, job: Job, amount_usd: Decimal) -> None:
-        """Give back ``amount_usd`` charged for ``job`` (written by the next :meth:`flush`)."""
-        self._settle.append((job, False, amount_usd))
+    def refund(self, job: Job, amount_usd: Decimal, note: str) -> None:
+        """Give back ``amount_usd`` charged for ``job``, ``note`` in the ledger (written by
+        the next :meth:`flush`)."""
+        self._settle.append((job, False, amount_usd, note))
         self._wake.set()
 
     async def admit(self, job_id: str) -> None:
@@ -582,19 +611,19 @@ class SharedJobs:
                 account = engine.billing.account(admitting.api_key)  # its settings here
                 admit_keys, admit_args = self.accounts.admit_call(
                     admitting.api_key, admitting.price_usd, account.limit, engine.clock.now(),
-                    account.balance_usd)
+                    account.balance_usd, admitting.id, admitting.vendor)
             pipe = self.client.pipeline(transaction=False)
-            calls: list[_Call | None] = []
-            for job, charge, refund in due:
+            calls: list[_Call] = []
+            for job, charge, refund, note in due:
                 if refund is not None:
-                    pipe.hincrby(self.accounts.key(job.api_key), "balance", micro(refund))
-                    calls.append(None)
+                    call = _Call(self.accounts.move_script, *self.accounts.refund_call(
+                        job.api_key, refund, engine.clock.now(), job.id, job.vendor, note))
                 else:
-                    call = _Call(self.accounts.settle_script,
-                                 *self.accounts.settle_call(job.api_key, job.price_usd,
-                                                            charge=charge))
-                    call.queue(pipe)
-                    calls.append(call)
+                    call = _Call(self.accounts.settle_script, *self.accounts.settle_call(
+                        job.api_key, job.price_usd, job.work_ended_at or engine.clock.now(),
+                        job.id, job.vendor, charge=charge))
+                call.queue(pipe)
+                calls.append(call)
             writes = [self._job_write(job) for job in jobs]
             for write in writes:
                 if write.job is admitting:
@@ -610,8 +639,7 @@ class SharedJobs:
             try:
                 replies = await pipe.execute(raise_on_error=False)
                 for queued, reply in zip(calls, replies, strict=False):
-                    if queued is not None:
-                        await queued.settled(reply)
+                    await queued.settled(reply)
                 self._settle = [s for s in self._settle if s not in due]
                 for write, reply in zip(writes, replies[len(calls):], strict=False):
                     if write.job is admitting:

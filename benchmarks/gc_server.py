@@ -5,8 +5,9 @@ that ask whether the collector explains a slowdown (``benchmarks/store_cap.py``)
 
 Registers a ``gc.callbacks`` hook that times every collection, by generation, and writes
 ``{"0": [count, total_s, max_s], "1": [...], "2": [...]}`` to the file ``GC_STATS`` names
-every 0.2 s (a daemon thread). The server is otherwise the one users run (its
-``emulator.gcpolicy`` included).
+every 0.2 s (a daemon thread). ``SIGUSR1`` runs a full collection on the event loop's
+thread at once, as the idle collector's pass would (``store_cap.py --stall``). The server is
+otherwise the one users run (its ``emulator.gcpolicy`` included).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -49,6 +51,7 @@ def main() -> int:
     path = Path(os.environ.get("GC_STATS", "gc_stats.json"))
     threading.Thread(target=_writer, args=(path,), daemon=True).start()
     gc.callbacks.append(_timed)
+    signal.signal(signal.SIGUSR1, lambda *_: gc.collect())
     from emulator.cli import main as cli
 
     return cli(["serve", *sys.argv[1:]])

@@ -3,6 +3,7 @@ the garbage collector's pauses timed. Not a test: prints figures.
 
     python benchmarks/store_cap.py [--max-jobs 100000] [--rounds 3] [--duration 4]
         [--connections 64] [--spy]
+    python benchmarks/store_cap.py --stall [--max-jobs 100000] [--duration 6]
     python benchmarks/store_cap.py --inproc [--max-jobs 100000] [--rounds 3] [--submits 5000]
 
 Two emulators (``benchmarks/gc_server.py``: the server users run, its collections timed), the
@@ -15,6 +16,10 @@ errors and non-2xx, the server's CPU per request, and the collections of each ge
 during the runs (count, total and longest pause). With ``--spy`` the at-cap and below submit
 runs of the last round are sampled by py-spy and the functions with the largest difference
 in share are printed.
+
+With ``--stall`` it fills one server to its cap, then runs the mix once plainly and once
+with a full collection forced a third of the way in (``SIGUSR1``, the pass the idle
+collector makes), printing wrk's socket errors, non-2xx, p99 and the pause.
 
 With ``--inproc`` it runs in one process, straight on the ASGI app (no sockets, so no other
 server shares the CPU), the server's collector policy installed (``emulator.gcpolicy``):
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -185,6 +191,36 @@ async def _inproc(cap: int, rounds: int, n: int) -> None:
         print(f"  {own['at cap'].get(name, 0):6.1f} {own['below'].get(name, 0):6.1f}  {name}")
 
 
+def _stall(cap: int, duration: float, connections: int) -> None:
+    import signal
+
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="store_cap-"))
+    port, stats = free_port(), tmp / "gc.json"
+    with serve([sys.executable, str(HERE / "gc_server.py"), "--port", str(port), "--engine",
+                "grabcut"], port, {"RMBG_EMULATOR_MAX_JOBS": str(cap),
+                                   "GC_STATS": str(stats)}) as pid:
+        url = f"http://127.0.0.1:{port}"
+        paths, _ = prepare(url)
+        _fill(wrk, url, scripts(tmp, paths)["apiframe submit"], cap)
+        for forced in (False, True, False, True):
+            mix = scripts(tmp, prepare(url)[0])["apiframe mix"]
+            before = _gc(stats)
+            with ThreadPoolExecutor(1) as pool:
+                running = pool.submit(run_wrk, wrk, url, mix, connections, duration)
+                if forced:
+                    time.sleep(duration / 3 + 0.5)
+                    os.kill(pid, signal.SIGUSR1)
+                res = running.result()
+            after = _gc(stats)
+            pause = (after["2"][1] - before["2"][1]) * 1000
+            print(f"mix at cap, {connections} connections, full collection forced: "
+                  f"{'yes' if forced else 'no '}: {res.rps:8,.0f} req/s, p99 "
+                  f"{res.p99_ms:7.1f} ms, socket errors {res.errors}, non-2xx {res.non2xx}, "
+                  f"full passes {after['2'][0] - before['2'][0]:.0f} ({pause:.0f} ms)",
+                  flush=True)
+
+
 def main() -> None:
     """Run the rounds and print the table (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -195,8 +231,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--spy", action="store_true")
     parser.add_argument("--inproc", action="store_true")
+    parser.add_argument("--stall", action="store_true")
     parser.add_argument("--submits", type=int, default=5000, help="per timed run (--inproc)")
     args = parser.parse_args()
+    if args.stall:
+        _stall(args.max_jobs, args.duration, args.connections)
+        return
     if args.inproc:
         import asyncio
 

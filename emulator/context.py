@@ -258,6 +258,9 @@ class RouteTable:
                 area = _Area(adapter, spec, "", [*routes, (files, None)])
                 self._hosts.setdefault(spec.name.lower(), (area, Host(spec.name, app=_nothing)))
                 if spec.prefix:
+                    if "{" in spec.prefix:  # resolve() matches prefixes as literal text
+                        raise ValueError(f"{adapter.slug}: a host prefix has no parameters, "
+                                         f"not {spec.prefix!r}")
                     self._mounts.append((Mount(spec.prefix, app=_nothing),
                                          _Area(adapter, spec, spec.prefix, routes)))
                 else:
@@ -284,11 +287,17 @@ class RouteTable:
         if area is None:
             for mount, mounted in self._mounts:
                 if path.startswith(mounted.prefix + "/"):
-                    match, mounted_child = mount.matches(scope)
-                    if match is Match.FULL:
+                    if "\n" in path:  # Starlette's pattern stops at a newline: it decides
+                        match, mounted_child = mount.matches(scope)
+                        if match is not Match.FULL:
+                            continue
                         child = {k: v for k, v in mounted_child.items() if k != "endpoint"}
-                        area, rel = mounted, _route_path(scope["path"], child["root_path"])
-                        break
+                    else:  # what Mount.matches answers for a literal prefix, without its regex
+                        child = {"path_params": dict(scope.get("path_params", {})),
+                                 "app_root_path": scope.get("app_root_path", root_path),
+                                 "root_path": root_path + mounted.prefix}
+                    area, rel = mounted, _route_path(scope["path"], child["root_path"])
+                    break
         if area is None:
             area = self._root
         return self._in_area(area, scope, path, rel, child)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from starlette.routing import BaseRoute, Host, Mount, Route
+from starlette.routing import BaseRoute, Host, Match, Mount, Route
 
 from emulator.app import create_app
 from emulator.context import RouteTable
@@ -158,3 +158,52 @@ def test_error_answers_are_built_in_one_place() -> None:
     assert asked == []
     assert _calls(r"exception_handlers") == []  # no Starlette handler renders errors
     assert _calls(r"starlette\._utils|from starlette\._") == []
+
+
+def _prefixed_table() -> RouteTable:
+    app = create_app(Settings(progression="immediate", engine="grabcut"))
+    table: RouteTable = app.table
+    return table
+
+
+@pytest.mark.parametrize(("path", "root_path"), [
+    ("/queue/fal-ai/bria/requests/abc/status", ""),
+    ("/queue/fal-ai/bria/background/remove", ""),
+    ("/api/queue/fal-ai/bria/requests/abc/status", "/api"),
+    ("/queue/", ""),
+    ("/rest/storage/auth/token", ""),
+    ("/queue/fal-ai/bria/requests/a\nb/status", ""),
+])
+def test_a_prefixed_path_resolves_as_starlettes_mount_would(path: str, root_path: str) -> None:
+    """The table matches a host prefix (fal's ``/queue``) as literal text; the child scope
+    (path parameters, root paths) and route are those Starlette's ``Mount`` gives."""
+    table = _prefixed_table()
+    request = {"type": "http", "method": "GET", "path": path, "root_path": root_path,
+               "headers": [(b"host", b"127.0.0.1:8000")], "query_string": b""}
+    ctx = table.resolve(request)
+    prefix = "/" + path[len(root_path):].split("/")[1]
+    match, child = Mount(prefix, routes=[]).matches(request)
+    if "\n" in path:
+        assert match is not Match.FULL and ctx.prefix == ""  # the root area answers it
+        return
+    assert match is Match.FULL
+    assert ctx.prefix == prefix
+    for name in ("root_path", "app_root_path"):
+        assert ctx.child_scope[name] == child[name], name
+
+
+def test_a_prefixed_status_poll_needs_no_mount_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fal's queue poll (``/queue/...``) is resolved without Starlette's ``Mount.matches``
+    (its regex and child-scope building were 13 % of the poll's CPU, docs/PERFORMANCE.md)."""
+    table = _prefixed_table()
+
+    def refuse(self: Mount, scope: Any) -> Any:
+        raise AssertionError("Mount.matches called")
+
+    monkeypatch.setattr(Mount, "matches", refuse)
+    ctx = table.resolve({"type": "http", "method": "GET", "root_path": "",
+                         "path": "/queue/fal-ai/bria/requests/abc/status", "query_string": b"",
+                         "headers": [(b"host", b"127.0.0.1:8000")]})
+    assert (ctx.vendor, ctx.operation, ctx.path_params) == ("fal", "status",
+                                                            {"request_id": "abc"})
+    assert ctx.child_scope["root_path"] == "/queue"

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ from emulator.cli import main
 from emulator.core.jobs.queue import QUEUE_NAME
 from emulator.testing.server import free_port
 from tests.conftest import REPO, decode_png, serve_process
+from tests.procs import children
 from tests.redis_server import RedisServer, redis_server
 from tests.test_state_store import _png, _stop
 
@@ -32,20 +32,6 @@ def _worker(url: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "emulator.cli", "worker", "--store", url],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
 
 
 def _final(client: httpx.Client, request_id: str) -> dict[str, object]:
@@ -81,7 +67,7 @@ def test_a_worker_process_does_the_image_work(redis_server: RedisServer) -> None
             failed = _final(client, bad)
             assert failed["status"] == "FAILED", failed
             assert "not an image" in str(failed["error"])
-            assert _children(proc.pid) == []  # no matte worker process in the server
+            assert children(proc.pid) == []  # no matte worker process in the server
     finally:
         _stop(proc)
         worker.send_signal(signal.SIGTERM)

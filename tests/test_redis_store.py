@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +17,7 @@ import redis
 from emulator.core.state import check_store_url, open_store
 from emulator.core.state.redis import RedisStore
 from emulator.testing.server import free_port
+from tests.procs import children
 from tests.redis_server import RedisServer, redis_server
 from tests.test_state_store import _final, _png, _serve, _stop
 from tests.vendors.drivers import DRIVERS, Driver
@@ -142,18 +141,6 @@ def test_a_job_whose_process_is_killed_mid_work_ends_on_another(
         _stop(b)
 
 
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-    return out
-
-
 def test_serve_workers_2_on_redis_is_one_emulator(redis_server: RedisServer) -> None:
     """``serve --workers 2 --store redis://``: two server processes on one port; jobs
     submitted and polled over fresh connections (either worker answers) all succeed, and
@@ -164,7 +151,7 @@ def test_serve_workers_2_on_redis_is_one_emulator(redis_server: RedisServer) -> 
                   "--progression", "polls:3")
     try:
         deadline = time.monotonic() + 30
-        while len(_children(proc.pid)) < 2:  # uvicorn's two workers (and no more needed)
+        while len(children(proc.pid)) < 2:  # uvicorn's two workers (and no more needed)
             assert time.monotonic() < deadline
             time.sleep(0.1)
         for driver in DRIVERS:

@@ -4,7 +4,6 @@ answers, cannot hold ``serve`` after SIGTERM (``--graceful-shutdown``; JobEngine
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +22,7 @@ from emulator.matte.grabcut import GrabCutEngine
 from emulator.settings import Settings
 from emulator.testing.server import free_port
 from tests.conftest import serve_process
+from tests.procs import alive, descendants
 
 SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"  # Pixazo (docs/vendors/pixazo.md)
 
@@ -169,31 +168,11 @@ def test_graceful_shutdown_setting() -> None:
         Settings(graceful_shutdown_s=-1)
 
 
-def _descendants(pid: int) -> set[int]:
-    """Process ids of ``pid``'s children and their children (Linux /proc)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    if int(child) not in found:
-                        found.add(int(child))
-                        todo.append(int(child))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_leaves_no_matte_worker_process() -> None:
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_a_stopped_serve_leaves_no_matte_worker_process(stop: str) -> None:
+    """SIGTERM stops the pool; after SIGKILL (no clean-up at all) each worker sees its
+    parent gone and exits within a few seconds, instead of waiting for work forever."""
     port = free_port()
     proc = _serve(port, "--matte-pool", "processes", "--matte-workers", "2")
     try:
@@ -204,15 +183,19 @@ def test_sigterm_leaves_no_matte_worker_process() -> None:
                                json={"image_url": image}, timeout=10)
             assert reply.status_code == 202, reply.text
         deadline = time.monotonic() + 30
-        while len(_descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(descendants(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        workers = _descendants(proc.pid)
+        workers = descendants(proc.pid)
         assert len(workers) >= 2, "no matte worker process started"
-        assert _exit_time_after_sigterm(proc, 15) < 15
+        if stop == "sigterm":
+            assert _exit_time_after_sigterm(proc, 15) < 15
+        else:
+            proc.kill()
+            proc.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not [pid for pid in workers if _alive(pid)], "a worker outlived serve"
+        assert not [pid for pid in workers if alive(pid)], "a worker outlived serve"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -27,6 +27,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -80,12 +81,30 @@ class WorkerCrashed(EmulatorError):
 # -- in the worker process -------------------------------------------------------------------
 _worker_engine: MatteEngine | None = None
 
+#: Seconds between a worker's checks that the server process that started it still runs.
+PARENT_CHECK_S = 1.0
 
-def _init_worker(engine: EngineSpec, nice: int) -> None:
-    """A worker process's start: telemetry off, nice value ``nice`` (at least), the engine
-    loaded once."""
+
+def _end_with_parent(parent: int) -> None:
+    """Exit this worker process once its parent (the server, pid ``parent``, given by the
+    server: a server killed while the worker still started is no longer the parent when
+    the worker looks) is gone. A
+    server killed with SIGKILL cannot stop its pool, and an idle worker of a ``spawn`` pool
+    holds both ends of its task queue, so it would otherwise wait for work forever (an
+    orphan holding the model's memory). Runs in a daemon thread; checks every
+    :data:`PARENT_CHECK_S` seconds."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
+def _init_worker(engine: EngineSpec, nice: int, server: int) -> None:
+    """A worker process's start: telemetry off, an end with the server's
+    (:func:`_end_with_parent`), nice value ``nice`` (at least), the engine loaded once."""
     global _worker_engine
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before onnxruntime loads (emulator/__init__)
+    threading.Thread(target=_end_with_parent, args=(server,), daemon=True,
+                     name="end-with-parent").start()
     if sys.platform.startswith("linux"):
         # Started from a dispatch thread, the process inherits that thread's value already.
         with contextlib.suppress(OSError):
@@ -116,7 +135,7 @@ class _Slot:
         if self.executor is None:
             self.executor = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self._engine, self._nice))
+                initializer=_init_worker, initargs=(self._engine, self._nice, os.getpid()))
         return self.executor
 
     def pids(self) -> list[int]:

@@ -54,7 +54,8 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, lambda *_: gc.collect())
     from emulator.cli import main as cli
 
-    return cli(["serve", *sys.argv[1:]])
+    code: int = cli(["serve", *sys.argv[1:]])
+    return code
 
 
 if __name__ == "__main__":

@@ -203,9 +203,9 @@ def lua_script(directory: Path, name: str, requests: list[tuple[str, str, dict[s
                      f"{{{hdrs}}}, {body_arg})")
     lines += ["end", "local i = 0",
               f"request = function() i = i % {len(requests)} + 1; return reqs[i] end"]
-    path = directory / f"{name}.lua"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    script = directory / f"{name}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
 
 
 def prepare(base: str) -> dict[str, str]:
@@ -237,7 +237,7 @@ def scripts(directory: Path, paths: dict[str, str]) -> dict[str, Path]:
     pix_poll = ("GET", paths["pixazo_status"], pix, "")
     fal_submit = ("POST", "/queue/fal-ai/bria/background/remove", fal, body)
     fal_poll = ("GET", paths["fal_status"], fal, "")
-    download = ("GET", paths["pixazo_file"], {}, "")
+    download: tuple[str, str, dict[str, str], str] = ("GET", paths["pixazo_file"], {}, "")
     return {
         "pixazo submit": lua_script(directory, "pix_submit", [pix_submit]),
         "pixazo poll": lua_script(directory, "pix_poll", [pix_poll]),

@@ -96,7 +96,8 @@ def run_case(case: str, path: Path) -> None:
             return parse_json(raw, limit=limit)
         parser = "emulator.jsonbody"
     except ImportError:
-        parse = json.loads
+        def parse(raw: bytes) -> object:
+            return json.loads(raw)
         parser = "json.loads"
 
     raw = path.read_bytes()

@@ -136,9 +136,9 @@ def main() -> None:
     print(f"threads' p99 ratio / processes' p99 ratio: {summary(ratio)} (target: processes' "
           "p99 ratio <= 2)")
     # Adjacent runs of one round: less exposed to a noisy idle run than the ratios above.
-    busy = [t / p for t, p in zip(busy_p99["threads"], busy_p99["processes"], strict=True)]
+    paired = [t / p for t, p in zip(busy_p99["threads"], busy_p99["processes"], strict=True)]
     print(f"busy p99 ms: threads {summary(busy_p99['threads'])}, processes "
-          f"{summary(busy_p99['processes'])}; threads / processes per round {summary(busy)}")
+          f"{summary(busy_p99['processes'])}; threads / processes per round {summary(paired)}")
 
 
 if __name__ == "__main__":

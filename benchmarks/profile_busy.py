@@ -27,7 +27,6 @@ import argparse
 import collections
 import contextlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_load import NO_CACHE, emulator_cmd, ensure_wrk, free_port, prepare, run_wrk, scripts
 from http_load import serve as serve_cmd
 from poll_under_load import HEADERS, SUBMIT, photo_uri, wait_done
+from spy import main_thread_samples, record
 
 #: Steps of the loop thread's samples: waiting when the innermost frame is the loop's own
 #: (uvloop waits in C, below ``Runner.run``; asyncio's loop in ``select``), else the first
@@ -108,18 +108,16 @@ def _snapshot(pid: int) -> dict[str, float]:
 def _shares(path: Path) -> dict[str, float]:
     hits: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit() or "Thread._bootstrap" in stack:
-            continue
-        total += int(count)
-        if any(leaf in stack.rsplit(";", 1)[-1] for leaf in IDLE_LEAVES):
+    for frames, count in main_thread_samples(path):
+        stack = ";".join(frames)
+        total += count
+        if any(leaf in frames[-1] for leaf in IDLE_LEAVES):
             step = "waiting for I/O (the loop idle)"
         else:
             step = next((s for s, needles in STEPS.items()
                          if needles and any(n in stack for n in needles)),
                         "other (asyncio, timers)")
-        hits[step] += int(count)
+        hits[step] += count
     return {s: 100.0 * hits[s] / max(1, total) for s in STEPS}
 
 
@@ -129,11 +127,7 @@ def _measured(wrk: str, base: str, script: Path, pid: int, duration: float, raw:
         before = _snapshot(pid)
         running = pool.submit(run_wrk, wrk, base, script, 16, duration, wait=False)
         time.sleep(0.3)
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--format",
-             "raw", "-r", str(RATE), "-o", str(raw), "-p", str(pid), "-d",
-             str(max(1, round(duration - 1)))],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = record(pid, duration - 1, raw, rate=RATE, idle=True)
         client = _wrk_pid(base)
         client_before = _stat(client) if client else (0.0, 0.0)
         client_at = time.monotonic()

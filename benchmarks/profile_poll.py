@@ -35,7 +35,6 @@ import os
 import pstats
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bare_app  # the benchmarks folder is not a package: siblings on sys.path above
 from http_load import KEY, emulator_cmd, ensure_wrk, free_port, lua_script, run_wrk, serve
 from inproc import call, scope
+from spy import main_thread_samples, record
 
 from emulator.app import create_app
 from emulator.settings import Settings
@@ -226,29 +226,17 @@ def _answer_bytes(base: str, path: str, headers: dict[str, str]) -> int:
     return head + len(got.content)
 
 
-def _spy(pid: int, seconds: float, out: Path, idle: bool) -> subprocess.Popen[bytes]:
-    cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
-           "-o", str(out), "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", str(RATE)]
-    if idle:
-        cmd.append("--idle")
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _spy_shares(path: Path) -> dict[str, float]:
     """Per step of :data:`SPY_STEPS`, the share of the event loop's samples (the main
     thread's: the process's other threads, idle pool and queue feeders, are left out)."""
     total = 0
     hits: collections.Counter[str] = collections.Counter()
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit() or "Thread._bootstrap" in stack:
-            continue
-        total += int(count)
-        frames = stack.split(";")
+    for frames, count in main_thread_samples(path):
+        total += count
         step = _innermost(frames)
-        hits[step] += int(count)
+        hits[step] += count
         if step == "route table resolve" and any("Mount.matches (" in f for f in frames):
-            hits["  of it: prefix match (Mount.matches)"] += int(count)
+            hits["  of it: prefix match (Mount.matches)"] += count
     return {step: 100.0 * hits[step] / max(1, total) for step in SPY_STEPS} | {
         "loop samples": float(total)}
 
@@ -300,7 +288,7 @@ def _wrk(connections: int, duration: float, polls: list[str], idle: bool, rounds
                         running = pool.submit(run_wrk, wrk, url, script, connections,
                                               duration, wait=False)
                         time.sleep(0.5)
-                        spy = _spy(pid, duration - 1, raw, idle)
+                        spy = record(pid, duration - 1, raw, rate=RATE, idle=idle)
                         spy.wait(timeout=duration + 30)
                         running.result()
                     row = _spy_shares(raw)

@@ -36,7 +36,6 @@ import collections
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_load import ensure_wrk, free_port, run_wrk, serve  # siblings (not a package)
 from peers import prepare, scripts
 from profile_poll import _cpu_s
+from spy import main_thread_samples, record
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,24 +77,14 @@ def _fill(wrk: str, base: str, script: Path, cap: int) -> None:
     print(f"filled: about {done:,} submits (cap {cap:,})", flush=True)
 
 
-def _spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "-o",
-         str(out), "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _functions(path: Path) -> collections.Counter[str]:
     """Inclusive share (%) of the main thread's samples per function."""
     per: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit() or "Thread._bootstrap" in stack:
-            continue
-        total += int(count)
-        for name in {f.split(":")[0] for f in stack.split(";")}:
-            per[name] += int(count)
+    for frames, count in main_thread_samples(path):
+        total += count
+        for name in {f.split(":")[0] for f in frames}:
+            per[name] += count
     return collections.Counter({k: 100.0 * v / max(1, total) for k, v in per.items()})
 
 
@@ -121,7 +111,7 @@ async def _inproc(cap: int, rounds: int, n: int) -> None:
     collections_seen = [0, 0.0]
     started = [0.0]
 
-    def timed(phase: str, info: dict[str, object]) -> None:
+    def timed(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
@@ -278,7 +268,7 @@ def main() -> None:
                                                   wrk_scripts[target][name], args.connections,
                                                   args.duration)
                             time.sleep(1.0)
-                            spy = _spy(pids[target], args.duration - 1.5,
+                            spy = record(pids[target], args.duration - 1.5,
                                        tmp / f"spy-{target.replace(' ', '_')}.txt")
                             spy.wait(timeout=args.duration + 30)
                             res = running.result()
@@ -300,12 +290,12 @@ def main() -> None:
         cap = [r[0] for r in rows[name, "at cap"]]
         ratios = [c / b for c, b in zip(cap, below, strict=True) if b]
         for target, got in (("below", below), ("at cap", cap)):
-            cpu = [r[3] for r in rows[name, target]]
-            p99 = [r[1] for r in rows[name, target]]
+            cpus = [r[3] for r in rows[name, target]]
+            p99s = [r[1] for r in rows[name, target]]
             errors = sum(r[2] for r in rows[name, target])
             print(f"{name:16} {target:7} {statistics.median(got):9,.0f} req/s "
-                  f"[{min(got):,.0f}-{max(got):,.0f}]  p99 {statistics.median(p99):6.1f} ms  "
-                  f"CPU {statistics.median(cpu):6.1f} us/req  errors+non-2xx {errors}")
+                  f"[{min(got):,.0f}-{max(got):,.0f}]  p99 {statistics.median(p99s):6.1f} ms  "
+                  f"CPU {statistics.median(cpus):6.1f} us/req  errors+non-2xx {errors}")
         print(f"{name:16} at cap / below {statistics.median(ratios):.2f} "
               f"[{min(ratios):.2f}-{max(ratios):.2f}]")
     if args.spy:

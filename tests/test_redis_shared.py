@@ -318,6 +318,9 @@ def test_a_rate_limit_set_on_one_process_applies_on_every_process(
         assert set_on_a.status_code == 200, set_on_a.text
         shown = on_b.get("/_emulator/keys/limited").json()["limits"]
         assert shown == {"rps": 0.001, "burst": 2.0, "concurrent": None}, shown
+        rich = on_b.put("/_emulator/keys/rich", json={"balance_usd": 1e12})  # the largest
+        assert rich.status_code == 200, rich.text
+        assert on_a.get("/_emulator/keys/rich").json()["balance_usd"] == "1000000000000"
         codes = [driver.submit(client, _png(), key="limited").status_code
                  for client in (on_b, on_a, on_b)]
         assert codes == [driver.submit_status, driver.submit_status, 429], codes

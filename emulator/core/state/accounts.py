@@ -99,10 +99,16 @@ return 1
 #: added) or ``set`` (the new balance), the ledger entry's head, the ledger's size.
 MOVE = NOTE + """
 redis.call('HSETNX', KEYS[1], 'balance', ARGV[1])
-local old = tonumber(redis.call('HGET', KEYS[1], 'balance'))
-local amount = tonumber(ARGV[3])
-if ARGV[2] == 'set' then amount = amount - old end
-local balance = redis.call('HINCRBY', KEYS[1], 'balance', amount)
+local amount, balance
+if ARGV[2] == 'set' then  -- the integer as given (Lua's numbers are doubles)
+  local old = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+  redis.call('HSET', KEYS[1], 'balance', ARGV[3])
+  balance = tonumber(ARGV[3])
+  amount = balance - old
+else
+  balance = redis.call('HINCRBY', KEYS[1], 'balance', ARGV[3])
+  amount = tonumber(ARGV[3])
+end
 note(KEYS[2], KEYS[1], ARGV[5], ARGV[4], amount, balance)
 return 1
 """

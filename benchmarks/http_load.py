@@ -91,6 +91,43 @@ def ensure_wrk() -> str:
 
 
 @contextmanager
+def redis_server() -> Iterator[str]:
+    """A ``redis-server`` on a free port in a temporary folder, no persistence, until the
+    block ends; yields its ``redis://127.0.0.1:PORT/0`` URL.
+
+    Raises:
+        SystemExit: ``redis-server`` is not installed, or does not answer within 10 s.
+    """
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    with tempfile.TemporaryDirectory() as folder:
+        port = free_port()
+        server = subprocess.Popen([binary, "--port", str(port), "--dir", folder, "--save", "",
+                                   "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            client = redis.Redis.from_url(url)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("redis-server did not start") from None
+                    time.sleep(0.05)
+            client.close()
+            yield url
+        finally:
+            server.terminate()
+            server.wait()
+
+
+@contextmanager
 def serve(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
     """Run a server command until its ``/_emulator/health`` or ``/`` answers; yield its PID."""
     proc = subprocess.Popen(cmd, env={**os.environ, **BASE_ENV, **(env or {})},

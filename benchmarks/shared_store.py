@@ -22,9 +22,7 @@ memory with one worker (above 1: faster); and the answers that were not 2xx/3xx 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ from http_load import (  # the benchmarks folder is not a package: on sys.path a
     ensure_wrk,
     free_port,
     prepare,
+    redis_server,
     run_wrk,
     scripts,
     serve,
@@ -61,17 +60,8 @@ def main() -> None:
     parser.add_argument("--conns", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
     wrk = ensure_wrk()
-    with tempfile.TemporaryDirectory() as folder:
-        redis_port = free_port()
-        server = subprocess.Popen([binary, "--port", str(redis_port), "--dir", folder,
-                                   "--save", "", "--appendonly", "no"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        url = f"redis://127.0.0.1:{redis_port}/0"
+    with redis_server() as url:
         admin = redis.Redis.from_url(url)
         configs = [("memory", "memory", 1)] + [(f"redis w{n}", url, n) for n in args.workers]
         results: dict[tuple[str, int], list[WrkResult]] = {}
@@ -93,8 +83,6 @@ def main() -> None:
                                       f"{res.non2xx + res.errors}", flush=True)
         finally:
             admin.close()
-            server.terminate()
-            server.wait()
     print(f"\nmixes/s (submit + poll + download; wrk -t1), median [min-max] of {args.rounds} "
           "rounds; ratio to memory w1 (median of the per-round ratios)")
     for conns in args.conns:

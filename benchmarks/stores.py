@@ -3,10 +3,14 @@
 Not a test: prints figures. Usage:
 
     python benchmarks/stores.py [--n 3000] [--rounds 3] [--reference PATH] [--restart-jobs 10000]
+                                [--redis]
 
 Each configuration runs in its own child process (a fresh interpreter), in round-robin
 rounds: ``memory`` and ``sqlite`` of this checkout, and, with ``--reference PATH``, the
-memory store of another checkout (``main``: the figures before this change). A child calls
+memory store of another checkout (``main``: the figures before this change), and with
+``--redis`` the Redis store (a ``redis-server`` started on a free port, emptied before each
+child; the child is one process, so this is the cost of the round trips, not of sharing).
+A child calls
 the ASGI app directly (no sockets) with N Pixazo submits of one small inline image (after the
 first, its outputs come from the result cache: the request path and the store are what is
 measured) and N status polls of one job, and prints CPU microseconds per request (process
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -34,7 +39,8 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
-from inproc import call, scope  # benchmarks/inproc.py (this script's directory is on sys.path)
+from http_load import redis_server  # siblings (this script's directory is on sys.path)
+from inproc import call, scope
 
 HERE = Path(__file__).resolve().parent
 SUBMIT = "/bria-rmbg-2-0-682/v1/bria-rmbg-2-0-request"
@@ -168,6 +174,8 @@ def main() -> None:
     parser.add_argument("--reference", default=None, metavar="PATH",
                         help="another checkout whose memory store is measured too (main)")
     parser.add_argument("--restart-jobs", type=int, default=10_000)
+    parser.add_argument("--redis", action="store_true",
+                        help="measure the Redis store too (needs redis-server)")
     parser.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -182,11 +190,17 @@ def main() -> None:
         return
 
     repo = str(HERE.parent)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         configs = {"memory": (repo, "memory"), "sqlite": (repo, f"sqlite:{tmp}/mix.db"),
                    "sqlite, batches on loop": (repo, f"loop:sqlite:{tmp}/loop.db")}
         if args.reference:
             configs["memory (reference)"] = (args.reference, "memory")
+        if args.redis:
+            import redis
+
+            url = stack.enter_context(redis_server())
+            admin = stack.enter_context(redis.Redis.from_url(url))
+            configs["redis"] = (repo, url)
         results: dict[str, dict[str, list[float]]] = {
             name: {"submit_us": [], "poll_us": [], "submit_wall_us": [], "poll_wall_us": [],
                    "stall_p999_ms": [], "stall_max_ms": []}
@@ -195,6 +209,8 @@ def main() -> None:
             for name, (path, store) in configs.items():
                 if "sqlite:" in store:
                     Path(store.split("sqlite:", 1)[1]).unlink(missing_ok=True)
+                if store.startswith("redis://"):
+                    admin.flushdb()
                 got = _run_child(path, "mix", store, str(args.n))
                 for key, value in got.items():
                     results[name][key].append(value)

@@ -5,7 +5,9 @@ that ask whether the collector explains a slowdown (``benchmarks/store_cap.py``)
 
 Registers a ``gc.callbacks`` hook that times every collection, by generation, and writes
 ``{"0": [count, total_s, max_s], "1": [...], "2": [...]}`` to the file ``GC_STATS`` names
-every 0.2 s (a daemon thread). ``SIGUSR1`` runs a full collection on the event loop's
+every 0.2 s (a daemon thread). ``GC_THRESHOLDS=700,10,1000000000`` replaces the policy's
+young-generation thresholds (``emulator.gcpolicy.THRESHOLDS``), to compare policies.
+``SIGUSR1`` runs a full collection on the event loop's
 thread at once, as the idle collector's pass would (``store_cap.py --stall``). The server is
 otherwise the one users run (its ``emulator.gcpolicy`` included).
 """
@@ -52,7 +54,12 @@ def main() -> int:
     threading.Thread(target=_writer, args=(path,), daemon=True).start()
     gc.callbacks.append(_timed)
     signal.signal(signal.SIGUSR1, lambda *_: gc.collect())
+    import emulator.gcpolicy
     from emulator.cli import main as cli
+
+    if os.environ.get("GC_THRESHOLDS"):  # another policy to compare, "50000,20,1000000000"
+        emulator.gcpolicy.THRESHOLDS = tuple(  # type: ignore[assignment]
+            int(n) for n in os.environ["GC_THRESHOLDS"].split(","))
 
     code: int = cli(["serve", *sys.argv[1:]])
     return code

@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from emulator.app import Emulator
 
 PREFIX = "/_emulator"
-#: The most ``POST /_emulator/clock/advance`` moves the clock at once (100 years, seconds);
-#: beyond it timestamps stop being representable.
 #: With a shared store, ``GET /_emulator/jobs`` first reads this many of the newest jobs of
 #: every process.
 SHARED_LIST_ROWS = 1000
+#: The most ``POST /_emulator/clock/advance`` moves the clock at once (100 years, seconds);
+#: beyond it timestamps stop being representable.
 MAX_CLOCK_ADVANCE_S = 100 * 365 * 24 * 3600.0
 #: The clock never goes past 9000-01-01 (unix seconds), so every timestamp stays printable.
 MAX_CLOCK_TIME = 221845392000.0
@@ -105,9 +105,10 @@ async def account_view(emulator: Emulator, key: str) -> dict[str, Any]:
         StoreUnavailable: the shared store cannot be reached.
     """
     jobs = emulator.jobs
-    view = {**jobs.billing.account(key).to_json(), "strict": emulator.guard.is_strict_key(key)}
+    local = jobs.billing.account(key)
+    view = {**local.to_json(), "strict": emulator.guard.is_strict_key(key)}
     if jobs.shared is not None:
-        held = await jobs.shared.account(key, jobs.billing.account(key).balance_usd)
+        held = await jobs.shared.account(key, local.balance_usd)
         view.update(balance_usd=usd_text(held.balance_usd), held_usd=usd_text(held.held_usd),
                     available_usd=usd_text(held.balance_usd - held.held_usd),
                     active_jobs=held.active_jobs, ledger=held.ledger,

@@ -86,12 +86,11 @@ PARENT_CHECK_S = 1.0
 
 
 def _end_with_parent(parent: int) -> None:
-    """Exit this worker process once its parent (the server, pid ``parent``, given by the
-    server: a server killed while the worker still started is no longer the parent when
-    the worker looks) is gone. A
-    server killed with SIGKILL cannot stop its pool, and an idle worker of a ``spawn`` pool
-    holds both ends of its task queue, so it would otherwise wait for work forever (an
-    orphan holding the model's memory). Runs in a daemon thread; checks every
+    """Exit this worker process once its server (pid ``parent``, passed in by the server:
+    one killed while the worker was still starting is no longer the parent when the worker
+    looks) is gone. A server killed with SIGKILL cannot stop its pool, and an idle worker of
+    a ``spawn`` pool holds both ends of its task queue, so it would otherwise wait for work
+    forever (an orphan holding the model's memory). Runs in a daemon thread; checks every
     :data:`PARENT_CHECK_S` seconds."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_S)

@@ -253,18 +253,21 @@ class SharedAccounts:
         """Set the balance (with a ledger ``adjust`` entry) and the rate limit for every
         process (the control plane); a new rate limit's bucket starts full, as
         :meth:`~emulator.core.billing.Billing.set_limit` does."""
+        if settings.balance_usd is None and settings.limit is None:
+            return
+        pipe = self.client.pipeline(transaction=True)  # one round trip, all or nothing
         if settings.balance_usd is not None:
             await self._move(keys=[self.key(api_key), self.ledger_key(api_key)], args=[
                 self.default, "set", micro(settings.balance_usd),
-                entry_head(now, "adjust", None, None, "balance set"), self.ledger_size])
+                entry_head(now, "adjust", None, None, "balance set"), self.ledger_size],
+                client=pipe)
         if settings.limit is not None:
             cap, rps, burst = self._limit_args(settings.limit)
-            pipe = self.client.pipeline(transaction=True)
             pipe.hset(self.key(api_key), mapping={
                 "limit": json.dumps(settings.limit.__dict__), "cap": cap, "rps": rps,
                 "burst": burst})
             pipe.hdel(self.key(api_key), "tokens", "tokens_at")
-            await pipe.execute()
+        await pipe.execute()
 
     async def get(self, api_key: str, start_usd: Decimal | None = None) -> SharedBalance:
         """The account now, with its ledger (a new key: ``start_usd``, else the default

@@ -274,8 +274,7 @@ class SharedJobs:
                                        engine.billing.ledger_size)
         #: Jobs submitted here whose admission (:meth:`admit`) has not run yet.
         self.pending: dict[str, Job] = {}
-        #: Settlements not yet written: ``(job, charge, refund_usd)``.
-        #: Holds to settle: (job, charge, refund in USD or None, the refund's ledger note).
+        #: Settlements not yet written: ``(job, charge, refund_usd or None, refund note)``.
         self._settle: list[tuple[Job, bool, Decimal | None, str]] = []
         #: The fault rules shared (``Emulator`` sets them; ``None``: rules stay local).
         self.faults: FaultRules | None = None

@@ -29,8 +29,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from emulator.app import create_app
-from emulator.boundary import serve
 from emulator.context import CTX_KEY
+from emulator.middleware import serve
 from emulator.settings import Settings
 
 KEY = "bench-key"

@@ -66,7 +66,7 @@ STEPS = {
     "route table resolve": ("context.py", "resolve"),
     "  host / mount match": ("routing.py", "matches"),
     "  route scan (_in_area)": ("context.py", "_in_area"),
-    "boundary serve": ("boundary.py", "serve"),
+    "boundary serve": ("middleware.py", "serve"),
     "  fast lane answer": ("finalreads.py", "answer"),
     "  lane fingerprint": ("finalreads.py", "fingerprint"),
     "journal entry": ("middleware.py", "_record"),
@@ -84,7 +84,7 @@ SPY_STEPS: dict[str, tuple[str, ...]] = {
     "  of it: prefix match (Mount.matches)": ("Mount.matches (starlette/routing.py",),
     "fast lane (lookup, fingerprint)": ("(emulator/vendors/finalreads.py",),
     "journal entry": ("_record (emulator/middleware.py", "(emulator/core/journal.py"),
-    "middleware + boundary, own": ("(emulator/middleware.py", "(emulator/boundary.py"),
+    "middleware + boundary, own": ("(emulator/middleware.py",),
     "bare app: Starlette (router, Request, Response)": ("(starlette/",),
     "other (uvicorn cycle, asyncio)": (),
 }

@@ -5,9 +5,9 @@ vendor's main API host at the root). A request walks one way, and is resolved on
 outermost middleware (:mod:`emulator.middleware`) resolves it into a
 :class:`~emulator.context.RequestContext` (adapter, host, operation, route, key) with the one
 route table built here at start-up, applies the fault rules, and serves it
-(:func:`emulator.boundary.serve`) -> guard -> vendor adapter -> core -> vendor adapter renders
+(:func:`emulator.middleware.serve`) -> guard -> vendor adapter -> core -> vendor adapter renders
 the reply; whatever a handler raises is rendered at the one error boundary
-(:mod:`emulator.boundary`), by the context's adapter or the control plane; the middleware
+(:func:`emulator.middleware.serve`), by the context's adapter or the control plane; the middleware
 journals the final status.
 """
 
@@ -238,7 +238,7 @@ class Emulator:
 
 class EmulatorApp(Starlette):
     """The Starlette app with the one middleware outermost, which resolves every request
-    once (:class:`~emulator.context.RouteTable`) and serves it (:mod:`emulator.boundary`).
+    once (:class:`~emulator.context.RouteTable`) and serves it (:func:`emulator.middleware.serve`).
 
     Outside Starlette's own stack, the middleware sees the server's ``send`` (to drop
     connections) and journals every answer. Starlette's router has no routes: it serves the

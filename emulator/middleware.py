@@ -1,4 +1,5 @@
-"""The one middleware: resolve the request once, apply fault rules, serve it, journal it.
+"""The one way in: resolve the request once, apply fault rules, serve it inside the one error
+boundary, journal it.
 
 A pure ASGI middleware, outermost in the app (outside Starlette's own stack, which only serves
 the lifespan here, so it sees the server's own ``send`` and can drop a connection). Every
@@ -16,8 +17,7 @@ the ``file`` operation of their vendor) it:
    hands it to the job engine, for job and image faults) and lets its request-stage effects
    act (:meth:`~emulator.core.faults.Plan.act_on_request`: latency, dropped connection,
    broken body, status answer; each a registered effect, :mod:`emulator.core.faults.effects`);
-3. serves it with :func:`emulator.boundary.serve` (the route runs; whatever it raises, and any
-   refusal, is rendered by the one error boundary in the vendor's own body);
+3. serves it with :func:`serve`, the one error boundary (below);
 4. journals the final status (:class:`~emulator.core.journal.Journal`).
 
 Before any of that, every request (the control plane's too) with a ``Content-Length`` over
@@ -26,7 +26,24 @@ error body, or ``{"detail": ...}`` under ``/_emulator``), and a body without one
 read through :class:`~emulator.jsonbody.CappedReceive`, which stops past the limit.
 
 Control-plane requests (``/_emulator/*`` but result files) skip the faults and the journal;
-with an admin token set they first pass :class:`AdminGate`, the one place that checks it.
+with an admin token set they first pass :class:`~emulator.admingate.AdminGate`, the one place
+that checks it.
+
+**The one error boundary.** Handlers (vendor endpoints, the guard, the control plane) raise;
+nothing returns an error response by hand. :func:`serve` runs the route a
+:class:`~emulator.context.RequestContext` resolved to and turns what escapes it into the
+answer, in one place (:func:`render`):
+
+* :class:`~emulator.errors.EmulatorError`: rendered by the context's adapter in its vendor's
+  body for the context's operation (``VendorAdapter.error_response``: with ``Retry-After`` on
+  a 429), or by the control plane as ``{"detail": message}``;
+* Starlette's :class:`~starlette.exceptions.HTTPException` (a 405, with ``Allow``: every method
+  the vendor host accepts on the path): the same, with its status and detail;
+* anything else: logged, and answered as a 500 in the same shapes ("internal error in the
+  emulator"), so a bad request never crashes the server.
+
+An exception raised after the answer has started cannot be rendered: it propagates (the server
+closes the connection), as under Starlette's own error middleware.
 
 Dropping a connection needs the server's transport (:mod:`emulator.core.faults.asgi`).
 """
@@ -34,17 +51,19 @@ Dropping a connection needs the server's transport (:mod:`emulator.core.faults.a
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request, cookie_parser
+from starlette.datastructures import URL
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emulator.boundary import serve
+from emulator.admingate import AdminGate
 from emulator.context import CTX_KEY, UNREAD, RequestContext, RouteTable
 from emulator.core.faults import (
     FaultRule,
@@ -58,24 +77,113 @@ from emulator.core.faults import (
 from emulator.errors import AdminTokenRequired, EmulatorError
 from emulator.jsonbody import BodyTooLarge, CappedReceive, body_framing
 from emulator.vendors.base import VendorAdapter
+from emulator.vendors.finalreads import FinalReadRoute
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
 
 log = logging.getLogger("emulator.faults")
+#: Where the error boundary logs an unexpected exception, with its traceback.
+error_log = logging.getLogger("emulator")
 
 ADMIN_PREFIX = "/_emulator/"
 FILES_PREFIX = "/_emulator/files/"
-SAMPLES_PATH = "/_emulator/samples"
-#: The dashboard's sign-in page (open: it asks for the admin token).
-UI_LOGIN_PATH = "/_emulator/ui/login"
-#: The dashboard's session cookie (HttpOnly, SameSite=Strict), and the label its value signs.
-SESSION_COOKIE = "rmbg_emulator_admin"
-SESSION_LABEL = b"rmbg-emulator dashboard session"
 FAULT_HEADER = b"x-emulator-fault"
 FAULT_KEY_PREFIX = "fault."
 #: Seconds to wait for the server to notice a connection we dropped.
 DISCONNECT_WAIT_S = 5.0
+
+
+INTERNAL_ERROR = "internal error in the emulator"
+
+
+def control_plane_error(exc: EmulatorError) -> Response:
+    """The control plane's error answer: ``{"detail": message}`` JSON with ``exc``'s status
+    (and ``Retry-After`` in whole seconds, at least 1, when it has one; the admin token's
+    ``WWW-Authenticate`` challenge on its 401)."""
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, AdminTokenRequired):
+        headers["WWW-Authenticate"] = exc.challenge
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
+def render(ctx: RequestContext, exc: Exception) -> Response:
+    """The answer for ``exc`` raised while serving ``ctx``'s request (see the module
+    docstring); logs an unexpected exception with its traceback."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, EmulatorError):
+        error = exc
+    elif isinstance(exc, HTTPException):
+        error = EmulatorError(str(exc.detail), status=exc.status_code, code="http_error")
+        headers.update(exc.headers or {})
+        if exc.status_code == 405 and ctx.adapter is not None and ctx.allowed:
+            headers["Allow"] = ", ".join(ctx.allowed)
+    else:
+        error_log.error("%s %s: unhandled error", ctx.vendor or "control plane",
+                  ctx.operation or "-", exc_info=exc)
+        error = EmulatorError(INTERNAL_ERROR, status=500)
+    if ctx.adapter is not None:
+        response = ctx.adapter.error_response(error, ctx.operation)
+    else:
+        response = control_plane_error(error)
+    response.headers.update(headers)
+    return response
+
+
+async def serve(ctx: RequestContext, scope: Scope, receive: Receive, send: Send, *,
+                refuse: EmulatorError | None = None) -> None:
+    """Run the request ``ctx`` resolved to, inside the error boundary; or, with ``refuse``
+    (a 413, a fault rule's status, a bad fault rule, the admin token), answer that error
+    without running it.
+
+    A status read of a final job whose answer the fast lane kept is answered from those
+    bytes first (not on the fault path: :mod:`emulator.vendors.finalreads`). Otherwise a
+    full match runs its route (Starlette's ``path_params``, ``endpoint`` and a prefix's
+    ``root_path`` are set on the scope first, as Starlette's router does); a path matched
+    with another method is a 405; a path that matches with its trailing slash added or
+    removed is redirected (307); anything else is the vendor host's 404 (``no route for
+    {path}``) or the control plane's (``no route for {method} {path}``).
+    """
+    started = False
+
+    async def sender(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        if refuse is not None:
+            raise refuse
+        route = ctx.route
+        if (type(route) is FinalReadRoute and ctx.plan is None and await route.lane.answer(
+                ctx, scope, ctx.path_params[route.param], sender)):
+            return  # a kept final read: sent before the route runs
+        if ctx.child_scope:
+            scope.update(ctx.child_scope)
+        if route is not None:
+            scope["route"] = route
+            await route.handle(scope, receive, sender)
+            return
+        if ctx.partial is not None:
+            scope["route"] = ctx.partial
+            raise HTTPException(405, headers={"Allow": ", ".join(getattr(ctx.partial,
+                                                                         "methods", ()))})
+        if ctx.redirect_path is not None:
+            url = URL(scope={**scope, "path": ctx.redirect_path})
+            await RedirectResponse(url=str(url))(scope, receive, sender)
+            return
+        if ctx.adapter is not None:
+            raise EmulatorError(f"no route for {scope['path']}", status=404, code="not_found")
+        raise EmulatorError(f"no route for {scope['method']} {Request(scope).url.path}",
+                            status=404, code="not_found")
+    except Exception as exc:
+        if started:
+            raise
+        await render(ctx, exc)(scope, receive, send)
+
 
 
 class _Recorder:
@@ -103,67 +211,6 @@ class _Recorder:
                             self.retry_after = float(value)
                 self.sent_at = self.now()
         await self.send(message)
-
-
-class AdminGate:
-    """The control plane's one access check (``Settings.admin_token``, ``--admin-token``).
-
-    With a token set, a request to ``/_emulator/*`` must carry ``Authorization: Bearer
-    <token>`` (scheme case-insensitive, RFC 6750), or the dashboard's session cookie
-    (:data:`SESSION_COOKIE`, set by ``/_emulator/ui/login?token=...``: a browser sends no
-    header when it navigates), except result files (``/_emulator/files/...``: vendor clients
-    download them with no token), samples (``/_emulator/samples...``: input images for jobs)
-    and the dashboard's login page. Without a token everything is open.
-    """
-
-    def __init__(self, token: str | None) -> None:
-        self.token = token.encode("ascii") if token is not None else None
-
-    def accepts(self, token: bytes) -> bool:
-        """Whether ``token`` is the admin token (constant-time); always true without one."""
-        return self.token is None or hmac.compare_digest(token.strip(), self.token)
-
-    def session(self) -> str:
-        """The dashboard cookie's value: an HMAC-SHA256 of a fixed label under the admin token
-        (hex), so the cookie is not the token itself; ``""`` without a token."""
-        if self.token is None:
-            return ""
-        return hmac.new(self.token, SESSION_LABEL, "sha256").hexdigest()
-
-    def _has_session(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                given = cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE, "")
-                if hmac.compare_digest(given.encode("latin-1"), self.session().encode()):
-                    return True
-        return False
-
-    def check(self, scope: Scope) -> AdminTokenRequired | None:
-        """``None`` when the control-plane request in ``scope`` may pass, else the 401 to
-        refuse it with (rendered as ``{"detail": ...}`` JSON, the control plane's error shape,
-        with ``WWW-Authenticate: Bearer``: :func:`emulator.boundary.control_plane_error`)."""
-        if self.token is None:
-            return None
-        path: str = scope["path"]
-        if path in (SAMPLES_PATH, UI_LOGIN_PATH) or path.startswith(SAMPLES_PATH + "/"):
-            return None
-        if self._has_session(scope):
-            return None
-        given: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
-        if given is None:
-            return AdminTokenRequired(
-                "the control plane needs 'Authorization: Bearer <admin token>' "
-                "(this emulator was started with --admin-token); in a browser, sign in at "
-                f"{UI_LOGIN_PATH}", error=None)
-        scheme, _, credentials = given.strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not self.accepts(credentials):
-            return AdminTokenRequired("the admin token in 'Authorization: Bearer ...' is wrong",
-                                      error="invalid_token")
-        return None
 
 
 class FaultMiddleware:
@@ -371,5 +418,5 @@ def _detached_key(adapter: VendorAdapter, scope: Scope) -> str | None:
         return None
 
 
-__all__ = ["AdminGate", "FaultMiddleware", "drop_connection", "fault_error", "malformed",
-           "sleep_at_least"]
+__all__ = ["INTERNAL_ERROR", "FaultMiddleware", "control_plane_error", "drop_connection",
+           "fault_error", "malformed", "render", "serve", "sleep_at_least"]

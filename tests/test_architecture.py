@@ -97,7 +97,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 #: Modules that wire or serve the application: a vendor adapter reaches none of them.
 _ABOVE_VENDORS = ("emulator.app", "emulator.admin", "emulator.middleware", "emulator.cli",
-                  "emulator.testing", "emulator.boundary")
+                  "emulator.testing", "emulator.admingate")
 
 
 def test_vendors_import_nothing_above_them() -> None:

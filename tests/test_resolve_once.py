@@ -151,10 +151,10 @@ def _calls(pattern: str) -> list[str]:
 
 def test_error_answers_are_built_in_one_place() -> None:
     # every {"detail": ...} error body of the control plane, and every vendor error body
-    # asked of an adapter, is built in emulator/boundary.py
+    # asked of an adapter, is built in emulator/middleware.py (the one error boundary)
     detail = [f for f in _calls(r"""JSONResponse\(\{["']detail["']""")]
-    assert detail and all(f.startswith("boundary.py:") for f in detail), detail
-    asked = [f for f in _calls(r"\.error_response\(") if not f.startswith("boundary.py:")]
+    assert detail and all(f.startswith("middleware.py:") for f in detail), detail
+    asked = [f for f in _calls(r"\.error_response\(") if not f.startswith("middleware.py:")]
     assert asked == []
     assert _calls(r"exception_handlers") == []  # no Starlette handler renders errors
     assert _calls(r"starlette\._utils|from starlette\._") == []

@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from emulator.app import create_app
-from emulator.boundary import serve
 from emulator.context import CTX_KEY, RouteTable
+from emulator.middleware import serve
 from emulator.settings import Settings
 from emulator.vendors.base import HostSpec, VendorAdapter
 

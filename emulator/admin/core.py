@@ -1,7 +1,7 @@
 """The control plane under ``/_emulator``: health, reset, samples, output files, jobs, clock, keys.
 
 Errors here are raised (:mod:`emulator.errors`) and answered as ``{"detail": ...}`` JSON by the
-one error boundary (:func:`emulator.boundary.control_plane_error`). Nothing here imitates a
+one error boundary (:func:`emulator.middleware.control_plane_error`). Nothing here imitates a
 vendor, except the output files, which answer as the vendor's storage would
 (``VendorAdapter.storage_missing`` once a file has expired or is gone).
 """

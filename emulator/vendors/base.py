@@ -310,7 +310,7 @@ class VendorAdapter:
         changed is written to it before the response leaves.
 
         The endpoint raises :class:`EmulatorError`; the one error boundary
-        (:mod:`emulator.boundary`) renders it through :meth:`error_response` (anything else
+        (:func:`emulator.middleware.serve`) renders it through :meth:`error_response` (anything else
         as the vendor's 500), so a bad request never crashes the server.
 
         ``final_read`` names the path parameter holding a job id when the route is a status

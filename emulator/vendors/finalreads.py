@@ -8,7 +8,7 @@ eviction, a withdrawn submit). So a status route
 :class:`FinalReadRoute`) keeps, per job, the answer it rendered (status, headers, body) with
 the job's version, the API key it was rendered for and the request's *fingerprint*
 (:func:`fingerprint`: method, path, query string, scheme, server address and every header,
-byte for byte), and the error boundary (:func:`emulator.boundary.serve`) answers a later read
+byte for byte), and the error boundary (:func:`emulator.middleware.serve`) answers a later read
 with the same fingerprint and version from those bytes, before Starlette's
 ``Request``/``request_response`` wrapper, the guard and the handler
 (:meth:`FinalReads.answer`).

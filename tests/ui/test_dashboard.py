@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from emulator.admin.ui import TEMPLATES
-from emulator.middleware import SESSION_COOKIE, AdminGate
+from emulator.admingate import SESSION_COOKIE, AdminGate
 from emulator.testing.server import EmulatorServer
 from tests.conftest import REPO, emulator_settings
 from tests.vendors.drivers import FAL

@@ -15,7 +15,7 @@ comes from clients and is shown escaped):
 * ``/_emulator/ui/keys``: each key's balance, limits and ledger;
 * ``/_emulator/ui/violations``: the client's contract violations;
 * ``/_emulator/ui/login?token=``: with ``--admin-token``, checks the token
-  (:class:`emulator.middleware.AdminGate`) and sets the HttpOnly session cookie the gate
+  (:class:`emulator.admingate.AdminGate`) and sets the HttpOnly session cookie the gate
   accepts.
 
 Reads render the same JSON views the control-plane API answers (``Job.summary``,
@@ -40,10 +40,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from emulator.admin.core import account_view
+from emulator.admingate import SESSION_COOKIE, AdminGate
 from emulator.core.inputs import ImageSource, decode_inline
 from emulator.core.journal import CRITERIA, parse_criteria
 from emulator.errors import AdminTokenRequired, InputImageError, InvalidInput, NotFound
-from emulator.middleware import SESSION_COOKIE, AdminGate
 
 if TYPE_CHECKING:
     from emulator.app import Emulator

@@ -11,7 +11,7 @@ from emulator.core.clock import Clock
 from emulator.core.faults import FaultRules
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs import Job, JobEngine, JobPlan, JobStatus, Task
-from emulator.core.results import ResultCache, result_key
+from emulator.core.jobs.runner import ResultCache, result_key
 from emulator.core.tasks import Rendered
 from emulator.matte.engine import MatteEngine
 from emulator.matte.grabcut import GrabCutEngine

@@ -1,9 +1,9 @@
 """Fault injection: rules as data, effects as registered kinds, plans passed explicitly.
 
-* :mod:`~emulator.core.faults.rules`: the rule type, its parser and the store of rules;
+* :mod:`~emulator.core.faults.rules`: the rule type, its parser, the store of rules, and the
+  :class:`Plan` one request gets of them, passed to where it acts;
 * :mod:`~emulator.core.faults.effects`: the registry of effect kinds (:data:`EFFECTS`), one
   small class each, with the stage it acts at (request, job, output, webhook);
-* :mod:`~emulator.core.faults.plan`: what one request gets, passed to where it acts;
 * :mod:`~emulator.core.faults.asgi`: the plain-ASGI tools of the request-stage effects;
 * :mod:`~emulator.core.faults.parsing`: the value checks they share.
 
@@ -45,12 +45,12 @@ from emulator.core.faults.effects import (
     unregister,
 )
 from emulator.core.faults.parsing import BLANK, NON_BLANK_PATTERN, RuleError, is_blank
-from emulator.core.faults.plan import Plan
 from emulator.core.faults.rules import (
     FILE_OPERATION,
     MATCH_FIELDS,
     FaultRule,
     FaultRules,
+    Plan,
     effect_fields,
     fields,
     operation_names,

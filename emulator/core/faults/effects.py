@@ -4,7 +4,7 @@ As toxiproxy registers its toxics (``toxics/toxic.go``), each effect kind is one
 :class:`Effect` subclass decorated with :func:`register`, which puts one instance in
 :data:`EFFECTS`. Everything that knows effect kinds reads that registry: rule parsing
 (:func:`emulator.core.faults.rules.parse_rule`), the rule's text and JSON views, the plan
-(:class:`emulator.core.faults.plan.Plan`, which acts at each stage), webhook delivery
+(:class:`emulator.core.faults.rules.Plan`, which acts at each stage), webhook delivery
 (:meth:`emulator.core.faults.rules.FaultRules.act_on_delivery`) and the control-plane
 contract's enums (:func:`emulator.contracts.fill_registry_enums`). A new effect is one class.
 

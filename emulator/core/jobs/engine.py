@@ -44,8 +44,7 @@ from emulator.core.jobs.model import (
 )
 from emulator.core.jobs.pool import EngineSpec
 from emulator.core.jobs.progression import Progression
-from emulator.core.jobs.runner import Runner
-from emulator.core.results import ResultCache
+from emulator.core.jobs.runner import ResultCache, Runner
 from emulator.core.store import InMemoryJobStore, JobStore
 from emulator.core.tasks import TASKS
 from emulator.errors import Conflict, GatewayTimeout, InvalidInput, NotFound

@@ -25,8 +25,7 @@ from emulator.core.state.shared import HITS_KEY
 from emulator.errors import EmulatorError
 
 if TYPE_CHECKING:
-    from emulator.core.faults.plan import Plan
-    from emulator.core.faults.rules import FaultRule, FaultRules
+    from emulator.core.faults.rules import FaultRule, FaultRules, Plan
     from emulator.core.jobs.model import Job
     from emulator.core.state.shared import SharedJobs
 

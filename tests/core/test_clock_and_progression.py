@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import numpy as np
@@ -31,6 +32,20 @@ def test_real_clock_advance_adds_an_offset() -> None:
     before = clock.now()
     clock.advance(3600)
     assert clock.now() - before >= 3600
+
+
+def test_real_clock_keeps_its_offset_through_reset_and_load() -> None:
+    clock = Clock()
+    clock.advance(3600)
+    saved = clock.dump()
+    clock.reset()
+    assert abs(clock.now() - time.time()) < 60  # back to the real time
+    clock.advance(0)
+    assert abs(clock.now() - time.time()) < 60
+    clock.load(saved)  # a restarted emulator keeps the time it was moved to
+    assert clock.now() - time.time() > 3500
+    clock.advance(100)
+    assert clock.now() - time.time() > 3600
 
 
 @pytest.mark.parametrize(("text", "parsed"), [

@@ -42,7 +42,7 @@ STEPS = {
     "job id (uuid7)": ("core/ids.py", "uuid7"),
     "billing hold": ("core/billing.py", "open_job"),
     "rate limit": ("core/billing.py", "throttle"),
-    "store put": ("core/store.py", "put"),
+    "store put": ("core/jobs/engine.py", "put"),
     "result cache / work now": ("core/jobs/runner.py", "work_now"),
     "task scheduling": ("core/jobs/engine.py", "_spawn"),
     "journal": ("middleware.py", "_record"),

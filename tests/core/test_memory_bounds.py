@@ -14,7 +14,7 @@ from emulator.core.clock import Clock
 from emulator.core.files import FILE_OVERHEAD_BYTES, FileStore
 from emulator.core.inputs import ImageSource
 from emulator.core.jobs import JobEngine, Task
-from emulator.core.store import InMemoryJobStore
+from emulator.core.jobs.engine import InMemoryJobStore
 from emulator.core.webhooks import MAX_SECRETS_PER_KEY, Secrets
 from emulator.matte.grabcut import GrabCutEngine
 from emulator.settings import Settings

@@ -14,7 +14,10 @@ A job never shows its final status before its work has ended: under ``polls`` th
 is due to show it waits for the work (off the event loop); under ``time`` the job shows
 processing until the work ends. The engine joins the two: submit, lookups, status reads, the
 ticker that reveals watched jobs, billing at the end of the work, and the control plane's
-actions.
+actions. It keeps the jobs itself (:class:`InMemoryJobStore`, bounded; the project's prototypes
+measured an in-memory dict on the event loop beating sqlite, aiosqlite and Redis for one
+worker): a durable or shared state store (:mod:`emulator.core.state`) saves and shares them
+from there.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -45,7 +50,6 @@ from emulator.core.jobs.model import (
 from emulator.core.jobs.pool import EngineSpec
 from emulator.core.jobs.progression import Progression
 from emulator.core.jobs.runner import ResultCache, Runner
-from emulator.core.store import InMemoryJobStore, JobStore
 from emulator.core.tasks import TASKS
 from emulator.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
 from emulator.matte.engine import MatteEngine
@@ -55,6 +59,77 @@ if TYPE_CHECKING:
     from emulator.core.state.shared import SharedJobs
 
 log = logging.getLogger("emulator.jobs")
+
+
+class InMemoryJobStore:
+    """A dict of jobs bounded to ``max_jobs``: past it, the oldest finished jobs are evicted.
+
+    Unfinished jobs are never evicted (a job is never lost while it runs). Finished jobs wait
+    in a queue of their own (ids, in the order their work ended: :meth:`finished`, or the
+    put of a job ``is_finished`` already holds for), so a put past the cap evicts in O(1): it
+    never walks past unfinished jobs. With every kept job unfinished the store holds more
+    than ``max_jobs`` until enough of them finish.
+    """
+
+    def __init__(self, max_jobs: int, is_finished: Callable[[Job], bool],
+                 on_evict: Callable[[Job], None] | None = None) -> None:
+        self._max = max_jobs
+        self._jobs: dict[str, Job] = {}
+        #: Ids of kept finished jobs, the first to evict first.
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._is_finished = is_finished
+        #: Called (under the store's lock) with each job evicted: the engine drops its files.
+        self._on_evict = on_evict
+        self._lock = threading.Lock()
+
+    def put(self, job: Job) -> None:
+        """Add or replace a job, evicting the oldest finished ones past ``max_jobs``."""
+        with self._lock:
+            self._jobs[job.id] = job
+            if self._is_finished(job):
+                self._done[job.id] = None
+            if len(self._jobs) > self._max:
+                self._evict()
+
+    def finished(self, job: Job) -> None:
+        """``job`` (kept) has ended its work: queue it for eviction (by the next put past
+        ``max_jobs``; a job is never evicted as it finishes)."""
+        with self._lock:
+            if self._jobs.get(job.id) is job:
+                self._done[job.id] = None
+
+    def _evict(self) -> None:
+        jobs, done = self._jobs, self._done
+        while len(jobs) > self._max and done:
+            job_id, _ = done.popitem(last=False)
+            job = jobs.pop(job_id, None)
+            if job is not None and self._on_evict is not None:
+                self._on_evict(job)
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or ``None``."""
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> Iterator[Job]:
+        """Every job, oldest first (a snapshot)."""
+        with self._lock:
+            snapshot = list(self._jobs.values())
+        return iter(snapshot)
+
+    def clear(self) -> None:
+        """Forget every job."""
+        with self._lock:
+            self._jobs.clear()
+            self._done.clear()
+
+    def discard(self, job_id: str) -> None:
+        """Forget one job (if kept): a submit a shared store refused afterwards."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            self._done.pop(job_id, None)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
 
 class JobEngine:
@@ -69,7 +144,6 @@ class JobEngine:
         *,
         clock: Clock,
         matte: Callable[[], MatteEngine],
-        store: JobStore | None = None,
         files: FileStore | None = None,
         billing: Billing | None = None,
         engine_spec: EngineSpec | None = None,
@@ -80,9 +154,8 @@ class JobEngine:
         # never polled would otherwise stay "queued" and be kept for ever). `outcome` is what
         # `Job.work_done` reads (a plain attribute: no call on every put).
         self.files = files if files is not None else FileStore(settings.max_file_bytes)
-        self.store: JobStore = store if store is not None else InMemoryJobStore(
-            settings.max_jobs, lambda j: j.outcome is not None, on_evict=self._drop_files
-        )
+        self.store = InMemoryJobStore(settings.max_jobs, lambda j: j.outcome is not None,
+                                      on_evict=self._drop_files)
         self.billing = billing if billing is not None else Billing(
             settings.default_balance_usd, ledger_size=settings.ledger_size)
         #: The work of jobs (pool, inputs, result cache).
@@ -558,4 +631,4 @@ class JobEngine:
         return out
 
 
-__all__ = ["JobEngine"]
+__all__ = ["InMemoryJobStore", "JobEngine"]

@@ -18,9 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from emulator.app import EmulatorApp, create_app
+from emulator.context import CTX_KEY, RequestContext
+from emulator.errors import Unauthorized
 from emulator.vendors import load_all
+from emulator.vendors.base import KeyHeader, VendorAdapter
 from tests.conftest import emulator_settings
 from tests.vendors.drivers import DRIVERS
 
@@ -144,3 +148,62 @@ def test_strict_key_mode_takes_listed_keys_only(slug: str) -> None:
     assert listed.status_code == 404, listed.text
     unlisted = answer(STRICT, slug, CARRIES[slug].format("k"))
     assert (unlisted.status_code, unlisted.json()) == (401, BODY[slug]("invalid API key"))
+
+
+def test_every_vendor_declares_its_key_header_or_reads_its_own() -> None:
+    """A vendor declares :attr:`VendorAdapter.key_header`, and the base ``api_key`` reads it;
+    only one whose credential is more than a header's value (GMI Cloud's access tokens)
+    overrides ``api_key``. Either way ``api_key`` is wrapped once (read once per request)."""
+    base = VendorAdapter.__dict__["api_key"]
+    assert not hasattr(base.__wrapped__, "__wrapped__")
+    for slug, cls in load_all().items():
+        own = cls.__dict__.get("api_key")
+        if own is None:
+            assert isinstance(cls.key_header, KeyHeader), slug
+            assert cls.api_key is base, slug
+        else:
+            assert cls.key_header is None, slug
+            assert own is not base and not hasattr(own.__wrapped__, "__wrapped__"), slug
+    assert set(load_all()) - {s for s, c in load_all().items() if "api_key" in c.__dict__} \
+        == {"pixazo", "apiframe", "bria", "fal", "runflow"}
+
+
+def _request(adapter: VendorAdapter, header: str, value: str) -> tuple[Request, RequestContext]:
+    ctx = RequestContext(adapter=adapter, vendor=adapter.slug, host=None, prefix="",
+                         operation=None, route=None)
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+             "headers": [(header.lower().encode(), value.encode())], CTX_KEY: ctx}
+    return Request(scope), ctx
+
+
+@pytest.mark.parametrize("slug", ["pixazo", "fal", "gmicloud"])
+def test_the_key_is_read_once_per_request(slug: str) -> None:
+    adapter = OPEN.state.emulator.adapters[slug]
+    header, _ = WHERE[slug]
+    request, ctx = _request(adapter, header, CARRIES[slug].format("first"))
+    assert adapter.api_key(request) == "first" == ctx.key
+    request.scope["headers"] = [(header.lower().encode(), CARRIES[slug].format("second").encode())]
+    assert adapter.api_key(Request(request.scope)) == "first"  # kept on the context
+
+    refused, ctx = _request(adapter, header, "   ")
+    with pytest.raises(Unauthorized) as first:
+        adapter.api_key(refused)
+    assert ctx.key is None and ctx.key_error is first.value
+    refused.scope["headers"] = [(header.lower().encode(), CARRIES[slug].format("k").encode())]
+    with pytest.raises(Unauthorized) as again:
+        adapter.api_key(Request(refused.scope))
+    assert again.value is first.value
+
+
+def test_a_key_header_is_lower_case_and_a_scheme_has_its_messages() -> None:
+    with pytest.raises(ValueError, match="lower-case"):
+        KeyHeader("X-API-Key", missing="m")
+    with pytest.raises(ValueError, match="needs"):
+        KeyHeader("authorization", missing="m", scheme="Bearer", wrong_scheme="w")
+
+
+def test_an_adapter_with_no_key_header_and_no_api_key_says_so() -> None:
+    adapter = VendorAdapter(OPEN.state.emulator)
+    request, _ = _request(adapter, "x-api-key", "k")
+    with pytest.raises(NotImplementedError, match="declares no key_header"):
+        adapter.api_key(request)

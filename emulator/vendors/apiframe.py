@@ -29,7 +29,7 @@ from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
-from emulator.vendors.base import HostSpec, VendorAdapter
+from emulator.vendors.base import HostSpec, KeyHeader, VendorAdapter
 
 MODEL = "bria-bg-remove"
 PARAMS_KEY = "briaBgRemoveParams"
@@ -68,6 +68,8 @@ class ApiframeAdapter(VendorAdapter):
     source = "docs/vendors/apiframe.md"
     status_words = STATUS_WORDS
     job_not_found = "Job {id} not found"
+    #: ``X-API-Key`` (docs/vendors/apiframe.md, Quick start)
+    key_header = KeyHeader("x-api-key", missing="Missing API key")
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Submit and job lookup."""
@@ -77,10 +79,6 @@ class ApiframeAdapter(VendorAdapter):
             self.route("/v2/jobs/{job_id}", self.status, methods=["GET"], operation="status",
                        final_read="job_id"),
         ]}
-
-    def api_key(self, request: Request) -> str:
-        """``X-API-Key`` (docs/vendors/apiframe.md, Quick start)."""
-        return self.check_key(request.headers.get("x-api-key"), message="Missing API key")
 
     def render_error(self, exc: EmulatorError) -> Response:
         """``{"message", "code"}``, always JSON (docs/vendors/apiframe.md, Errors)."""

@@ -111,11 +111,122 @@ class HostSpec:
     key: str = "api"
 
 
+#: How many characters of a wrong scheme word a :attr:`KeyHeader.wrong_scheme` message shows.
+SCHEME_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class KeyHeader:
+    """Where a vendor's API key is on a request, and the vendor's 401 messages when it is not.
+
+    Either the whole header value is the key (``X-API-Key: <key>``; :attr:`scheme` ``None``),
+    or the value is ``<Scheme> <key>`` (``Authorization: Key <key>``): the value, stripped, is
+    split at its first space; the word before it must be :attr:`scheme`, compared
+    case-insensitively. The key is stripped. Each vendor's declaration (``key_header`` of its
+    adapter) cites the vendor page its header and messages come from.
+
+    Attributes:
+        name: the header's name, lower-case (``"x-api-key"``, ``"authorization"``).
+        missing: the message when the header is absent, empty or blank.
+        scheme: the scheme word before the key (``"Key"``, ``"Bearer"``); ``None``: the whole
+            value is the key.
+        wrong_scheme: the message when the value's first word is not :attr:`scheme`;
+            ``{scheme}`` in it stands for the first :data:`SCHEME_SHOWN` characters of the
+            word the client sent (the rest of the message is taken as is).
+        empty: the message when nothing but blanks follows the scheme word.
+
+    Raises:
+        ValueError: (on construction) ``name`` not lower-case, or a ``scheme`` without its
+            ``wrong_scheme`` and ``empty`` messages.
+    """
+
+    name: str
+    missing: str
+    scheme: str | None = None
+    wrong_scheme: str = ""
+    empty: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name != self.name.lower():
+            raise ValueError(f"key header name must be lower-case, not {self.name!r}")
+        if self.scheme is not None and not (self.wrong_scheme and self.empty):
+            raise ValueError(f"scheme {self.scheme!r} needs wrong_scheme and empty messages")
+
+    def credential(self, request: Request) -> str:
+        """What the header carries after the scheme word, stripped: the key, or whatever the
+        vendor sends there (GMI Cloud's access tokens). Strict key mode is not applied here
+        (:meth:`read` does).
+
+        Raises:
+            Unauthorized: header missing or blank (:attr:`missing`), another scheme word
+                (:attr:`wrong_scheme`) or nothing after it (:attr:`empty`).
+        """
+        value = request.headers.get(self.name)
+        if value is None or not value.strip():
+            raise Unauthorized(self.missing)
+        value = value.strip()
+        if self.scheme is None:
+            return value
+        scheme, _, credential = value.partition(" ")
+        if scheme.lower() != self.scheme.lower():
+            raise Unauthorized(self.wrong_scheme.replace("{scheme}", scheme[:SCHEME_SHOWN]))
+        if not credential.strip():
+            raise Unauthorized(self.empty)
+        return credential.strip()
+
+    def read(self, adapter: VendorAdapter, request: Request) -> str:
+        """The API key of ``request``: :meth:`credential`, then ``adapter``'s common key rules
+        (:meth:`VendorAdapter.check_key`: strict key mode accepts listed keys only).
+
+        Raises:
+            Unauthorized: as :meth:`credential`; or ``invalid API key``, a key strict key
+                mode does not accept.
+        """
+        return adapter.check_key(self.credential(request), message=self.missing)
+
+
+#: Marks a function :func:`_noting_key` made (in its ``__dict__``).
+_NOTES_KEY = "rmbg_notes_key"
+
+
+def _noting_key(api_key: Callable[[Any, Request], str]) -> Callable[[Any, Request], str]:
+    """Wrap an adapter's ``api_key`` so it reads the request's key once: the key it finds
+    (or the error it raises, ``Unauthorized``) is kept on the request's context
+    (:attr:`~emulator.context.RequestContext.key`, ``key_error``), where the fault rules,
+    the guard, the handler and the journal all find it; later calls answer the same.
+
+    The base :meth:`VendorAdapter.api_key` is wrapped where it is defined, and
+    ``VendorAdapter.__init_subclass__`` wraps an adapter's own override; a function already
+    wrapped is returned as it is, so no ``api_key`` is wrapped twice."""
+    if getattr(api_key, "__dict__", {}).get(_NOTES_KEY):
+        return api_key
+
+    @functools.wraps(api_key)
+    def wrapper(self: Any, request: Request) -> str:
+        ctx: RequestContext | None = request.scope.get(CTX_KEY)
+        if ctx is None or ctx.adapter is not self:
+            return api_key(self, request)
+        if ctx.key is UNREAD:
+            try:
+                ctx.key = api_key(self, request)
+            except EmulatorError as exc:
+                ctx.key, ctx.key_error = None, exc
+                raise
+        if ctx.key_error is not None:
+            raise ctx.key_error
+        key: str = ctx.key
+        return key
+
+    wrapper.__dict__[_NOTES_KEY] = True
+    return wrapper
+
+
 class VendorAdapter:
     """Base class of every vendor adapter.
 
-    Subclasses set ``slug``, ``title``, ``hosts`` and implement :meth:`routes`,
-    :meth:`render_error` and :meth:`api_key`.
+    Subclasses set ``slug``, ``title``, ``hosts`` and :attr:`key_header` (where the API key
+    is) and implement :meth:`routes` and :meth:`render_error`; a vendor whose key is more
+    than one header's value (GMI Cloud's access tokens) overrides :meth:`api_key` instead.
     """
 
     registry: ClassVar[dict[str, type[VendorAdapter]]] = {}
@@ -134,13 +245,16 @@ class VendorAdapter:
     #: whole status enum (a test checks every adapter); a job shows one when a ``word`` fault
     #: asks for it (:meth:`status_word`).
     other_words: ClassVar[Mapping[str, JobStatus]] = {}
+    #: Where the vendor's API key is and its 401 messages, read by :meth:`api_key`; ``None``:
+    #: the adapter overrides :meth:`api_key`.
+    key_header: ClassVar[KeyHeader | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.slug:
             VendorAdapter.registry[cls.slug] = cls
         if "api_key" in cls.__dict__:
-            cls.api_key = _noting_key(cls.__dict__["api_key"])  # type: ignore[method-assign,assignment]
+            cls.api_key = _noting_key(cls.__dict__["api_key"])  # type: ignore[method-assign]
 
     def __init__(self, port: VendorPort) -> None:
         self.port = port
@@ -176,13 +290,21 @@ class VendorAdapter:
         """The vendor's JSON error body and status for ``exc``."""
         raise NotImplementedError
 
+    @_noting_key
     def api_key(self, request: Request) -> str:
-        """The API key from the vendor's auth header.
+        """The API key of ``request``, read through :attr:`key_header` (:meth:`KeyHeader.read`)
+        once per request: what it finds, key or error, is kept on the request's context
+        (:func:`_noting_key`, which also wraps every override).
 
         Raises:
-            Unauthorized: missing or empty.
+            Unauthorized: missing, empty, another scheme, or not accepted (strict key mode).
+            NotImplementedError: the adapter declares no :attr:`key_header` and does not
+                override this.
         """
-        raise NotImplementedError
+        if self.key_header is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} declares no key_header and does not override api_key")
+        return self.key_header.read(self, request)
 
     def saved_state(self) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
         """What this vendor keeps itself that a durable state store (``--store sqlite:``)
@@ -503,31 +625,6 @@ class VendorAdapter:
         relative to the host (no prefix). Default: nothing.
         """
         return None
-
-
-def _noting_key(api_key: Callable[[Any, Request], str]) -> Callable[[Any, Request], str]:
-    """Wrap an adapter's ``api_key`` so it reads the request's key once: the key it finds
-    (or the error it raises, ``Unauthorized``) is kept on the request's context
-    (:attr:`~emulator.context.RequestContext.key`, ``key_error``), where the fault rules,
-    the guard, the handler and the journal all find it; later calls answer the same."""
-
-    @functools.wraps(api_key)
-    def wrapper(self: Any, request: Request) -> str:
-        ctx: RequestContext | None = request.scope.get(CTX_KEY)
-        if ctx is None or ctx.adapter is not self:
-            return api_key(self, request)
-        if ctx.key is UNREAD:
-            try:
-                ctx.key = api_key(self, request)
-            except EmulatorError as exc:
-                ctx.key, ctx.key_error = None, exc
-                raise
-        if ctx.key_error is not None:
-            raise ctx.key_error
-        key: str = ctx.key
-        return key
-
-    return wrapper
 
 
 @functools.lru_cache(maxsize=256)

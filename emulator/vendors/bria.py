@@ -46,7 +46,7 @@ from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput
-from emulator.vendors.base import HostSpec, VendorAdapter
+from emulator.vendors.base import HostSpec, KeyHeader, VendorAdapter
 
 REMOVE_PATH = "/v2/image/edit/remove_background"
 STATUS_PATH = "/v2/status/{request_id}"
@@ -111,6 +111,8 @@ class BriaAdapter(VendorAdapter):
     status_words = STATUS_WORDS
     other_words = {"UNKNOWN": JobStatus.PROCESSING}  # Bria's SDK keeps polling on it
     job_not_found = "Request {id} not found"
+    #: Header ``api_token`` (docs.bria.ai quickstart; ``BriaEngine.auth_headers``)
+    key_header = KeyHeader("api_token", missing="Missing api_token header")
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Remove background (submit) and the status service, on the engine host."""
@@ -119,11 +121,6 @@ class BriaAdapter(VendorAdapter):
             self.route(STATUS_PATH, self.status, methods=["GET"], operation="status",
                        final_read="request_id"),
         ]}
-
-    def api_key(self, request: Request) -> str:
-        """Header ``api_token`` (docs.bria.ai quickstart; ``BriaEngine.auth_headers``)."""
-        return self.check_key(request.headers.get("api_token"),
-                              message="Missing api_token header")
 
     def render_error(self, exc: EmulatorError) -> Response:
         """``{"error": {"code", "message", "details"}}`` with the HTTP status as ``code``,

@@ -57,7 +57,7 @@ from emulator.core.faults import RuleError
 from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.errors import EmulatorError, InvalidInput, Unauthorized
-from emulator.vendors.base import HostSpec, VendorAdapter
+from emulator.vendors.base import HostSpec, KeyHeader, VendorAdapter
 
 MODEL = "bria-image-remove-background"
 BASE = "/api/v1/ie/requestqueue/apikey/requests"
@@ -66,6 +66,21 @@ SESSION_BASE = "/api/v1/ie/requestqueue/requests"
 IAM = "/api/v1/me"
 QUEUE_PREFIX = "/api/v1/ie/requestqueue/"
 FAULT_PASSWORD = "fault."
+
+
+def _bearer(what: str) -> KeyHeader:
+    """``Authorization: Bearer <what>``, the scheme word case-insensitive, with the
+    emulator's 401 messages naming ``what``."""
+    return KeyHeader("authorization", scheme="Bearer", missing="missing Authorization header",
+                     wrong_scheme=f"Authorization must be 'Bearer <{what}>'",
+                     empty=f"missing {what} after 'Bearer'")
+
+
+#: The key on the ``/apikey/`` routes (docs/vendors/gmicloud.md, API Endpoint &
+#: Authentication).
+API_KEY_HEADER = _bearer("API key")
+#: The access token on the SDK's routes (the session queue and the IAM service).
+ACCESS_TOKEN_HEADER = _bearer("access token")
 
 #: Operations of the IAM service, whose errors are ``{"message": ...}``.
 IAM_OPERATIONS = frozenset({"login", "session.create", "session.refresh", "profile"})
@@ -203,7 +218,8 @@ class GmiCloudAdapter(VendorAdapter):
         """The caller's key: ``Authorization: Bearer KEY`` on the ``/apikey/`` routes
         (docs/vendors/gmicloud.md, API Endpoint & Authentication); on the SDK's routes the
         bearer is an access token and the key is its account's (:attr:`Account.queue_key` on
-        the queue, the e-mail on the IAM service).
+        the queue, the e-mail on the IAM service). The header is read by
+        :data:`API_KEY_HEADER` and :data:`ACCESS_TOKEN_HEADER`.
 
         Raises:
             Unauthorized: no bearer, a key not accepted (``--keys``), or a token that is
@@ -212,22 +228,11 @@ class GmiCloudAdapter(VendorAdapter):
         path: str = request.scope["path"]
         session = path.startswith(IAM) or (path.startswith(QUEUE_PREFIX)
                                            and not path.startswith(BASE))
-        bearer = self._bearer(request, "access token" if session else "API key")
         if not session:
-            return self.check_key(bearer, message="missing API key after 'Bearer'")
+            return API_KEY_HEADER.read(self, request)
+        bearer = ACCESS_TOKEN_HEADER.credential(request)
         account = read_token(bearer, "access", self.port.clock.now())
         return account.email if path.startswith(IAM) else account.queue_key
-
-    def _bearer(self, request: Request, what: str) -> str:
-        header = request.headers.get("authorization")
-        if header is None or not header.strip():
-            raise Unauthorized("missing Authorization header")
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            raise Unauthorized(f"Authorization must be 'Bearer <{what}>'")
-        if not value.strip():
-            raise Unauthorized(f"missing {what} after 'Bearer'")
-        return value.strip()
 
     def render_operation_error(self, operation: str | None, exc: EmulatorError) -> Response:
         """``{"message": message}`` on the IAM service (what the SDK reads there), else

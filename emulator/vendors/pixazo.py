@@ -23,7 +23,7 @@ from emulator.core.inputs import parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput
-from emulator.vendors.base import HostSpec, VendorAdapter
+from emulator.vendors.base import HostSpec, KeyHeader, VendorAdapter
 
 MODEL_ID = "bria-rmbg-2-0-682"
 
@@ -61,6 +61,11 @@ class PixazoAdapter(VendorAdapter):
     source = "docs/vendors/pixazo.md"
     status_words = STATUS_WORDS
     job_not_found = "Request '{id}' not found"
+    #: ``Ocp-Apim-Subscription-Key`` (docs/vendors/pixazo.md, Authentication)
+    key_header = KeyHeader(
+        "ocp-apim-subscription-key",
+        missing="Access denied due to missing subscription key. Make sure to include "
+                "subscription key when making requests to an API.")
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Submit and the universal status endpoint, on the gateway host."""
@@ -70,14 +75,6 @@ class PixazoAdapter(VendorAdapter):
             self.route("/v2/requests/status/{request_id}", self.status,
                        methods=["GET"], operation="status", final_read="request_id"),
         ]}
-
-    def api_key(self, request: Request) -> str:
-        """``Ocp-Apim-Subscription-Key`` (docs/vendors/pixazo.md, Authentication)."""
-        return self.check_key(
-            request.headers.get("ocp-apim-subscription-key"),
-            message="Access denied due to missing subscription key. Make sure to include "
-                    "subscription key when making requests to an API.",
-        )
 
     def render_error(self, exc: EmulatorError) -> Response:
         """``{"error", "message"}``; 402 is the page's body word for word."""

@@ -38,7 +38,7 @@ from emulator.core.inputs import FETCH_FAILED, parse_source
 from emulator.core.jobs import Job, JobStatus, Task
 from emulator.core.webhooks import RetryPolicy, WebhookMessage
 from emulator.errors import EmulatorError, InvalidInput, ValidationFailed
-from emulator.vendors.base import HostSpec, VendorAdapter
+from emulator.vendors.base import HostSpec, KeyHeader, VendorAdapter
 
 MODEL = "bria/background/remove"
 
@@ -73,6 +73,13 @@ class RunflowAdapter(VendorAdapter):
     other_words = {"dispatching": JobStatus.PROCESSING,
                    "partial_succeeded": JobStatus.SUCCEEDED}  # docs/vendors/runflow.md
     job_not_found = "Run {id} not found"
+    #: ``Authorization: Bearer KEY`` (docs/vendors/runflow.md, Run the model), the scheme
+    #: word case-insensitive
+    key_header = KeyHeader(
+        "authorization", scheme="Bearer",
+        missing="Missing API key: send 'Authorization: Bearer <RUNFLOW_API_KEY>'",
+        wrong_scheme="Authorization must be 'Bearer <API key>'",
+        empty="Missing API key after 'Bearer'")
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Create a run; read a run."""
@@ -84,17 +91,6 @@ class RunflowAdapter(VendorAdapter):
             self.route("/v1/callback-secrets", self.create_secret, methods=["POST"],
                        operation="callback_secret"),
         ]}
-
-    def api_key(self, request: Request) -> str:
-        """``Authorization: Bearer KEY`` (docs/vendors/runflow.md, Run the model)."""
-        header = request.headers.get("authorization")
-        if header is None or not header.strip():
-            return self.check_key(None, message="Missing API key: send 'Authorization: "
-                                                "Bearer <RUNFLOW_API_KEY>'")
-        scheme, _, key = header.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return self.check_key(None, message="Authorization must be 'Bearer <API key>'")
-        return self.check_key(key, message="Missing API key after 'Bearer'")
 
     def render_error(self, exc: EmulatorError) -> Response:
         """``{"detail": str}``; validation errors 422 ``{"detail": [{loc, msg, type}]}``."""

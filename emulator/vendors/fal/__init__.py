@@ -44,12 +44,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from emulator.errors import EmulatorError, GatewayTimeout, InvalidInput
-from emulator.vendors.base import HostSpec
+from emulator.vendors.base import HostSpec, KeyHeader
 from emulator.vendors.fal.queue import APP, ENDPOINTS, STATUS_WORDS
 from emulator.vendors.fal.webhooks import FalWebhooks
 
@@ -71,6 +70,14 @@ class FalAdapter(FalWebhooks):
     source = "docs/vendors/fal.md"
     status_words = STATUS_WORDS
     job_not_found = "Request {id} not found"
+    #: ``Authorization: Key <FAL_KEY>`` (docs/vendors/fal.md, cURL), the scheme word
+    #: case-insensitive. Any other scheme (``Bearer <FAL_KEY>`` included: fal documents only
+    #: ``Key``) is refused with fal's 401 ``{"detail": ...}``, as the vendor would.
+    key_header = KeyHeader(
+        "authorization", scheme="Key",
+        missing="No credentials provided. Send 'Authorization: Key <FAL_KEY>'.",
+        wrong_scheme="Authorization must be 'Key <FAL_KEY>', not '{scheme} ...'",
+        empty="No credentials provided after 'Key'.")
 
     def routes(self) -> dict[str, list[BaseRoute]]:
         """Routes per host key: ``run``, ``queue``, ``rest``, ``cdn``."""
@@ -108,20 +115,6 @@ class FalAdapter(FalWebhooks):
         }
 
     # -- auth and errors --------------------------------------------------------------------
-    def api_key(self, request: Request) -> str:
-        """``Authorization: Key <FAL_KEY>`` (docs/vendors/fal.md, cURL), the scheme word
-        case-insensitive. Any other scheme (``Bearer <FAL_KEY>`` included: fal documents only
-        ``Key``) is refused with fal's 401 ``{"detail": ...}``, as the vendor would."""
-        header = request.headers.get("authorization")
-        if header is None or not header.strip():
-            return self.check_key(None, message="No credentials provided. Send "
-                                                "'Authorization: Key <FAL_KEY>'.")
-        scheme, _, key = header.strip().partition(" ")
-        if scheme.lower() != "key":
-            return self.check_key(None, message=f"Authorization must be 'Key <FAL_KEY>', not "
-                                                f"'{scheme[:20]} ...'")
-        return self.check_key(key, message="No credentials provided after 'Key'.")
-
     def render_error(self, exc: EmulatorError) -> Response:
         """``{"detail": ...}``; validation errors are 422 with a list of ``{loc, msg, type}``."""
         if isinstance(exc, InvalidInput) and exc.status in (400, 422):

@@ -321,13 +321,21 @@ def test_upload_then_use_the_access_url(client: httpx.Client, origin: OriginServ
     assert out.size == (origin.small.shape[1], origin.small.shape[0])
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer", "Bearer forged.0123", "Key fal-key"])
-def test_upload_needs_a_valid_token(client: httpx.Client, auth: str | None) -> None:
+NO_CDN_TOKEN = ("Missing CDN token: send 'Authorization: Bearer <token>' from "
+                "POST rest.fal.ai/storage/auth/token")
+
+
+@pytest.mark.parametrize(("auth", "detail"), [
+    (None, NO_CDN_TOKEN), ("Bearer", NO_CDN_TOKEN), ("Key fal-key", NO_CDN_TOKEN),
+    ("Bearer forged.0123", "Invalid CDN token"), ("bearer forged", "Invalid CDN token")])
+def test_upload_needs_a_valid_token(client: httpx.Client, auth: str | None,
+                                    detail: str) -> None:
     headers = {"Content-Type": "image/png"}
     if auth is not None:
         headers["Authorization"] = auth
     response = client.post("/cdn/files/upload", content=b"\x89PNG", headers=headers)
-    assert response.status_code == 401 and response.json()["detail"]
+    assert response.status_code == 401
+    assert response.json() == {"detail": detail}
 
 
 def test_upload_token_expires(client: httpx.Client) -> None:

@@ -25,7 +25,7 @@ from emulator.errors import (
     NotFound,
     Unauthorized,
 )
-from emulator.vendors.base import VendorAdapter, VendorPort
+from emulator.vendors.base import KeyHeader, VendorAdapter, VendorPort
 
 #: Seconds a storage token lives (the SDK refreshes it once ``expires_at`` has passed).
 TOKEN_TTL_S = 3600.0
@@ -34,6 +34,12 @@ CDN_BUCKETS = ("panda", "tiger", "lion", "penguin", "koala", "zebra", "rabbit", 
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _CDN_FILE = re.compile(r"/files/[^/]+/(?P<name>[^/]+)")
+_NO_TOKEN = ("Missing CDN token: send 'Authorization: Bearer <token>' from "
+             "POST rest.fal.ai/storage/auth/token")
+#: Where a CDN upload's token is (``fal_client.upload_file`` sends ``Bearer <token>``); one
+#: message for a missing header, another scheme and nothing after ``Bearer``.
+_CDN_TOKEN = KeyHeader("authorization", scheme="Bearer", missing=_NO_TOKEN,
+                       wrong_scheme=_NO_TOKEN, empty=_NO_TOKEN)
 
 
 class FalStorage(VendorAdapter):
@@ -104,12 +110,7 @@ class FalStorage(VendorAdapter):
         Raises:
             Unauthorized: no token, a forged one, or an expired one.
         """
-        header = (request.headers.get("authorization") or "").strip()
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Missing CDN token: send 'Authorization: Bearer <token>' from "
-                               "POST rest.fal.ai/storage/auth/token")
-        text, _, mac = token.strip().rpartition(".")
+        text, _, mac = _CDN_TOKEN.credential(request).rpartition(".")
         good = hmac.new(self._token_secret, text.encode(), hashlib.sha256).hexdigest()[:32]
         if not text or not hmac.compare_digest(mac, good):
             raise Unauthorized("Invalid CDN token")
